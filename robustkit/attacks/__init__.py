@@ -1,0 +1,5 @@
+"""Attack adapters, one module per backend; construct them with :func:`robustkit.attack`."""
+
+from .base import Attack
+
+__all__ = ["Attack"]

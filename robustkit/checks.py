@@ -1,0 +1,148 @@
+"""Input validation and the model-state guard shared by attacks, detectors and defenses."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Iterator
+from fractions import Fraction
+
+import torch
+from torch import nn
+
+PIXEL_HINT = (
+    "robustkit works in pixel space: pass images in [0, 1] and put mean/std normalisation "
+    "inside the model (robustkit.models.with_normalization)"
+)
+
+
+def check_images(x: object, name: str = "x") -> torch.Tensor:
+    """Check that `x` is a non-empty float N×C×H×W tensor of finite values in [0, 1]."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape N×C×H×W, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{name} has dtype {x.dtype}; expected a float tensor in [0, 1] "
+            f"(for uint8 images use x.float() / 255)"
+        )
+    if x.ndim != 4:
+        raise ValueError(
+            f"{name} has shape {tuple(x.shape)}; expected N×C×H×W (use x.unsqueeze(0) for one image)"
+        )
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)}); pass at least one image")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf values; images must be finite, in [0, 1]")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0.0 or hi > 1.0:
+        if lo >= 0.0 and hi <= 255.0:
+            hint = "it looks like 0..255 pixels: divide by 255"
+        else:
+            hint = "it looks normalised (mean/std already applied)"
+        raise ValueError(f"{name} has values in [{lo:.3g}, {hi:.3g}], outside [0, 1]; {hint}. {PIXEL_HINT}")
+    return x
+
+
+def check_labels(y: object, n: int, num_classes: int | None = None, name: str = "y") -> torch.Tensor:
+    """Check that `y` is an int64 tensor of `n` class indices in [0, num_classes)."""
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of class indices, got {type(y).__name__}")
+    if y.dtype != torch.int64:
+        raise TypeError(f"{name} has dtype {y.dtype}; expected torch.int64 class indices (y.long())")
+    if y.shape != (n,):
+        raise ValueError(f"{name} has shape {tuple(y.shape)}; expected ({n},), one label per image")
+    if n and (int(y.min()) < 0 or (num_classes is not None and int(y.max()) >= num_classes)):
+        raise ValueError(
+            f"{name} has labels in [{int(y.min())}, {int(y.max())}]; the model has "
+            f"{num_classes} classes, so labels must lie in [0, {num_classes - 1}]"
+        )
+    return y
+
+
+def parse_eps(eps: object, name: str = "eps", allow_zero: bool = True, limit: float = 1.0) -> float:
+    """Parse a budget given as a number or a string such as ``"8/255"`` and check its range."""
+    if isinstance(eps, str):
+        try:
+            value = float(Fraction(eps.strip()))
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"{name}={eps!r} is not a number; write e.g. 0.03 or 8/255") from None
+    elif isinstance(eps, (int, float)) and not isinstance(eps, bool):
+        value = float(eps)
+    else:
+        raise TypeError(f"{name} must be a number or a string like '8/255', got {type(eps).__name__}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        need = "> 0" if not allow_zero else ">= 0"
+        raise ValueError(f"{name}={eps!r} is invalid; it must be finite and {need}")
+    if value > limit:
+        raise ValueError(
+            f"{name}={eps!r} is larger than {limit:g}; budgets are in pixel units of [0, 1] images "
+            f"(8/255, not 8)"
+        )
+    return value
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU for a model without any)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def preserved_state(model: nn.Module, freeze: bool = True) -> Iterator[nn.Module]:
+    """Restore every module's train/eval mode, `requires_grad` and `.grad` on exit.
+
+    With ``freeze`` the parameters do not require gradients inside the block, so attacks
+    back-propagate to the input only.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    params = list(model.parameters())
+    flags = [p.requires_grad for p in params]
+    grads = [None if p.grad is None else p.grad.detach().clone() for p in params]
+    try:
+        if freeze:
+            for p in params:
+                p.requires_grad_(False)
+        yield model
+    finally:
+        for module, mode in modes:
+            module.training = mode
+        for p, flag, grad in zip(params, flags, grads, strict=True):
+            p.requires_grad_(flag)
+            p.grad = grad
+
+
+def inspect_model(model: nn.Module, x: torch.Tensor) -> int:
+    """Run the model on one image (eval mode, no grad) and return its number of classes.
+
+    Raises a clear error when the model rejects the input's shape, and warns when it seems to
+    return probabilities instead of logits.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module returning logits, got {type(model).__name__}")
+    with preserved_state(model), torch.no_grad():
+        model.eval()
+        try:
+            out = model(x[:1].to(model_device(model)))
+        except RuntimeError as err:
+            raise ValueError(
+                f"the model cannot take input of shape {tuple(x.shape[1:])} (C×H×W): "
+                f"{str(err).splitlines()[0]}; check the channel count and image size"
+            ) from None
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        raise ValueError("the model must return logits of shape N×num_classes")
+    warn_if_probabilities(out)
+    return out.shape[1]
+
+
+def warn_if_probabilities(logits: torch.Tensor) -> None:
+    """Warn when model outputs look like softmax probabilities rather than logits."""
+    sums = logits.sum(dim=1)
+    if (logits >= 0).all() and torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
+        warnings.warn(
+            "the model's outputs are non-negative and sum to 1: it seems to return probabilities. "
+            "robustkit expects logits; remove the final softmax layer",
+            UserWarning,
+            stacklevel=3,
+        )

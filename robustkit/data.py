@@ -1,0 +1,263 @@
+"""Datasets as in-memory `[0, 1]` float tensors that carry their own description.
+
+Names understood by :func:`load_dataset`:
+
+- ``digits``: scikit-learn's 8×8 handwritten digits, embedded, always offline;
+- ``cifar10`` and ``cifar100`` (``cifar100:bottle,clock`` keeps those classes only);
+- ``mnist``; ``fakedata`` (torchvision's random-noise images, ``shape=`` of the ID set);
+- ``imagefolder:PATH`` (``PATH/<split>/<class>/*.png`` or ``PATH/<class>/*.png``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from .errors import DatasetNotFoundError
+
+SPLITS = ("train", "test")
+CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+MNIST_STATS = ((0.1307,), (0.3081,))
+
+
+def default_root() -> Path:
+    """Where datasets live: ``$ROBUSTKIT_DATA`` or ``~/.cache/robustkit/data``."""
+    return Path(os.environ.get("ROBUSTKIT_DATA", Path.home() / ".cache" / "robustkit" / "data"))
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model needs to know about a dataset: classes, image shape, mean and std."""
+
+    name: str
+    classes: tuple[str, ...]
+    shape: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass
+class ImageSet:
+    """Images ``x`` (N×C×H×W float32 in [0, 1]), labels ``y`` (int64) and their info."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    info: DatasetInfo
+    split: str = "test"
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def loader(self, batch_size: int = 256, shuffle: bool = False, seed: int = 0) -> DataLoader:
+        """A DataLoader over ``(x, y)`` batches (seeded when shuffled)."""
+        generator = torch.Generator().manual_seed(seed) if shuffle else None
+        return DataLoader(
+            TensorDataset(self.x, self.y), batch_size=batch_size, shuffle=shuffle, generator=generator
+        )
+
+    def take(self, n: int | None) -> ImageSet:
+        """The first ``n`` images (all of them for ``None``)."""
+        return self if n is None else replace(self, x=self.x[:n], y=self.y[:n])
+
+    def select(self, index: torch.Tensor) -> ImageSet:
+        """The images at ``index`` (a bool mask or integer indices)."""
+        return replace(self, x=self.x[index], y=self.y[index])
+
+    def fingerprint(self) -> str:
+        """A short hash of the pixels and labels, used in model-cache keys."""
+        digest = hashlib.blake2b(digest_size=8)
+        digest.update(self.x.numpy().tobytes())
+        digest.update(self.y.numpy().tobytes())
+        return digest.hexdigest()
+
+
+def _from_uint8(images: np.ndarray, labels: np.ndarray, info: DatasetInfo, split: str) -> ImageSet:
+    """Build an ImageSet from uint8 N×C×H×W pixels."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
+    return ImageSet(x, torch.as_tensor(np.asarray(labels), dtype=torch.int64), info, split)
+
+
+def _stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    mean = x.mean(dim=(0, 2, 3))
+    std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
+
+
+def _digits(split: str, **_: object) -> ImageSet:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = (bunch.images / 16.0).astype(np.float32)[:, None]  # N×1×8×8 in [0, 1]
+    parts = train_test_split(images, bunch.target, test_size=0.25, stratify=bunch.target, random_state=0)
+    x_train, x_test, y_train, y_test = (torch.from_numpy(np.asarray(p)) for p in parts)
+    mean, std = _stats(x_train)
+    info = DatasetInfo("digits", tuple(str(i) for i in range(10)), (1, 8, 8), mean, std)
+    x, y = (x_train, y_train) if split == "train" else (x_test, y_test)
+    return ImageSet(x.contiguous(), y.long(), info, split)
+
+
+def _unpickle(path: Path) -> dict:
+    with open(path, "rb") as handle:
+        return pickle.load(handle, encoding="latin1")
+
+
+def _missing(what: str, folder: Path, how: str) -> DatasetNotFoundError:
+    return DatasetNotFoundError(
+        f"{what} not found at {folder}. Pass download=True (CLI: --download) to fetch it, or put "
+        f"{how} there (the data root is set by root= or $ROBUSTKIT_DATA)"
+    )
+
+
+def _cifar_folder(kind: str, root: Path, download: bool) -> Path:
+    import torchvision
+
+    folder_name, cls = {
+        "cifar10": ("cifar-10-batches-py", torchvision.datasets.CIFAR10),
+        "cifar100": ("cifar-100-python", torchvision.datasets.CIFAR100),
+    }[kind]
+    folder = root / folder_name
+    if not folder.is_dir():
+        if not download:
+            raise _missing(kind.upper(), folder, "the official python version (cifar-*-python.tar.gz, extracted)")
+        cls(str(root), train=True, download=True)  # torchvision checks the md5 sums
+    return folder
+
+
+def _cifar10(split: str, root: Path, download: bool, **_: object) -> ImageSet:
+    folder = _cifar_folder("cifar10", root, download)
+    files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    present = [folder / f for f in files if (folder / f).exists()]
+    if not present:
+        raise _missing(f"CIFAR-10 {split} batches", folder, " ".join(files))
+    batches = [_unpickle(p) for p in present]
+    data = np.concatenate([b["data"] for b in batches]).reshape(-1, 3, 32, 32)
+    labels = np.concatenate([b["labels"] for b in batches])
+    names = tuple(_unpickle(folder / "batches.meta")["label_names"])
+    return _from_uint8(data, labels, DatasetInfo("cifar10", names, (3, 32, 32), *CIFAR10_STATS), split)
+
+
+def _cifar100(split: str, root: Path, download: bool, arg: str | None = None, **_: object) -> ImageSet:
+    folder = _cifar_folder("cifar100", root, download)
+    if not (folder / split).exists():
+        raise _missing(f"CIFAR-100 {split} file", folder, f"'{split}' and 'meta'")
+    batch = _unpickle(folder / split)
+    names = list(_unpickle(folder / "meta")["fine_label_names"])
+    data = np.asarray(batch["data"]).reshape(-1, 3, 32, 32)
+    labels = np.asarray(batch["fine_labels"])
+    if arg:
+        wanted = [c.strip() for c in arg.split(",") if c.strip()]
+        unknown = [c for c in wanted if c not in names]
+        if unknown:
+            raise ValueError(f"unknown CIFAR-100 classes {unknown}; valid names: {', '.join(names)}")
+        index = [names.index(c) for c in wanted]
+        keep = np.isin(labels, index)
+        data, labels = data[keep], np.searchsorted(np.sort(index), labels[keep])
+        names = sorted(wanted, key=names.index)
+    name = "cifar100" + (f":{','.join(names)}" if arg else "")
+    return _from_uint8(data, labels, DatasetInfo(name, tuple(names), (3, 32, 32), *CIFAR100_STATS), split)
+
+
+def _mnist(split: str, root: Path, download: bool, **_: object) -> ImageSet:
+    import torchvision
+
+    try:
+        ds = torchvision.datasets.MNIST(str(root), train=split == "train", download=download)
+    except RuntimeError:
+        raise _missing("MNIST", root / "MNIST" / "raw", "the four uncompressed idx files") from None
+    info = DatasetInfo("mnist", tuple(str(i) for i in range(10)), (1, 28, 28), *MNIST_STATS)
+    return _from_uint8(ds.data.numpy()[:, None], ds.targets.numpy(), info, split)
+
+
+def _fakedata(
+    split: str, shape: tuple[int, int, int] = (3, 32, 32), size: int = 1000, seed: int = 0, **_: object
+) -> ImageSet:
+    import torchvision
+    from torchvision.transforms.functional import pil_to_tensor
+
+    offset = seed * 1_000_003 + (0 if split == "test" else 500_009)
+    ds = torchvision.datasets.FakeData(size=size, image_size=tuple(shape), num_classes=10, random_offset=offset)
+    images = np.stack([pil_to_tensor(ds[i][0]).numpy() for i in range(size)])
+    labels = np.zeros(size, dtype=np.int64)
+    info = DatasetInfo("fakedata", tuple(str(i) for i in range(10)), tuple(shape), (0.5,) * shape[0], (0.29,) * shape[0])
+    return _from_uint8(images.reshape(size, *shape), labels, info, split)
+
+
+def _imagefolder(split: str, arg: str | None = None, **_: object) -> ImageSet:
+    import torchvision
+    from torchvision.transforms.functional import pil_to_tensor
+
+    if not arg:
+        raise ValueError("imagefolder needs a path: 'imagefolder:PATH'")
+    base = Path(arg).expanduser()
+    folder = base / split if (base / split).is_dir() else base
+    if not folder.is_dir():
+        raise DatasetNotFoundError(f"image folder {folder} does not exist; expected PATH/<class>/<image files>")
+    ds = torchvision.datasets.ImageFolder(str(folder))
+    if len(ds) == 0:
+        raise DatasetNotFoundError(f"no images under {folder}; expected PATH/<class>/<image files>")
+    first = pil_to_tensor(ds[0][0].convert("RGB"))
+    images = np.empty((len(ds), *first.shape), dtype=np.uint8)
+    for i, (path, _) in enumerate(ds.samples):
+        image = pil_to_tensor(ds.loader(path).convert("RGB"))
+        if image.shape != first.shape:
+            raise ValueError(
+                f"{path} is {tuple(image.shape)} but the first image is {tuple(first.shape)}; "
+                "resize the folder's images to one size first"
+            )
+        images[i] = image.numpy()
+    out = _from_uint8(images, np.asarray(ds.targets), DatasetInfo("", (), (0, 0, 0), (), ()), split)
+    mean, std = _stats(out.x)
+    out.info = DatasetInfo(f"imagefolder:{arg}", tuple(ds.classes), tuple(first.shape), mean, std)
+    return out
+
+
+LOADERS: dict[str, Callable[..., ImageSet]] = {
+    "digits": _digits,
+    "cifar10": _cifar10,
+    "cifar100": _cifar100,
+    "mnist": _mnist,
+    "fakedata": _fakedata,
+    "imagefolder": _imagefolder,
+}
+
+
+def load_dataset(
+    name: str,
+    split: str = "test",
+    root: str | Path | None = None,
+    download: bool = False,
+    limit: int | None = None,
+    **options: object,
+) -> ImageSet:
+    """Load a dataset split as an :class:`ImageSet` of `[0, 1]` float tensors.
+
+    ``name`` may carry an argument after a colon (``cifar100:bottle,clock``,
+    ``imagefolder:PATH``). ``limit`` keeps the first ``limit`` images.
+    ``options`` go to the loader (``shape=``, ``size=``, ``seed=`` for ``fakedata``).
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"dataset name must be a string, got {type(name).__name__}")
+    base, _, arg = name.partition(":")
+    if base not in LOADERS:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(LOADERS)}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+    if limit is not None and limit <= 0:
+        raise ValueError(f"limit={limit} must be a positive number of images")
+    root = Path(root) if root is not None else default_root()
+    data = LOADERS[base](split=split, root=root, download=download, arg=arg or None, **options)
+    return data.take(limit)

@@ -1,0 +1,23 @@
+"""Exceptions robustkit raises on purpose: each message names the problem and the fix."""
+
+from __future__ import annotations
+
+
+class RobustkitError(Exception):
+    """Base class of robustkit's own errors (the CLI prints these as one line)."""
+
+
+class DatasetNotFoundError(RobustkitError, FileNotFoundError):
+    """A dataset is not on disk and may not be downloaded."""
+
+
+class CheckpointError(RobustkitError, ValueError):
+    """A checkpoint file is corrupt, truncated or not robustkit's."""
+
+
+class BackendMissingError(RobustkitError, ImportError):
+    """An optional backend library is not installed."""
+
+
+class NotFittedError(RobustkitError, RuntimeError):
+    """A detector was asked to score before `fit`."""

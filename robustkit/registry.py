@@ -1,0 +1,116 @@
+"""Name → implementation tables for attacks, detectors and defenses (what `robustkit list` prints).
+
+Entries are ``"module:Class"`` strings, imported only when used, so listing and
+``import robustkit`` never load a backend.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> {backend: "module:Class"}; the first backend is the default (fastest correct one).
+ATTACKS: dict[str, dict[str, str]] = {
+    "fgsm": {
+        "reference": "robustkit.attacks.reference:FGSM",
+        "torchattacks": "robustkit.attacks.torchattacks:FGSM",
+        "art": "robustkit.attacks.art:FGSM",
+    },
+    "pgd": {
+        "foolbox": "robustkit.attacks.foolbox:PGD",
+        "torchattacks": "robustkit.attacks.torchattacks:PGD",
+    },
+    "pgd_l2": {
+        "foolbox": "robustkit.attacks.foolbox:PGDL2",
+        "torchattacks": "robustkit.attacks.torchattacks:PGDL2",
+    },
+    "ddn": {"foolbox": "robustkit.attacks.foolbox:DDN"},
+    "deepfool": {
+        "art": "robustkit.attacks.art:DeepFool",
+        "torchattacks": "robustkit.attacks.torchattacks:DeepFool",
+    },
+    "autoattack": {"torchattacks": "robustkit.attacks.torchattacks:AutoAttack"},
+}
+
+DETECTORS: dict[str, str] = {
+    "max_logit": "robustkit.detectors.ood:MaxLogit",
+    "max_softmax": "robustkit.detectors.ood:MaxSoftmax",
+    "energy": "robustkit.detectors.ood:Energy",
+    "entropy": "robustkit.detectors.ood:Entropy",
+    "odin": "robustkit.detectors.ood:ODIN",
+    "mahalanobis": "robustkit.detectors.ood:Mahalanobis",
+    "vim": "robustkit.detectors.ood:ViM",
+    "knn": "robustkit.detectors.ood:KNN",
+    "reconstruction": "robustkit.detectors.reconstruction:ReconstructionError",
+    "feature_squeezing": "robustkit.detectors.squeezing:FeatureSqueezing",
+}
+
+DEFENSES: dict[str, str] = {
+    "adversarial_training": "robustkit.defenses.training:AdversarialTraining",
+    "distillation": "robustkit.defenses.distillation:DefensiveDistillation",
+    "squeezed_training": "robustkit.defenses.training:SqueezedTraining",
+    "bit_depth": "robustkit.defenses.preprocess:BitDepth",
+    "median_filter": "robustkit.defenses.preprocess:MedianFilter",
+    "resample": "robustkit.defenses.preprocess:Resample",
+    "ae_purification": "robustkit.defenses.preprocess:AutoencoderPurification",
+}
+
+
+def load(path: str) -> Any:
+    """Import ``"module:Class"``."""
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _unknown(kind: str, name: object, valid: list[str]) -> ValueError:
+    return ValueError(f"unknown {kind} {name!r}; valid names: {', '.join(valid)}")
+
+
+def attack_class(name: str, backend: str | None = None) -> type:
+    """The Attack class for ``name`` from ``backend`` (default: the first listed)."""
+    if name not in ATTACKS:
+        raise _unknown("attack", name, list(ATTACKS))
+    backends = ATTACKS[name]
+    if backend is None:
+        backend = next(iter(backends))
+    if backend not in backends:
+        raise ValueError(f"attack {name!r} has no backend {backend!r}; available: {', '.join(backends)}")
+    return load(backends[backend])
+
+
+def attack(name: str, backend: str | None = None, **params: Any):
+    """Construct an attack: ``attack("pgd", eps="8/255", steps=10)``; see ``robustkit list attacks``."""
+    return attack_class(name, backend)(**params)
+
+
+def detector(name: str, **params: Any):
+    """Construct a detector: ``detector("energy").fit(model, loader)``; higher score = more suspicious."""
+    if name not in DETECTORS:
+        raise _unknown("detector", name, list(DETECTORS))
+    return load(DETECTORS[name])(**params)
+
+
+def defense(name: str, **params: Any):
+    """Construct a defense: ``defense("median_filter", size=2).apply(model)``."""
+    if name not in DEFENSES:
+        raise _unknown("defense", name, list(DEFENSES))
+    return load(DEFENSES[name])(**params)
+
+
+def attack_table() -> list[dict[str, Any]]:
+    """One row per (attack, backend): norm, targeted support, parameters, default flag."""
+    rows = []
+    for name, backends in ATTACKS.items():
+        for i, (backend, path) in enumerate(backends.items()):
+            cls = load(path)
+            rows.append(
+                {
+                    "name": name,
+                    "backend": backend,
+                    "default": i == 0,
+                    "norm": cls.norm,
+                    "targeted": cls.targeted,
+                    "params": dict(cls.defaults),
+                }
+            )
+    return rows

@@ -1,0 +1,230 @@
+"""One training loop (plain, adversarial, distillation, reconstruction) and a model cache."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import ImageSet
+from .errors import CheckpointError
+from .models import build_model
+
+log = logging.getLogger(__name__)
+
+BatchHook = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+"""``hook(model, x, y) -> (x, y)``, called on every training batch with the current weights."""
+EpochHook = Callable[[nn.Module, int], dict[str, float]]
+"""``hook(model, epoch) -> metrics``, called after every epoch; its numbers go in the history."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides what a training run produces (and so the cache key)."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: Literal["adam", "sgd"] = "adam"
+    patience: int | None = None
+    """Stop after this many epochs without validation improvement (``None``: never)."""
+    val_fraction: float = 0.1
+    augment: bool = False
+    """Random crop (pad 4) and horizontal flip, for natural images."""
+    temperature: float = 1.0
+    """Softmax temperature of the loss (defensive distillation trains at T > 1)."""
+    objective: Literal["classify", "reconstruct"] = "classify"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs ({self.epochs}) and batch_size ({self.batch_size}) must be ≥ 1")
+        if not self.lr > 0 or self.temperature <= 0:
+            raise ValueError(f"lr ({self.lr}) and temperature ({self.temperature}) must be > 0")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: adam, sgd")
+        if self.objective not in ("classify", "reconstruct"):
+            raise ValueError(f"unknown objective {self.objective!r}; valid: classify, reconstruct")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction={self.val_fraction} must lie in (0, 1)")
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Per-image random crop after zero padding, and random horizontal flip."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h))[:, :, None]
+    cols = (dx[:, None] + torch.arange(w))[:, None, :]
+    out = padded.permute(0, 2, 3, 1)[torch.arange(n)[:, None, None], rows, cols].permute(0, 3, 1, 2)
+    flip = torch.rand(n, generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], out.flip(3), out).contiguous()
+
+
+def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> tuple[torch.Tensor, int]:
+    out = model(x)
+    if config.objective == "reconstruct":
+        return F.mse_loss(out, x), 0
+    loss = F.cross_entropy(out / config.temperature, y)
+    hard = y if y.ndim == 1 else y.argmax(1)
+    return loss, int((out.argmax(1) == hard).sum())
+
+
+@torch.no_grad()
+def _validate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> float:
+    """Validation score, higher is better: accuracy, or minus the reconstruction MSE."""
+    model.eval()
+    total, correct = 0.0, 0
+    for i in range(0, len(x), 512):
+        loss, hits = _loss(model, x[i : i + 512], y[i : i + 512], config)
+        total += float(loss) * len(x[i : i + 512])
+        correct += hits
+    model.train()
+    return -total / len(x) if config.objective == "reconstruct" else correct / len(x)
+
+
+def fit(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    config: TrainConfig,
+    batch_hook: BatchHook | None = None,
+    epoch_hook: EpochHook | None = None,
+    progress: bool = True,
+) -> list[dict[str, float]]:
+    """Train ``model`` in place on ``(x, y)``; ``y`` holds class indices or soft labels (N×C).
+
+    Returns the history, one dict per epoch. With ``config.patience`` the best weights on a
+    held-out split are restored at the end.
+    """
+    from rich.progress import Progress
+
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    device = next(model.parameters()).device
+    x_val = y_val = None
+    if config.patience is not None:
+        order = torch.randperm(len(x), generator=generator)
+        n_val = max(1, int(len(x) * config.val_fraction))
+        x_val, y_val = x[order[:n_val]].to(device), y[order[:n_val]].to(device)
+        x, y = x[order[n_val:]], y[order[n_val:]]
+    opt_cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.SGD
+    opt_args: dict[str, Any] = {"momentum": 0.9} if config.optimizer == "sgd" else {}
+    optimizer = opt_cls(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, **opt_args)
+    history: list[dict[str, float]] = []
+    best_score, best_state, stale = float("-inf"), None, 0
+    batches = (len(x) + config.batch_size - 1) // config.batch_size
+    model.train()
+    with Progress(transient=True, disable=not progress) as bar:
+        task = bar.add_task("training", total=config.epochs * batches)
+        for epoch in range(config.epochs):
+            order = torch.randperm(len(x), generator=generator)
+            loss_sum, hits = 0.0, 0
+            for b in range(batches):
+                index = order[b * config.batch_size : (b + 1) * config.batch_size]
+                xb, yb = x[index], y[index]
+                if config.augment:
+                    xb = augment_batch(xb, generator)
+                xb, yb = xb.to(device), yb.to(device)
+                if batch_hook is not None:
+                    xb, yb = batch_hook(model, xb, yb)
+                loss, batch_hits = _loss(model, xb, yb, config)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += float(loss.detach()) * len(index)
+                hits += batch_hits
+                bar.update(task, advance=1, description=f"epoch {epoch + 1}/{config.epochs}")
+            record: dict[str, float] = {"epoch": epoch + 1, "loss": loss_sum / len(x)}
+            if config.objective == "classify":
+                record["train_accuracy"] = hits / len(x)
+            if epoch_hook is not None:
+                record.update(epoch_hook(model, epoch + 1))
+                model.train()
+            if x_val is not None:
+                score = _validate(model, x_val, y_val, config)
+                record["val_score"] = score
+                if score > best_score:
+                    best_score, stale = score, 0
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                else:
+                    stale += 1
+            history.append(record)
+            if config.patience is not None and stale > config.patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return history
+
+
+def cache_root() -> Path:
+    """Where trained models are cached: ``$ROBUSTKIT_CACHE`` or ``~/.cache/robustkit/models``."""
+    return Path(os.environ.get("ROBUSTKIT_CACHE", Path.home() / ".cache" / "robustkit" / "models"))
+
+
+def cache_key(spec: dict[str, Any], data: ImageSet, config: TrainConfig, extra: dict | None = None) -> str:
+    """Hash of everything that decides a trained model: architecture, data, config, seed, extras."""
+    parts = {
+        "spec": spec,
+        "data": {"name": data.info.name, "split": data.split, "n": len(data), "hash": data.fingerprint()},
+        "config": dataclasses.asdict(config),
+        "extra": extra or {},
+        "format": 1,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def train_model(
+    spec: dict[str, Any],
+    data: ImageSet,
+    config: TrainConfig,
+    *,
+    targets: torch.Tensor | None = None,
+    batch_hook: BatchHook | None = None,
+    epoch_hook: EpochHook | None = None,
+    key_extra: dict | None = None,
+    cache: bool | Path = True,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Build and train the model ``spec`` describes, or load it from the cache.
+
+    ``targets`` replaces ``data.y`` (soft labels for distillation); ``key_extra`` must
+    describe anything else that changes the result (a hook's attack, a teacher).
+    Returns ``(model in eval mode, metadata)``; metadata holds the history and cache path.
+    """
+    extra = dict(key_extra or {})
+    if targets is not None:
+        extra["targets"] = hashlib.blake2b(targets.numpy().tobytes(), digest_size=8).hexdigest()
+    key = cache_key(spec, data, config, extra)
+    path = None
+    if cache:
+        root = cache_root() if cache is True else Path(cache)
+        path = root / f"{spec['arch']}-{data.info.name.split(':')[0]}-{key}.pt"
+        if path.exists():
+            try:
+                model, meta = load_checkpoint(path, map_location=device)
+                return model, {**meta, "cache": str(path), "cached": True}
+            except CheckpointError as err:
+                log.warning("ignoring a broken cache entry, retraining: %s", err)
+    model = build_model(spec).to(device)
+    labels = data.y if targets is None else targets
+    history = fit(model, data.x, labels, config, batch_hook, epoch_hook, progress)
+    meta = {"key": key, "train": dataclasses.asdict(config), "history": history, "extra": extra}
+    if path is not None:
+        save_checkpoint(path, model, spec, meta)
+    return model, {**meta, "cache": None if path is None else str(path), "cached": False}
