@@ -1,0 +1,35 @@
+"""robustkit: one API for adversarial robustness and OOD detection of PyTorch image classifiers.
+
+Public names are imported on first use, so ``import robustkit`` stays fast and loads no
+backend (torch, ART, torchattacks, foolbox, pytorch-ood) until it is needed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_PUBLIC = {
+    "attack": "robustkit.registry",
+    "detector": "robustkit.registry",
+    "defense": "robustkit.registry",
+    "load_dataset": "robustkit.data",
+    "ImageSet": "robustkit.data",
+    "with_normalization": "robustkit.models",
+    "TrainConfig": "robustkit.train",
+    "train_model": "robustkit.train",
+    "load_checkpoint": "robustkit.checkpoint",
+    "save_checkpoint": "robustkit.checkpoint",
+    "evaluate": "robustkit.evaluate",
+}
+
+__all__ = [*_PUBLIC, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'robustkit' has no attribute {name!r}")
+    module = importlib.import_module(_PUBLIC[name])
+    return module if module.__name__.endswith(name) else getattr(module, name)

@@ -172,6 +172,6 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
     """Build the (untrained) model a spec describes; classifiers get their normalisation layer."""
     kwargs = {k: spec[k] for k in ("in_channels", "num_classes", "image_size", "width") if k in spec}
     net = ARCHITECTURES[spec["arch"]](**kwargs)
-    if spec["arch"] in RECONSTRUCTORS:
-        return net
-    return with_normalization(net, spec["mean"], spec["std"])
+    model = net if spec["arch"] in RECONSTRUCTORS else with_normalization(net, spec["mean"], spec["std"])
+    model.robustkit_spec = dict(spec)  # lets defenses retrain the same architecture
+    return model

@@ -1,0 +1,5 @@
+"""Defenses; construct them with :func:`robustkit.defense`."""
+
+from .base import Defense
+
+__all__ = ["Defense"]

@@ -1,0 +1,286 @@
+"""Accuracy, attacks over a dataset, eps sweeps, minimal budgets, agreement and OOD metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .attacks.base import Attack
+from .attacks.reference import gradient_sign
+from .checks import check_images, check_labels, inspect_model, model_device, parse_eps, preserved_state
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Predicted classes of ``x`` (eval mode; the model's state is restored)."""
+    check_images(x)
+    device = model_device(model)
+    with preserved_state(model):
+        model.eval()
+        preds = [model(x[i : i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(x), batch_size)]
+    return torch.cat(preds)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
+    """Fraction of ``x`` the model classifies as ``y``."""
+    check_labels(y, len(x))
+    return float((predict(model, x, batch_size) == y.cpu()).float().mean())
+
+
+def random_targets(y: torch.Tensor, num_classes: int, seed: int = 0) -> torch.Tensor:
+    """A random class other than ``y`` for every label (for targeted attacks)."""
+    generator = torch.Generator().manual_seed(seed)
+    shift = torch.randint(1, num_classes, y.shape, generator=generator)
+    return (y.cpu() + shift) % num_classes
+
+
+def attack_batches(
+    attack: Attack,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    target: torch.Tensor | None = None,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """Run ``attack`` over ``x`` in batches; returns all adversarial images (on x's device)."""
+    out = []
+    for i in range(0, len(x), batch_size):
+        t = None if target is None else target[i : i + batch_size]
+        out.append(attack(model, x[i : i + batch_size], y[i : i + batch_size], target=t))
+    return torch.cat(out)
+
+
+def robust_accuracy(
+    attack: Attack,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    target: torch.Tensor | None = None,
+    batch_size: int = 256,
+    eval_model: nn.Module | None = None,
+) -> dict[str, float]:
+    """Accuracy under ``attack`` (and, when targeted, the rate of reaching the target).
+
+    ``eval_model`` (default: ``model``) classifies the adversarial images: pass a defended
+    model here and its bare classifier as ``model`` for an oblivious evaluation.
+    """
+    adv = attack_batches(attack, model, x, y, target, batch_size)
+    preds = predict(eval_model or model, adv)
+    out = {"accuracy": float((preds == y.cpu()).float().mean())}
+    if target is not None:
+        out["target_rate"] = float((preds == target.cpu()).float().mean())
+    return out
+
+
+def _direction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    """The FGSM direction on validated inputs, with the model frozen in eval mode."""
+    device = model_device(model)
+    with preserved_state(model):
+        model.eval()
+        t = None if target is None else target.to(device)
+        return gradient_sign(model, x.to(device), y.to(device), t)
+
+
+@dataclass
+class Sweep:
+    """Accuracy (and targeted success) per eps; ``passes`` counts forward/backward passes."""
+
+    eps: list[float]
+    accuracy: list[float]
+    target_rate: list[float] | None = None
+    passes: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"eps": self.eps, "accuracy": self.accuracy, "target_rate": self.target_rate, "passes": self.passes}
+
+
+def eps_sweep(
+    attack: Attack,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps_values: Sequence[float | str],
+    target: torch.Tensor | None = None,
+    batch_size: int = 256,
+) -> Sweep:
+    """Accuracy under ``attack`` at each eps.
+
+    Single-step attacks (FGSM from any backend, which agree exactly) reuse one gradient
+    per batch: one backward plus one forward per eps. Iterative attacks run once per eps.
+    """
+    eps_list = [parse_eps(e) for e in eps_values]
+    check_images(x)
+    num_classes = inspect_model(model, x)
+    check_labels(y, len(x), num_classes)
+    if target is not None:
+        check_labels(target, len(x), num_classes, "target")
+    hits = np.zeros(len(eps_list))
+    target_hits = np.zeros(len(eps_list))
+    passes = {"forward": 0, "backward": 0}
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        tb = None if target is None else target[i : i + batch_size]
+        direction = _direction(model, xb, yb, tb).to(xb.device) if attack.single_step else None
+        if direction is not None:
+            passes["forward"] += 1
+            passes["backward"] += 1
+        for j, eps in enumerate(eps_list):
+            if eps == 0:
+                adv = xb
+            elif direction is not None:
+                adv = (xb + eps * direction).clamp(0, 1)
+            else:
+                adv = attack.with_params(eps=eps)(model, xb, yb, target=tb)
+            preds = predict(model, adv)
+            passes["forward"] += 1
+            hits[j] += int((preds == yb.cpu()).sum())
+            if tb is not None:
+                target_hits[j] += int((preds == tb.cpu()).sum())
+    n = len(x)
+    return Sweep(
+        eps=eps_list,
+        accuracy=(hits / n).tolist(),
+        target_rate=(target_hits / n).tolist() if target is not None else None,
+        passes=passes,
+    )
+
+
+@dataclass
+class Budget:
+    """Per image: the smallest k with FGSM at k/255 succeeding (``-1``: not within ``max_k``)."""
+
+    k: torch.Tensor
+    success: torch.Tensor
+    trajectory: torch.Tensor  # N × max_k predictions, one column per budget tried
+    x_adv: torch.Tensor  # the adversarial image at the budget found (at max_k on failure)
+    passes: dict[str, int]
+
+    @property
+    def eps(self) -> torch.Tensor:
+        return torch.where(self.success, self.k.float() / 255.0, torch.full_like(self.k, float("nan"), dtype=torch.float))
+
+
+def minimal_budget(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    target: torch.Tensor | None = None,
+    max_k: int = 64,
+) -> Budget:
+    """Smallest FGSM budget k/255 (k = 1, 2, …, max_k) that changes each prediction.
+
+    Untargeted: until the prediction differs from ``y``. Targeted: until it equals
+    ``target`` (x' = x − ε·sign ∇ₓL(x, target)). The gradient is computed once; each k
+    costs one forward pass over the images not yet fooled.
+    """
+    check_images(x)
+    num_classes = inspect_model(model, x)
+    check_labels(y, len(x), num_classes)
+    if target is not None:
+        check_labels(target, len(x), num_classes, "target")
+    if not isinstance(max_k, int) or not 1 <= max_k <= 255:
+        raise ValueError(f"max_k={max_k!r} must be an integer in [1, 255]")
+    direction = _direction(model, x, y, target).to(x.device)
+    passes = {"forward": 1, "backward": 1}
+    n = len(x)
+    k_found = torch.full((n,), -1, dtype=torch.int64)
+    trajectory = torch.full((n, max_k), -1, dtype=torch.int64)
+    x_adv = x.clone()
+    active = torch.ones(n, dtype=torch.bool)
+    for k in range(1, max_k + 1):
+        idx = active.nonzero().flatten()
+        if len(idx) == 0:
+            break
+        adv = (x[idx] + (k / 255.0) * direction[idx]).clamp(0, 1)
+        preds = predict(model, adv)
+        passes["forward"] += 1
+        trajectory[idx, k - 1] = preds
+        done = preds != y[idx].cpu() if target is None else preds == target[idx].cpu()
+        x_adv[idx] = adv
+        k_found[idx[done]] = k
+        active[idx[done]] = False
+    return Budget(k_found, k_found > 0, trajectory, x_adv, passes)
+
+
+def agreement(
+    name: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    backends: Sequence[str] | None = None,
+    target: torch.Tensor | None = None,
+    **params: Any,
+) -> list[dict[str, Any]]:
+    """Run attack ``name`` from each backend on the same batch and compare them.
+
+    One row per backend: adversarial accuracy, max |Δx| and fraction of equal predictions
+    against the first backend, mean perturbation norms.
+    """
+    from .registry import ATTACKS, attack
+
+    if name not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; valid names: {', '.join(ATTACKS)}")
+    rows, first_adv, first_pred = [], None, None
+    for backend in backends or list(ATTACKS[name]):
+        adv = attack(name, backend, **params)(model, x, y, target=target)
+        preds = predict(model, adv)
+        delta = (adv - x).flatten(1)
+        row = {
+            "backend": backend,
+            "accuracy": float((preds == y.cpu()).float().mean()),
+            "mean_linf": float(delta.abs().max(dim=1).values.mean()),
+            "mean_l2": float(delta.norm(dim=1).mean()),
+        }
+        if first_adv is None:
+            first_adv, first_pred = adv, preds
+        row["max_abs_diff"] = float((adv - first_adv).abs().max())
+        row["prediction_agreement"] = float((preds == first_pred).float().mean())
+        rows.append(row)
+    return rows
+
+
+@dataclass
+class OODResult:
+    """OOD metrics (OOD = positive class) and the raw scores they came from."""
+
+    metrics: dict[str, float]
+    id_scores: np.ndarray
+    ood_scores: np.ndarray
+
+
+def ood_metrics(id_scores: Sequence[float] | np.ndarray, ood_scores: Sequence[float] | np.ndarray) -> dict[str, float]:
+    """AUROC, AUPR-IN, AUPR-OUT and FPR@95%TPR with OOD as the positive class.
+
+    Higher scores mean more likely OOD. AUPR is the trapezoidal area under scikit-learn's
+    precision-recall curve, as pytorch-ood computes it; ties are handled rank-wise.
+    """
+    from sklearn.metrics import auc, precision_recall_curve, roc_auc_score, roc_curve
+
+    id_scores, ood_scores = np.asarray(id_scores, dtype=np.float64), np.asarray(ood_scores, dtype=np.float64)
+    if len(id_scores) == 0 or len(ood_scores) == 0:
+        raise ValueError("OOD metrics need at least one ID and one OOD score")
+    scores = np.concatenate([id_scores, ood_scores])
+    if not np.isfinite(scores).all():
+        raise ValueError("OOD scores contain NaN or inf; check the detector (saturated softmax?)")
+    labels = np.concatenate([np.zeros(len(id_scores)), np.ones(len(ood_scores))])
+    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+    precision_out, recall_out, _ = precision_recall_curve(labels, scores)
+    precision_in, recall_in, _ = precision_recall_curve(1 - labels, -scores)
+    return {
+        "AUROC": float(roc_auc_score(labels, scores)),
+        "AUPR-IN": float(auc(recall_in, precision_in)),
+        "AUPR-OUT": float(auc(recall_out, precision_out)),
+        "FPR95TPR": float(fpr[np.searchsorted(tpr, 0.95, side="left")]),
+    }
+
+
+def ood(detector: Any, id_x: torch.Tensor, ood_x: torch.Tensor, batch_size: int = 512) -> OODResult:
+    """Score ID and OOD images with a fitted detector and compute :func:`ood_metrics`."""
+    id_scores = detector.score_batches(id_x, batch_size)
+    ood_scores = detector.score_batches(ood_x, batch_size)
+    return OODResult(ood_metrics(id_scores, ood_scores), id_scores, ood_scores)

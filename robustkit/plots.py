@@ -1,0 +1,108 @@
+"""Figures (matplotlib, Agg backend), each saved atomically as PNG."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .files import atomic_path
+
+
+def _figure(ncols: int = 1, size: tuple[float, float] = (5.0, 3.6)):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, ncols, figsize=(size[0] * ncols, size[1]), squeeze=False)
+    return plt, fig, axes[0]
+
+
+def _save(plt, fig, path: str | Path) -> Path:
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+def score_histogram(id_scores: np.ndarray, ood_scores: np.ndarray, path: str | Path, title: str = "") -> Path:
+    """Overlaid ID / OOD histograms of a detector's scores."""
+    plt, fig, (ax,) = _figure()
+    bins = np.histogram_bin_edges(np.concatenate([id_scores, ood_scores]), bins=40)
+    ax.hist(id_scores, bins=bins, alpha=0.6, density=True, label="ID")
+    ax.hist(ood_scores, bins=bins, alpha=0.6, density=True, label="OOD")
+    ax.set(xlabel="score (higher = more likely OOD)", ylabel="density", title=title)
+    ax.legend()
+    return _save(plt, fig, path)
+
+
+def sorted_scores(id_scores: np.ndarray, ood_scores: np.ndarray, path: str | Path, title: str = "") -> Path:
+    """Each set's scores sorted, against the fraction of the set (the write-ups' score curve)."""
+    plt, fig, (ax,) = _figure()
+    for scores, label in ((id_scores, "ID"), (ood_scores, "OOD")):
+        ax.plot(np.linspace(0, 1, len(scores)), np.sort(scores), label=label)
+    ax.set(xlabel="fraction of images", ylabel="sorted score", title=title)
+    ax.legend()
+    return _save(plt, fig, path)
+
+
+def roc_pr(
+    results: Mapping[str, tuple[np.ndarray, np.ndarray]], roc_path: str | Path, pr_path: str | Path
+) -> tuple[Path, Path]:
+    """ROC and precision-recall (OOD positive) curves of several detectors, one figure each."""
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    plt, fig, (ax,) = _figure()
+    plt2, fig2, (ax2,) = _figure()
+    for name, (id_scores, ood_scores) in results.items():
+        labels = np.r_[np.zeros(len(id_scores)), np.ones(len(ood_scores))]
+        scores = np.r_[id_scores, ood_scores]
+        fpr, tpr, _ = roc_curve(labels, scores)
+        precision, recall, _ = precision_recall_curve(labels, scores)
+        ax.plot(fpr, tpr, label=name)
+        ax2.plot(recall, precision, label=name)
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set(xlabel="false positive rate (ID flagged)", ylabel="true positive rate (OOD flagged)", title="ROC")
+    ax2.set(xlabel="recall (OOD)", ylabel="precision (OOD)", title="precision-recall")
+    ax.legend(fontsize=8)
+    ax2.legend(fontsize=8)
+    return _save(plt, fig, roc_path), _save(plt2, fig2, pr_path)
+
+
+def eps_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str | Path, title: str = "") -> Path:
+    """Accuracy against eps, one line per model or attack."""
+    plt, fig, (ax,) = _figure()
+    for label, (eps, acc) in curves.items():
+        ax.plot(eps, acc, marker="o", label=label)
+    ax.set(xlabel="ε (pixel units)", ylabel="accuracy", ylim=(0, 1.02), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(plt, fig, path)
+
+
+def image_grid(
+    rows: Sequence[tuple[str, np.ndarray, Sequence[str]]], path: str | Path, title: str = ""
+) -> Path:
+    """A grid of images: each row is ``(row label, N×C×H×W array in [0, 1], captions)``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ncols = max(len(images) for _, images, _ in rows)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(1.5 * ncols + 0.8, 1.7 * len(rows)), squeeze=False)
+    for r, (label, images, captions) in enumerate(rows):
+        for c in range(ncols):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c < len(images):
+                image = np.asarray(images[c]).transpose(1, 2, 0)
+                ax.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+                ax.set_title(captions[c], fontsize=7)
+        axes[r][0].text(-0.15, 0.5, label, transform=axes[r][0].transAxes, ha="right", va="center", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _save(plt, fig, path)

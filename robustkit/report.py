@@ -1,0 +1,75 @@
+"""A run folder: ``results.json``, PNG figures and ``report.md``, all written atomically."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from .files import write_json, write_text
+
+
+class RunFolder:
+    """A folder for one run's numbers, figures and report.
+
+    An existing non-empty folder is refused unless ``overwrite``; ``results.json`` is
+    written last, so a folder without it is an unfinished run.
+    """
+
+    def __init__(self, path: str | Path, overwrite: bool = False):
+        self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise FileExistsError(f"{self.path} exists and is not a folder; choose another --out")
+        if self.path.is_dir() and any(self.path.iterdir()) and not overwrite:
+            raise FileExistsError(f"run folder {self.path} exists and is not empty; pass --overwrite or another --out")
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "results.json").unlink(missing_ok=True)
+        self.started = time.time()
+        self.figures: list[str] = []
+
+    def figure(self, name: str) -> Path:
+        """Path for a figure (``name.png``); registers it for the report."""
+        self.figures.append(f"{name}.png")
+        return self.path / f"{name}.png"
+
+    def finish(self, results: dict[str, Any], report_md: str) -> Path:
+        """Write report.md, then results.json (with run metadata and the figure list)."""
+        missing = [f for f in self.figures if not (self.path / f).is_file()]
+        if missing:
+            raise RuntimeError(f"figures were registered but not written: {missing}")
+        write_text(self.path / "report.md", report_md)
+        meta = {
+            "seconds": round(time.time() - self.started, 2),
+            "python": platform.python_version(),
+            "figures": self.figures,
+        }
+        write_json(self.path / "results.json", {**results, "run": meta})
+        return self.path
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    """Read a finished run's results.json."""
+    return json.loads((Path(path) / "results.json").read_text())
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """Format a number for a Markdown table ('–' for missing)."""
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def images_md(names: list[str]) -> str:
+    """Markdown that shows figures side by side."""
+    return "\n".join(f"![{n}]({n})" for n in names)
