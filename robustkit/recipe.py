@@ -1,0 +1,213 @@
+"""What every recipe shares: options, dataset profiles, cached models and the run folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .data import ImageSet, load_dataset
+from .models import default_arch, model_spec
+from .report import RunFolder, fmt, table
+from .train import TrainConfig, train_model
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Defaults for one kind of dataset, chosen to run in reasonable time on a CPU."""
+
+    arch: str
+    train: TrainConfig
+    test_limit: int | None
+    eps: float  # the dataset's usual L∞ budget
+
+
+PROFILES = {
+    "small": Profile("small_cnn", TrainConfig(epochs=10, batch_size=64, lr=2e-3), None, 0.1),
+    "mnist": Profile("small_cnn", TrainConfig(epochs=3, batch_size=128), 1000, 0.1),
+    "natural": Profile(
+        "cnn6",
+        TrainConfig(epochs=15, batch_size=64, lr=1e-3, weight_decay=5e-4, augment=True, patience=3),
+        1000,
+        8 / 255,
+    ),
+}
+
+
+def profile_for(data: ImageSet) -> Profile:
+    """The profile for a dataset: tiny images, MNIST-sized grey images, or natural colour images."""
+    c, h, _ = data.info.shape
+    if h <= 16:
+        return PROFILES["small"]
+    return PROFILES["mnist"] if c == 1 else PROFILES["natural"]
+
+
+@dataclass
+class RecipeOptions:
+    """Options every recipe takes."""
+
+    dataset: str = "cifar10"
+    epochs: int | None = None
+    device: str = "cpu"
+    seed: int = 0
+    out: Path | None = None
+    root: Path | None = None
+    download: bool = False
+    limit: int | None = None
+    overwrite: bool = False
+    progress: bool = True
+    cache: bool | Path = True
+
+
+@dataclass
+class Context:
+    """A recipe's loaded data, training config, run folder and model factory."""
+
+    name: str
+    options: RecipeOptions
+    train: ImageSet
+    test: ImageSet
+    profile: Profile
+    config: TrainConfig
+    folder: RunFolder
+    models: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.options.device)
+
+    def classifier(self, arch: str | None = None, **config_changes: Any) -> nn.Module:
+        """The standard classifier for this dataset (trained once, then from the cache)."""
+        arch = arch or self.profile.arch
+        config = dataclasses.replace(self.config, **config_changes)
+        model, meta = train_model(
+            model_spec(arch, self.train.info), self.train, config,
+            cache=self.options.cache, device=self.device, progress=self.options.progress,
+        )  # fmt: skip
+        self.models[f"{arch}"] = {"cache": meta.get("cache"), "cached": meta.get("cached")}
+        return model
+
+    def autoencoder_config(self) -> TrainConfig:
+        return dataclasses.replace(self.config, objective="reconstruct", augment=False, patience=None, batch_size=128)
+
+    def load(self, name: str, **kwargs: Any) -> ImageSet:
+        """Another dataset (an OOD set), with the recipe's root and download options."""
+        return load_dataset(name, root=self.options.root, download=self.options.download, **kwargs)
+
+
+def start(name: str, options: RecipeOptions) -> Context:
+    """Load the data, pick the profile, seed everything and open the run folder."""
+    if options.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {options.device}: CUDA is not available here; use --device cpu")
+    torch.manual_seed(options.seed)
+    train = load_dataset(options.dataset, "train", root=options.root, download=options.download)
+    test = load_dataset(options.dataset, "test", root=options.root, download=options.download)
+    profile = profile_for(train)
+    test = test.take(options.limit if options.limit is not None else profile.test_limit)
+    config = dataclasses.replace(profile.train, seed=options.seed)
+    if options.epochs is not None:
+        config = dataclasses.replace(config, epochs=options.epochs)
+    slug = options.dataset.replace(":", "-").replace("/", "_").replace(",", "_")
+    out = options.out or Path("runs") / f"{name}-{slug}"
+    folder = RunFolder(out, overwrite=options.overwrite)
+    return Context(name, options, train, test, profile, config, folder)
+
+
+def header(ctx: Context, title: str, summary: str) -> list[str]:
+    """The opening lines of a report.md."""
+    o = ctx.options
+    return [
+        f"# {title}",
+        "",
+        summary,
+        "",
+        f"Dataset `{o.dataset}` ({len(ctx.train)} train / {len(ctx.test)} test images), "
+        f"model `{ctx.profile.arch}`, {ctx.config.epochs} epochs, seed {o.seed}, device `{o.device}`.",
+        "",
+    ]
+
+
+def comparison(rows: list[tuple[str, Any, Any]], written_for: str) -> str:
+    """A table of our numbers beside the write-up's (``None``: the write-up has none)."""
+    note = "" if written_for.startswith("cifar10") else (
+        "\n\nThe write-up's numbers are for CIFAR-10; on this dataset they are context, not a target."
+    )
+    return table(["quantity", "here", "write-up"], [[q, ours, ref] for q, ours, ref in rows]) + note
+
+
+def finish(ctx: Context, results: dict[str, Any], lines: list[str]) -> Path:
+    """Write report.md and results.json (with options and model cache info)."""
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(ctx.options).items()}
+    results = {
+        "recipe": ctx.name,
+        "options": options,
+        "train_config": dataclasses.asdict(ctx.config),
+        **results,
+        "models": ctx.models,
+    }
+    return ctx.folder.finish(results, "\n".join(lines) + "\n")
+
+
+def _common_parameters(default_dataset: str) -> list[inspect.Parameter]:
+    import typer
+
+    def opt(name: str, default: Any, annotation: Any, help: str) -> inspect.Parameter:
+        flag = "--" + name.replace("_", "-")
+        option = typer.Option(default, flag, help=help)
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+
+    return [
+        opt("dataset", default_dataset, str, "digits (offline), cifar10, mnist, imagefolder:PATH, ..."),
+        opt("epochs", None, int | None, "training epochs (default: the dataset profile's)"),
+        opt("device", "cpu", str, "cpu, cuda, cuda:1, ..."),
+        opt("seed", 0, int, "seed for training, attacks and sampling"),
+        opt("out", None, Path | None, "run folder (default: runs/<recipe>-<dataset>)"),
+        opt("root", None, Path | None, "dataset root (default: $ROBUSTKIT_DATA or ~/.cache/robustkit/data)"),
+        opt("download", False, bool, "download the dataset if it is missing"),
+        opt("limit", None, int | None, "number of test images (default: the profile's)"),
+        opt("overwrite", False, bool, "replace an existing run folder"),
+        opt("progress", True, bool, "show progress bars"),
+    ]
+
+
+def command(run: Callable[..., Path], default_dataset: str) -> Callable[[list[str] | None], None]:
+    """Turn ``run(options, **own_options)`` into a command-line entry point ``main(argv)``.
+
+    The common options come first; the recipe's own keyword arguments become options too.
+    """
+    import typer
+
+    common = _common_parameters(default_dataset)
+    names = {p.name for p in common}
+    own = [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        for p in inspect.signature(run).parameters.values()
+        if p.name != "options"
+    ]
+
+    def entry(**kwargs: Any) -> None:
+        options = RecipeOptions(**{k: kwargs.pop(k) for k in names})
+        path = run(options, **kwargs)
+        typer.echo(f"report: {path / 'report.md'}")
+
+    entry.__signature__ = inspect.Signature(common + own)  # type: ignore[attr-defined]
+    entry.__doc__ = run.__doc__
+
+    def main(argv: list[str] | None = None) -> None:
+        from .cli import run_guarded
+
+        app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+        app.command()(entry)
+        run_guarded(app, sys.argv[1:] if argv is None else argv)
+
+    return main
+
+
+__all__ = ["command", "Context", "RecipeOptions", "comparison", "finish", "fmt", "header", "start", "table"]
