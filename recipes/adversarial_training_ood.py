@@ -1,7 +1,6 @@
 """Recipe 4 — does FGSM adversarial training cost OOD detection? (seeds 000, 001)"""
 
 from pathlib import Path
-from typing import Optional
 
 from robustkit import plots
 from robustkit.evaluate import accuracy, eps_sweep, ood
@@ -13,17 +12,30 @@ SUMMARY = "Standard vs FGSM-adversarially-trained model: accuracy under FGSM and
 GRID = "0,0.01,0.02,0.05,0.1,0.2"
 
 
-def run(options: RecipeOptions, train_eps: Optional[str] = None, targeted: bool = False, ood_set: str = "fakedata", eps: str = GRID) -> Path:
+def run(
+    options: RecipeOptions,
+    train_eps: str | None = None,
+    targeted: bool = False,
+    ood_set: str = "fakedata",
+    eps: str = GRID,
+) -> Path:
     """Train with FGSM examples of the current model every batch (``--train-eps``: 2/255 as seed 000, 0.1 as seed 001)."""
     ctx = start(NAME, options)
     standard = ctx.classifier()
     train_eps = train_eps or ("0.1" if ctx.profile.eps >= 0.1 else "2/255")
     trainer = defense(
-        "adversarial_training", attack=attack("fgsm", eps=train_eps), targeted=targeted,
-        train_config=ctx.config, monitor=ctx.test.take(256), cache=options.cache, progress=options.progress,
-    )  # fmt: skip
+        "adversarial_training",
+        attack=attack("fgsm", eps=train_eps),
+        targeted=targeted,
+        train_config=ctx.config,
+        monitor=ctx.test.take(256),
+        cache=options.cache,
+        progress=options.progress,
+    )
     robust = trainer.apply(standard, ctx.train)
-    kwargs = {"shape": ctx.test.info.shape, "size": len(ctx.test), "seed": options.seed} if ood_set == "fakedata" else {}
+    kwargs = (
+        {"shape": ctx.test.info.shape, "size": len(ctx.test), "seed": options.seed} if ood_set == "fakedata" else {}
+    )
     outliers = ctx.load(ood_set, split="test", **kwargs)
     models = {"standard": standard, "robust": robust}
     sweeps, metrics = {}, {}
@@ -32,9 +44,22 @@ def run(options: RecipeOptions, train_eps: Optional[str] = None, targeted: bool 
         for score in ("max_softmax", "max_logit"):
             result = ood(detector(score).fit(model), ctx.test.x, outliers.x)
             metrics[f"{label}/{score}"] = result.metrics
-            plots.score_histogram(result.id_scores, result.ood_scores, ctx.folder.figure(f"hist_{label}_{score}"), title=f"{label}: {score}")
-            plots.roc_pr({score: (result.id_scores, result.ood_scores)}, ctx.folder.figure(f"roc_{label}_{score}"), ctx.folder.figure(f"pr_{label}_{score}"))
-    plots.eps_curves({k: (v["eps"], v["accuracy"]) for k, v in sweeps.items()}, ctx.folder.figure("eps_curves"), title="FGSM accuracy")
+            plots.score_histogram(
+                result.id_scores,
+                result.ood_scores,
+                ctx.folder.figure(f"hist_{label}_{score}"),
+                title=f"{label}: {score}",
+            )
+            plots.roc_pr(
+                {score: (result.id_scores, result.ood_scores)},
+                ctx.folder.figure(f"roc_{label}_{score}"),
+                ctx.folder.figure(f"pr_{label}_{score}"),
+            )
+    plots.eps_curves(
+        {k: (v["eps"], v["accuracy"]) for k, v in sweeps.items()},
+        ctx.folder.figure("eps_curves"),
+        title="FGSM accuracy",
+    )
     clean = {k: accuracy(m, ctx.test.x, ctx.test.y) for k, m in models.items()}
     delta = metrics["robust/max_softmax"]["AUROC"] - metrics["standard/max_softmax"]["AUROC"]
     if metrics["robust/max_softmax"]["AUROC"] < 0.5:
@@ -55,29 +80,47 @@ def run(options: RecipeOptions, train_eps: Optional[str] = None, targeted: bool 
         "",
         "## Against the write-ups",
         "",
-        comparison([
-            ("standard max-logit AUROC", metrics["standard/max_logit"]["AUROC"], "0.63 (001, CIFAR-100 subset)"),
-            ("robust max-logit AUROC", metrics["robust/max_logit"]["AUROC"], "0.65 (001)"),
-            ("standard max-logit AUPR-IN", metrics["standard/max_logit"]["AUPR-IN"], "0.89 (001)"),
-            ("robust max-logit AUPR-IN", metrics["robust/max_logit"]["AUPR-IN"], "0.90 (001)"),
-        ], options.dataset),  # fmt: skip
+        comparison(
+            [
+                (
+                    "standard max-logit AUROC",
+                    metrics["standard/max_logit"]["AUROC"],
+                    "0.63 (001, CIFAR-100 subset)",
+                ),
+                ("robust max-logit AUROC", metrics["robust/max_logit"]["AUROC"], "0.65 (001)"),
+                ("standard max-logit AUPR-IN", metrics["standard/max_logit"]["AUPR-IN"], "0.89 (001)"),
+                ("robust max-logit AUPR-IN", metrics["robust/max_logit"]["AUPR-IN"], "0.90 (001)"),
+            ],
+            options.dataset,
+        ),
         "",
         "## Numbers",
         "",
-        table(["model", "clean accuracy", *[f"FGSM ε={e:g}" for e in sweeps["standard"]["eps"][1:]]],
-              [[k, clean[k], *v["accuracy"][1:]] for k, v in sweeps.items()]),  # fmt: skip
+        table(
+            ["model", "clean accuracy", *[f"FGSM ε={e:g}" for e in sweeps["standard"]["eps"][1:]]],
+            [[k, clean[k], *v["accuracy"][1:]] for k, v in sweeps.items()],
+        ),
         "",
-        table(["model / score", "AUROC", "AUPR-IN", "AUPR-OUT", "FPR95TPR"], [[k, *m.values()] for k, m in metrics.items()]),
+        table(
+            ["model / score", "AUROC", "AUPR-IN", "AUPR-OUT", "FPR95TPR"],
+            [[k, *m.values()] for k, m in metrics.items()],
+        ),
         "",
         "![eps](eps_curves.png)",
         "",
         *[f"![{f}]({f})" for f in ctx.folder.figures if f.startswith(("hist", "roc"))],
     ]
     results = {
-        "train_eps": train_eps, "targeted": targeted, "ood_set": ood_set, "clean_accuracy": clean,
-        "sweeps": sweeps, "ood": metrics, "training_history": trainer.history,
-        "catastrophic_overfitting": co, "finding": finding,
-    }  # fmt: skip
+        "train_eps": train_eps,
+        "targeted": targeted,
+        "ood_set": ood_set,
+        "clean_accuracy": clean,
+        "sweeps": sweeps,
+        "ood": metrics,
+        "training_history": trainer.history,
+        "catastrophic_overfitting": co,
+        "finding": finding,
+    }
     return finish(ctx, results, lines)
 
 

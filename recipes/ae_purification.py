@@ -14,7 +14,9 @@ def run(options: RecipeOptions, eps: str = "") -> Path:
     """Train a classifier and an autoencoder on clean data; attack with FGSM and PGD at ``--eps``."""
     ctx = start(NAME, options)
     model = ctx.classifier()
-    purified = defense("ae_purification", train_config=ctx.autoencoder_config(), cache=options.cache).apply(model, ctx.train)
+    purified = defense("ae_purification", train_config=ctx.autoencoder_config(), cache=options.cache).apply(
+        model, ctx.train
+    )
     budget = eps or f"{ctx.profile.eps}"
     attacks = {"fgsm": attack("fgsm", eps=budget), "pgd": attack("pgd", eps=budget, steps=20)}
     x, y = ctx.test.x, ctx.test.y

@@ -20,8 +20,12 @@ def run(options: RecipeOptions, eps: str = "0.1", squeezer: str = "median_filter
     ctx = start(NAME, options)
     model = ctx.classifier()
     fgsm = attack("fgsm", eps=eps)
-    trained = defense("adversarial_training", attack=fgsm, train_config=ctx.config, cache=options.cache, progress=options.progress).apply(model, ctx.train)
-    squeezed = defense("squeezed_training", squeezer=squeezer, train_config=ctx.config, cache=options.cache, progress=options.progress).apply(model, ctx.train)
+    trained = defense(
+        "adversarial_training", attack=fgsm, train_config=ctx.config, cache=options.cache, progress=options.progress
+    ).apply(model, ctx.train)
+    squeezed = defense(
+        "squeezed_training", squeezer=squeezer, train_config=ctx.config, cache=options.cache, progress=options.progress
+    ).apply(model, ctx.train)
     x, y = ctx.test.x[:attack_limit], ctx.test.y[:attack_limit]
     attacks = {"deepfool": attack("deepfool"), "fgsm": fgsm}
     on_clean_model = {name: attack_batches(atk, model, x, y) for name, atk in attacks.items()}
@@ -31,7 +35,10 @@ def run(options: RecipeOptions, eps: str = "0.1", squeezer: str = "median_filter
             **{n: robust_accuracy(atk, trained, x, y)["accuracy"] for n, atk in attacks.items()},
             "clean": accuracy(trained, x, y),
         },
-        "feature squeezing": {**{n: accuracy(squeezed, a, y) for n, a in on_clean_model.items()}, "clean": accuracy(squeezed, x, y)},
+        "feature squeezing": {
+            **{n: accuracy(squeezed, a, y) for n, a in on_clean_model.items()},
+            "clean": accuracy(squeezed, x, y),
+        },
         "feature squeezing (adaptive, BPDA)": {
             **{n: robust_accuracy(atk, squeezed, x, y)["accuracy"] for n, atk in attacks.items()},
             "clean": accuracy(squeezed, x, y),
@@ -40,13 +47,16 @@ def run(options: RecipeOptions, eps: str = "0.1", squeezer: str = "median_filter
     pct = lambda v: None if v is None else round(100 * v, 1)  # noqa: E731
     compare = [
         (f"{d} / {a}", pct(matrix[d][a]), pct(REFERENCE[d][a]))
-        for d in REFERENCE for a in ("deepfool", "fgsm", "clean")
-    ]  # fmt: skip
+        for d in REFERENCE
+        for a in ("deepfool", "fgsm", "clean")
+    ]
     lines = header(ctx, "Attacks × defenses", SUMMARY) + [
         f"FGSM ε={fgsm.eps:g}; DeepFool (ART, 50 iterations); squeezer `{squeezer}`; {len(x)} test images.",
         "",
-        table(["defense \\ attack (%)", "DeepFool", "FGSM", "none"],
-              [[d, *[pct(v[a]) for a in ("deepfool", "fgsm", "clean")]] for d, v in matrix.items()]),  # fmt: skip
+        table(
+            ["defense \\ attack (%)", "DeepFool", "FGSM", "none"],
+            [[d, *[pct(v[a]) for a in ("deepfool", "fgsm", "clean")]] for d, v in matrix.items()],
+        ),
         "",
         "## Against the write-up (%)",
         "",

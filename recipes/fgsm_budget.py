@@ -1,7 +1,6 @@
 """Recipe 2 — the smallest FGSM budget k/255 that fools the model, per image (seed 000)."""
 
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -21,7 +20,9 @@ def _class_index(value: str, classes: tuple) -> int:
     raise ValueError(f"unknown class {value!r}; valid: {', '.join(classes)} (or an index)")
 
 
-def run(options: RecipeOptions, images: int = 5, index: Optional[str] = None, target: Optional[str] = None, max_k: int = 64) -> Path:
+def run(
+    options: RecipeOptions, images: int = 5, index: str | None = None, target: str | None = None, max_k: int = 64
+) -> Path:
     """Search k = 1, 2, ... max_k for correctly classified test images (``--index 3,7`` or the first ``--images``)."""
     ctx = start(NAME, options)
     model = ctx.classifier()
@@ -49,20 +50,37 @@ def run(options: RecipeOptions, images: int = 5, index: Optional[str] = None, ta
         for i in range(len(x)):
             k = int(budget.k[i])
             steps = budget.trajectory[i, : (k if k > 0 else max_k)].tolist()
-            per_image.append({
-                "index": int(picked[i]), "true": classes[int(y[i])], "target": None if tgt is None else classes[int(tgt[i])],
-                "k": k if k > 0 else None, "eps": k / 255 if k > 0 else None, "success": bool(budget.success[i]),
-                "prediction": classes[int(adv_pred[i])], "trajectory": [classes[p] for p in steps],
-            })  # fmt: skip
-        results[mode] = {"images": per_image, "success_rate": float(budget.success.float().mean()), "passes": budget.passes}
+            per_image.append(
+                {
+                    "index": int(picked[i]),
+                    "true": classes[int(y[i])],
+                    "target": None if tgt is None else classes[int(tgt[i])],
+                    "k": k if k > 0 else None,
+                    "eps": k / 255 if k > 0 else None,
+                    "success": bool(budget.success[i]),
+                    "prediction": classes[int(adv_pred[i])],
+                    "trajectory": [classes[p] for p in steps],
+                }
+            )
+        results[mode] = {
+            "images": per_image,
+            "success_rate": float(budget.success.float().mean()),
+            "passes": budget.passes,
+        }
         captions_clean = [f"{r['true']}" for r in per_image]
-        captions_adv = [f"{r['prediction']} @ {r['k']}/255" if r["success"] else f"failed ≤{max_k}/255" for r in per_image]
+        captions_adv = [
+            f"{r['prediction']} @ {r['k']}/255" if r["success"] else f"failed ≤{max_k}/255" for r in per_image
+        ]
         plots.image_grid(
             [("original", x.numpy(), captions_clean), ("adversarial", budget.x_adv.numpy(), captions_adv)],
-            ctx.folder.figure(f"{mode}_examples"), title=f"{mode} FGSM, smallest budget per image",
-        )  # fmt: skip
+            ctx.folder.figure(f"{mode}_examples"),
+            title=f"{mode} FGSM, smallest budget per image",
+        )
         headers = ["test index", "true", *(["target"] if tgt is not None else []), "budget k/255", "now predicted"]
-        rows = [[r["index"], r["true"], *([r["target"]] if tgt is not None else []), r["k"], r["prediction"]] for r in per_image]
+        rows = [
+            [r["index"], r["true"], *([r["target"]] if tgt is not None else []), r["k"], r["prediction"]]
+            for r in per_image
+        ]
         lines += [f"## {mode.capitalize()}", "", table(headers, rows), "", f"![{mode}]({mode}_examples.png)", ""]
     ks = [r["k"] for r in results["untargeted"]["images"] if r["k"]]
     kt = [r["k"] for r in results["targeted"]["images"] if r["k"]]
@@ -70,14 +88,18 @@ def run(options: RecipeOptions, images: int = 5, index: Optional[str] = None, ta
     lines += [
         "## Against the write-up",
         "",
-        comparison([
-            ("median untargeted budget (k/255)", median(ks), 2),
-            ("median targeted budget (k/255)", median(kt), "8–21 (bird→deer 8, cat→automobile 10, truck→deer 21)"),
-        ], options.dataset),  # fmt: skip
+        comparison(
+            [
+                ("median untargeted budget (k/255)", median(ks), 2),
+                ("median targeted budget (k/255)", median(kt), "8–21 (bird→deer 8, cat→automobile 10, truck→deer 21)"),
+            ],
+            options.dataset,
+        ),
         "",
         f"Finding: targeted success needs a larger budget than untargeted here too "
-        f"(median {median(kt)} vs {median(ks)}), as in the write-up." if ks and kt and median(kt) >= median(ks) else
-        "Finding: targeted budgets were not larger than untargeted ones on these images.",
+        f"(median {median(kt)} vs {median(ks)}), as in the write-up."
+        if ks and kt and median(kt) >= median(ks)
+        else "Finding: targeted budgets were not larger than untargeted ones on these images.",
     ]
     return finish(ctx, results, lines)
 

@@ -1,7 +1,6 @@
 """Recipe 3 — accuracy as the FGSM budget grows, untargeted and targeted (seed 001)."""
 
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -15,7 +14,7 @@ SUMMARY = "FGSM accuracy-vs-ε curves (untargeted, and targeted at one class) wi
 GRID = "0,0.005,0.01,0.02,0.05,0.1,0.2,0.3"
 
 
-def run(options: RecipeOptions, eps: str = GRID, target: Optional[str] = None) -> Path:
+def run(options: RecipeOptions, eps: str = GRID, target: str | None = None) -> Path:
     """Sweep FGSM over ``--eps``; ``--target`` names the targeted class (default: horse, or the last class)."""
     ctx = start(NAME, options)
     model = ctx.classifier()
@@ -30,29 +29,45 @@ def run(options: RecipeOptions, eps: str = GRID, target: Optional[str] = None) -
     xt, yt = ctx.test.x[keep], ctx.test.y[keep]
     targeted = eps_sweep(fgsm, model, xt, yt, eps.split(","), target=torch.full_like(yt, t_index))
     plots.eps_curves(
-        {"untargeted: accuracy": (untargeted.eps, untargeted.accuracy),
-         f"targeted → {target}: accuracy": (targeted.eps, targeted.accuracy),
-         f"targeted → {target}: success": (targeted.eps, targeted.target_rate)},
-        ctx.folder.figure("eps_curve"), title="FGSM",
-    )  # fmt: skip
+        {
+            "untargeted: accuracy": (untargeted.eps, untargeted.accuracy),
+            f"targeted → {target}: accuracy": (targeted.eps, targeted.accuracy),
+            f"targeted → {target}: success": (targeted.eps, targeted.target_rate),
+        },
+        ctx.folder.figure("eps_curve"),
+        title="FGSM",
+    )
     x, y = ctx.test.x[:8], ctx.test.y[:8]
     direction = fgsm.direction(model, x, y)
     for e in (0.01, 0.1, 0.3):
         adv = (x + e * direction).clamp(0, 1)
-        rows = [("clean", x.numpy(), [classes[int(p)] for p in predict(model, x)]),
-                (f"ε={e}", adv.numpy(), [classes[int(p)] for p in predict(model, adv)])]  # fmt: skip
+        rows = [
+            ("clean", x.numpy(), [classes[int(p)] for p in predict(model, x)]),
+            (f"ε={e}", adv.numpy(), [classes[int(p)] for p in predict(model, adv)]),
+        ]
         plots.image_grid(rows, ctx.folder.figure(f"grid_eps_{e}"), title=f"FGSM ε={e}: predictions")
     at = dict(zip(untargeted.eps, untargeted.accuracy, strict=True))
     lines = header(ctx, "FGSM sweep", SUMMARY) + [
         "## Against the write-up (a 60%-accuracy CIFAR-10 model)",
         "",
-        comparison([("clean accuracy", at.get(0.0), 0.60), ("accuracy at ε=0.01", at.get(0.01), 0.30),
-                    ("accuracy at ε=0.02", at.get(0.02), 0.20)], options.dataset),  # fmt: skip
+        comparison(
+            [
+                ("clean accuracy", at.get(0.0), 0.60),
+                ("accuracy at ε=0.01", at.get(0.01), 0.30),
+                ("accuracy at ε=0.02", at.get(0.02), 0.20),
+            ],
+            options.dataset,
+        ),
         "",
         "## Sweep",
         "",
-        table(["ε", "untargeted accuracy", f"targeted accuracy (→{target})", "target reached"],
-              [list(r) for r in zip(untargeted.eps, untargeted.accuracy, targeted.accuracy, targeted.target_rate, strict=True)]),  # fmt: skip
+        table(
+            ["ε", "untargeted accuracy", f"targeted accuracy (→{target})", "target reached"],
+            [
+                list(r)
+                for r in zip(untargeted.eps, untargeted.accuracy, targeted.accuracy, targeted.target_rate, strict=True)
+            ],
+        ),
         "",
         f"One gradient per batch served all {len(untargeted.eps)} budgets: {untargeted.passes} passes.",
         "",
@@ -60,7 +75,12 @@ def run(options: RecipeOptions, eps: str = GRID, target: Optional[str] = None) -
         "",
         "![0.01](grid_eps_0.01.png) ![0.1](grid_eps_0.1.png) ![0.3](grid_eps_0.3.png)",
     ]
-    results = {"target": target, "untargeted": untargeted.as_dict(), "targeted": targeted.as_dict(), "clean_accuracy": at.get(0.0)}
+    results = {
+        "target": target,
+        "untargeted": untargeted.as_dict(),
+        "targeted": targeted.as_dict(),
+        "clean_accuracy": at.get(0.0),
+    }
     return finish(ctx, results, lines)
 
 

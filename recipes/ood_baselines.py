@@ -23,12 +23,18 @@ def run(options: RecipeOptions, ood_set: str = "fakedata") -> Path:
     """Train a classifier and an autoencoder on ID data, then score ID test vs OOD images."""
     ctx = start(NAME, options)
     model = ctx.classifier()
-    kwargs = {"shape": ctx.test.info.shape, "size": len(ctx.test), "seed": options.seed} if ood_set == "fakedata" else {}
+    kwargs = (
+        {"shape": ctx.test.info.shape, "size": len(ctx.test), "seed": options.seed} if ood_set == "fakedata" else {}
+    )
     outliers = ctx.load(ood_set, split="test", **kwargs)
     if outliers.info.shape != ctx.test.info.shape:
-        raise ValueError(f"OOD set {ood_set} has images of shape {outliers.info.shape}, the ID set {ctx.test.info.shape}")
+        raise ValueError(
+            f"OOD set {ood_set} has images of shape {outliers.info.shape}, the ID set {ctx.test.info.shape}"
+        )
     detectors = {name: detector(name).fit(model, ctx.train) for name in DETECTORS}
-    detectors["reconstruction"] = ReconstructionError(train_config=ctx.autoencoder_config(), cache=options.cache).fit(None, ctx.train)
+    detectors["reconstruction"] = ReconstructionError(train_config=ctx.autoencoder_config(), cache=options.cache).fit(
+        None, ctx.train
+    )
     metrics, scores = {}, {}
     for name, det in detectors.items():
         result = ood(det, ctx.test.x, outliers.x)

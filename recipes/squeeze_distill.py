@@ -1,7 +1,6 @@
 """Recipe 5 — PGD and DDN against feature squeezing and defensive distillation (seed 002)."""
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -17,11 +16,19 @@ NAME = "squeeze-distill"
 SUMMARY = "PGD (L∞, L2) and DDN against a feature-squeezing detector and a defensively distilled model."
 
 
-def run(options: RecipeOptions, temperature: float = 20.0, threshold: float = 1.0, squeezers: Optional[str] = None, attack_limit: int = 200) -> Path:
+def run(
+    options: RecipeOptions,
+    temperature: float = 20.0,
+    threshold: float = 1.0,
+    squeezers: str | None = None,
+    attack_limit: int = 200,
+) -> Path:
     """Attack a baseline and a distilled model; score clean and adversarial inputs by feature squeezing."""
     ctx = start(NAME, options)
     baseline = ctx.classifier()
-    distiller = DefensiveDistillation(temperature, train_config=ctx.config, cache=options.cache, progress=options.progress)
+    distiller = DefensiveDistillation(
+        temperature, train_config=ctx.config, cache=options.cache, progress=options.progress
+    )
     distilled = distiller.apply(baseline, ctx.train)
     x, y = ctx.test.x[:attack_limit], ctx.test.y[:attack_limit]
     eps = ctx.profile.eps
@@ -33,7 +40,7 @@ def run(options: RecipeOptions, temperature: float = 20.0, threshold: float = 1.
     names = tuple(squeezers.split(",")) if squeezers else default_squeezers(ctx.test.info.shape)
     detector = FeatureSqueezing(names, threshold=threshold).fit(baseline)
     clean_scores = detector.score_batches(x)
-    rows, results, roc = [], {"accuracy": {}, "detector": {}}, {}
+    results, roc = {"accuracy": {}, "detector": {}}, {}
     for label, model in (("baseline", baseline), ("distilled", distilled)):
         results["accuracy"][label] = {"clean": accuracy(model, x, y)}
     for name, atk in attacks.items():
@@ -74,17 +81,24 @@ def run(options: RecipeOptions, temperature: float = 20.0, threshold: float = 1.
         "",
         f"False-positive rate on clean inputs at threshold {threshold:g}: {fpr:.3f}.",
         "",
-        table(["attack", "examples", "TPR @ threshold", "TPR @ 5% FPR", "AUROC"],
-              [[n, d["successful_examples"], d["tpr_at_threshold"], d.get("tpr_at_5pct_fpr"), d.get("AUROC")]
-               for n, d in det.items() if isinstance(d, dict)]),  # fmt: skip
-        "",
-        "Finding: " + (
-            "the distilled model resists gradient attacks far better than the baseline — the known signature of "
-            "gradient masking by saturated softmax at T = 1 (Carlini & Wagner 2016), not of real robustness."
-            if masked else "distillation did not change PGD accuracy much here."
+        table(
+            ["attack", "examples", "TPR @ threshold", "TPR @ 5% FPR", "AUROC"],
+            [
+                [n, d["successful_examples"], d["tpr_at_threshold"], d.get("tpr_at_5pct_fpr"), d.get("AUROC")]
+                for n, d in det.items()
+                if isinstance(d, dict)
+            ],
         ),
         "",
-        *([ "![roc](squeezing_roc.png) ![pr](squeezing_pr.png)"] if roc else []),
+        "Finding: "
+        + (
+            "the distilled model resists gradient attacks far better than the baseline — the known signature of "
+            "gradient masking by saturated softmax at T = 1 (Carlini & Wagner 2016), not of real robustness."
+            if masked
+            else "distillation did not change PGD accuracy much here."
+        ),
+        "",
+        *(["![roc](squeezing_roc.png) ![pr](squeezing_pr.png)"] if roc else []),
     ]
     results["gradient_masking_suspected"] = masked
     return finish(ctx, results, lines)

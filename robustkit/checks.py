@@ -23,13 +23,10 @@ def check_images(x: object, name: str = "x") -> torch.Tensor:
         raise TypeError(f"{name} must be a torch.Tensor of shape N×C×H×W, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(
-            f"{name} has dtype {x.dtype}; expected a float tensor in [0, 1] "
-            f"(for uint8 images use x.float() / 255)"
+            f"{name} has dtype {x.dtype}; expected a float tensor in [0, 1] (for uint8 images use x.float() / 255)"
         )
     if x.ndim != 4:
-        raise ValueError(
-            f"{name} has shape {tuple(x.shape)}; expected N×C×H×W (use x.unsqueeze(0) for one image)"
-        )
+        raise ValueError(f"{name} has shape {tuple(x.shape)}; expected N×C×H×W (use x.unsqueeze(0) for one image)")
     if x.shape[0] == 0:
         raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)}); pass at least one image")
     if not torch.isfinite(x).all():
@@ -76,8 +73,7 @@ def parse_eps(eps: object, name: str = "eps", allow_zero: bool = True, limit: fl
         raise ValueError(f"{name}={eps!r} is invalid; it must be finite and {need}")
     if value > limit:
         raise ValueError(
-            f"{name}={eps!r} is larger than {limit:g}; budgets are in pixel units of [0, 1] images "
-            f"(8/255, not 8)"
+            f"{name}={eps!r} is larger than {limit:g}; budgets are in pixel units of [0, 1] images (8/255, not 8)"
         )
     return value
 

@@ -130,7 +130,9 @@ def list_detectors() -> None:
     """Every detector (higher score = more suspicious)."""
     from .registry import DETECTORS, load
 
-    _print_table("detectors", ["name", "what"], [[n, (load(p).__doc__ or "").splitlines()[0]] for n, p in DETECTORS.items()])
+    _print_table(
+        "detectors", ["name", "what"], [[n, (load(p).__doc__ or "").splitlines()[0]] for n, p in DETECTORS.items()]
+    )
 
 
 @list_app.command("defenses")
@@ -138,7 +140,9 @@ def list_defenses() -> None:
     """Every defense."""
     from .registry import DEFENSES, load
 
-    _print_table("defenses", ["name", "what"], [[n, (load(p).__doc__ or "").splitlines()[0]] for n, p in DEFENSES.items()])
+    _print_table(
+        "defenses", ["name", "what"], [[n, (load(p).__doc__ or "").splitlines()[0]] for n, p in DEFENSES.items()]
+    )
 
 
 @app.command()
@@ -204,7 +208,9 @@ def train(
     spec = model_spec(arch, data.info)
     model, meta = train_model(spec, data, config)
     if meta.get("cache"):
-        shutil.copyfile(meta["cache"], out) if not out.exists() or out.resolve() != Path(meta["cache"]).resolve() else None
+        shutil.copyfile(meta["cache"], out) if not out.exists() or out.resolve() != Path(
+            meta["cache"]
+        ).resolve() else None
     else:
         save_checkpoint(out, model, spec, meta)
     if objective == "classify":
@@ -249,7 +255,12 @@ def attack(
         result = eps_sweep(atk, net, data.x, data.y, sweep.split(","))
         results["sweep"] = result.as_dict()
         plots.eps_curves({atk.name: (result.eps, result.accuracy)}, folder.figure("eps_curve"))
-        lines += ["", table(["eps", "accuracy"], [list(r) for r in zip(result.eps, result.accuracy, strict=True)]), "", "![eps](eps_curve.png)"]
+        lines += [
+            "",
+            table(["eps", "accuracy"], [list(r) for r in zip(result.eps, result.accuracy, strict=True)]),
+            "",
+            "![eps](eps_curve.png)",
+        ]
     names = data.info.classes
     n = min(8, len(data))
     rows = [
@@ -296,16 +307,22 @@ def ood(
     plots.roc_pr(scores, folder.figure("roc"), folder.figure("pr"))
     md = table(["detector", "AUROC", "AUPR-IN", "AUPR-OUT", "FPR95TPR"], rows)
     figures = " ".join(f"![{f}]({f})" for f in folder.figures)
-    folder.finish({"id": id_data, "ood": ood_data, "metrics": results}, f"# OOD: {id_data} vs {ood_data}\n\n{md}\n\n{figures}\n")
+    folder.finish(
+        {"id": id_data, "ood": ood_data, "metrics": results}, f"# OOD: {id_data} vs {ood_data}\n\n{md}\n\n{figures}\n"
+    )
     _print_table(f"{id_data} vs {ood_data}", ["detector", "AUROC", "AUPR-IN", "AUPR-OUT", "FPR95TPR"], rows)
 
 
 @app.command()
 def defend(
     model: Annotated[Path, typer.Option(help="robustkit checkpoint of the model to defend")],
-    defense_name: Annotated[str, typer.Option("--defense", help="defense name (robustkit list defenses)")] = "adversarial_training",
+    defense_name: Annotated[
+        str, typer.Option("--defense", help="defense name (robustkit list defenses)")
+    ] = "adversarial_training",
     dataset: Annotated[str, typer.Option(help="training dataset (training defenses)")] = "digits",
-    attack_name: Annotated[str, typer.Option("--attack", help="attack for adversarial training and evaluation")] = "fgsm",
+    attack_name: Annotated[
+        str, typer.Option("--attack", help="attack for adversarial training and evaluation")
+    ] = "fgsm",
     eps: Annotated[str, typer.Option(help="budget")] = "0.1",
     epochs: Annotated[int, typer.Option(help="training epochs")] = 10,
     out: Annotated[Path, typer.Option(help="checkpoint for a trained defense")] = Path("defended.pt"),

@@ -64,9 +64,7 @@ class ImageSet:
     def loader(self, batch_size: int = 256, shuffle: bool = False, seed: int = 0) -> DataLoader:
         """A DataLoader over ``(x, y)`` batches (seeded when shuffled)."""
         generator = torch.Generator().manual_seed(seed) if shuffle else None
-        return DataLoader(
-            TensorDataset(self.x, self.y), batch_size=batch_size, shuffle=shuffle, generator=generator
-        )
+        return DataLoader(TensorDataset(self.x, self.y), batch_size=batch_size, shuffle=shuffle, generator=generator)
 
     def take(self, n: int | None) -> ImageSet:
         """The first ``n`` images (all of them for ``None``)."""
@@ -192,7 +190,9 @@ def _fakedata(
     ds = torchvision.datasets.FakeData(size=size, image_size=tuple(shape), num_classes=10, random_offset=offset)
     images = np.stack([pil_to_tensor(ds[i][0]).numpy() for i in range(size)])
     labels = np.zeros(size, dtype=np.int64)
-    info = DatasetInfo("fakedata", tuple(str(i) for i in range(10)), tuple(shape), (0.5,) * shape[0], (0.29,) * shape[0])
+    info = DatasetInfo(
+        "fakedata", tuple(str(i) for i in range(10)), tuple(shape), (0.5,) * shape[0], (0.29,) * shape[0]
+    )
     return _from_uint8(images.reshape(size, *shape), labels, info, split)
 
 

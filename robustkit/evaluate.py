@@ -29,7 +29,12 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.T
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
     """Fraction of ``x`` the model classifies as ``y``."""
     check_labels(y, len(x))
-    return float((predict(model, x, batch_size) == y.cpu()).float().mean())
+    return _rate(predict(model, x, batch_size) == y.cpu())
+
+
+def _rate(hits: torch.Tensor) -> float:
+    """Fraction of True values, exact in float64."""
+    return int(hits.sum()) / max(1, hits.numel())
 
 
 def random_targets(y: torch.Tensor, num_classes: int, seed: int = 0) -> torch.Tensor:
@@ -71,9 +76,9 @@ def robust_accuracy(
     """
     adv = attack_batches(attack, model, x, y, target, batch_size)
     preds = predict(eval_model or model, adv)
-    out = {"accuracy": float((preds == y.cpu()).float().mean())}
+    out = {"accuracy": _rate(preds == y.cpu())}
     if target is not None:
-        out["target_rate"] = float((preds == target.cpu()).float().mean())
+        out["target_rate"] = _rate(preds == target.cpu())
     return out
 
 
@@ -162,7 +167,9 @@ class Budget:
 
     @property
     def eps(self) -> torch.Tensor:
-        return torch.where(self.success, self.k.float() / 255.0, torch.full_like(self.k, float("nan"), dtype=torch.float))
+        return torch.where(
+            self.success, self.k.float() / 255.0, torch.full_like(self.k, float("nan"), dtype=torch.float)
+        )
 
 
 def minimal_budget(
@@ -232,14 +239,14 @@ def agreement(
         delta = (adv - x).flatten(1)
         row = {
             "backend": backend,
-            "accuracy": float((preds == y.cpu()).float().mean()),
+            "accuracy": _rate(preds == y.cpu()),
             "mean_linf": float(delta.abs().max(dim=1).values.mean()),
             "mean_l2": float(delta.norm(dim=1).mean()),
         }
         if first_adv is None:
             first_adv, first_pred = adv, preds
         row["max_abs_diff"] = float((adv - first_adv).abs().max())
-        row["prediction_agreement"] = float((preds == first_pred).float().mean())
+        row["prediction_agreement"] = _rate(preds == first_pred)
         rows.append(row)
     return rows
 

@@ -77,10 +77,13 @@ class SmallCNN(_FeatureClassifier):
         super().__init__()
         side = image_size // 2
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, width // 2, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels, width // 2, 3, padding=1),
+            nn.ReLU(inplace=True),
             *_conv_block(width // 2, width, 1),
-            nn.Flatten(), nn.Linear(width * side * side, 128), nn.ReLU(inplace=True),
-        )  # fmt: skip
+            nn.Flatten(),
+            nn.Linear(width * side * side, 128),
+            nn.ReLU(inplace=True),
+        )
         self.head = nn.Linear(128, num_classes)
 
 
@@ -92,9 +95,14 @@ class CNN6(_FeatureClassifier):
         w = width
         side = image_size // 8
         self.body = nn.Sequential(
-            *_conv_block(in_channels, w, 2), *_conv_block(w, 2 * w, 2), *_conv_block(2 * w, 4 * w, 2),
-            nn.Flatten(), nn.Dropout(0.3), nn.Linear(4 * w * side * side, 256), nn.ReLU(inplace=True),
-        )  # fmt: skip
+            *_conv_block(in_channels, w, 2),
+            *_conv_block(w, 2 * w, 2),
+            *_conv_block(2 * w, 4 * w, 2),
+            nn.Flatten(),
+            nn.Dropout(0.3),
+            nn.Linear(4 * w * side * side, 256),
+            nn.ReLU(inplace=True),
+        )
         self.head = nn.Linear(256, num_classes)
 
 
@@ -120,13 +128,17 @@ class ConvAutoencoder(nn.Module):
         super().__init__()
         w = width
         self.encoder = nn.Sequential(
-            nn.Conv2d(in_channels, w, 3, stride=2, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.ReLU(inplace=True),
-        )  # fmt: skip
+            nn.Conv2d(in_channels, w, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+        )
         self.decoder = nn.Sequential(
-            nn.ConvTranspose2d(2 * w, w, 4, stride=2, padding=1), nn.ReLU(inplace=True),
-            nn.ConvTranspose2d(w, in_channels, 4, stride=2, padding=1), nn.Sigmoid(),
-        )  # fmt: skip
+            nn.ConvTranspose2d(2 * w, w, 4, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(w, in_channels, 4, stride=2, padding=1),
+            nn.Sigmoid(),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))

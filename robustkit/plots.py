@@ -72,7 +72,9 @@ def roc_pr(
     return _save(plt, fig, roc_path), _save(plt2, fig2, pr_path)
 
 
-def eps_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str | Path, title: str = "") -> Path:
+def eps_curves(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str | Path, title: str = ""
+) -> Path:
     """Accuracy against eps, one line per model or attack."""
     plt, fig, (ax,) = _figure()
     for label, (eps, acc) in curves.items():
@@ -83,9 +85,7 @@ def eps_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], pa
     return _save(plt, fig, path)
 
 
-def image_grid(
-    rows: Sequence[tuple[str, np.ndarray, Sequence[str]]], path: str | Path, title: str = ""
-) -> Path:
+def image_grid(rows: Sequence[tuple[str, np.ndarray, Sequence[str]]], path: str | Path, title: str = "") -> Path:
     """A grid of images: each row is ``(row label, N×C×H×W array in [0, 1], captions)``."""
     import matplotlib
 

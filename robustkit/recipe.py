@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .data import ImageSet, load_dataset
-from .models import default_arch, model_spec
+from .models import model_spec
 from .report import RunFolder, fmt, table
 from .train import TrainConfig, train_model
 
@@ -88,9 +88,13 @@ class Context:
         arch = arch or self.profile.arch
         config = dataclasses.replace(self.config, **config_changes)
         model, meta = train_model(
-            model_spec(arch, self.train.info), self.train, config,
-            cache=self.options.cache, device=self.device, progress=self.options.progress,
-        )  # fmt: skip
+            model_spec(arch, self.train.info),
+            self.train,
+            config,
+            cache=self.options.cache,
+            device=self.device,
+            progress=self.options.progress,
+        )
         self.models[f"{arch}"] = {"cache": meta.get("cache"), "cached": meta.get("cached")}
         return model
 
@@ -136,8 +140,10 @@ def header(ctx: Context, title: str, summary: str) -> list[str]:
 
 def comparison(rows: list[tuple[str, Any, Any]], written_for: str) -> str:
     """A table of our numbers beside the write-up's (``None``: the write-up has none)."""
-    note = "" if written_for.startswith("cifar10") else (
-        "\n\nThe write-up's numbers are for CIFAR-10; on this dataset they are context, not a target."
+    note = (
+        ""
+        if written_for.startswith("cifar10")
+        else ("\n\nThe write-up's numbers are for CIFAR-10; on this dataset they are context, not a target.")
     )
     return table(["quantity", "here", "write-up"], [[q, ours, ref] for q, ours, ref in rows]) + note
 
@@ -210,4 +216,4 @@ def command(run: Callable[..., Path], default_dataset: str) -> Callable[[list[st
     return main
 
 
-__all__ = ["command", "Context", "RecipeOptions", "comparison", "finish", "fmt", "header", "start", "table"]
+__all__ = ["Context", "RecipeOptions", "command", "comparison", "finish", "fmt", "header", "start", "table"]

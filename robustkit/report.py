@@ -54,12 +54,12 @@ def load_results(path: str | Path) -> dict[str, Any]:
     return json.loads((Path(path) / "results.json").read_text())
 
 
-def fmt(value: Any, digits: int = 3) -> str:
+def fmt(value: Any, digits: int = 4) -> str:
     """Format a number for a Markdown table ('–' for missing)."""
     if value is None:
         return "–"
     if isinstance(value, float):
-        return f"{value:.{digits}f}"
+        return f"{value:.{digits}g}"
     return str(value)
 
 

@@ -167,6 +167,7 @@ def fit(
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
+    optimizer.zero_grad(set_to_none=True)
     model.eval()
     return history
 

@@ -118,9 +118,7 @@ class Attack(ABC):
         return adv.clamp(0.0, 1.0)
 
     @abstractmethod
-    def _run(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
-    ) -> torch.Tensor:
+    def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         """Backend call on validated inputs that sit on the model's device."""
 
 

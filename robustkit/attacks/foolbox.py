@@ -63,4 +63,3 @@ class PGDL2(PGD):
     norm = "l2"
     defaults = {"eps": 1.0, "alpha": None, "steps": 10, "random_start": True}
     attack_cls = "L2PGD"
-

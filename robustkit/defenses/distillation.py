@@ -28,7 +28,10 @@ def soft_labels(teacher: nn.Module, x: torch.Tensor, temperature: float, batch_s
     teacher.eval()
     device = next(teacher.parameters()).device
     out = torch.cat(
-        [(teacher(x[i : i + batch_size].to(device)) / temperature).softmax(1).cpu() for i in range(0, len(x), batch_size)]
+        [
+            (teacher(x[i : i + batch_size].to(device)) / temperature).softmax(1).cpu()
+            for i in range(0, len(x), batch_size)
+        ]
     )
     teacher.train(was_training)
     return out
@@ -40,7 +43,13 @@ class DefensiveDistillation(Defense):
     name = "distillation"
     needs_data = True
 
-    def __init__(self, temperature: float = 20.0, train_config: TrainConfig | None = None, cache: Any = True, progress: bool = True):
+    def __init__(
+        self,
+        temperature: float = 20.0,
+        train_config: TrainConfig | None = None,
+        cache: Any = True,
+        progress: bool = True,
+    ):
         if not temperature > 0:
             raise ValueError(f"temperature={temperature} must be > 0")
         self.temperature = float(temperature)
@@ -53,7 +62,9 @@ class DefensiveDistillation(Defense):
         if spec is None:
             raise TypeError("distillation trains new networks of the model's architecture: pass a robustkit model")
         config = dataclasses.replace(self.train_config, temperature=self.temperature)
-        teacher, _ = train_model(spec, data, config, cache=self.cache, progress=self.progress, key_extra={"role": "teacher"})
+        teacher, _ = train_model(
+            spec, data, config, cache=self.cache, progress=self.progress, key_extra={"role": "teacher"}
+        )
         targets = soft_labels(teacher, data.x, self.temperature)
         student, _ = train_model(
             spec, data, config, targets=targets, cache=self.cache, progress=self.progress, key_extra={"role": "student"}

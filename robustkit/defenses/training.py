@@ -116,7 +116,13 @@ class SqueezedTraining(Defense):
     name = "squeezed_training"
     needs_data = True
 
-    def __init__(self, squeezer: str = "median_filter:2", train_config: TrainConfig | None = None, cache: Any = True, progress: bool = True):
+    def __init__(
+        self,
+        squeezer: str = "median_filter:2",
+        train_config: TrainConfig | None = None,
+        cache: Any = True,
+        progress: bool = True,
+    ):
         from ..squeezers import squeezer as parse
 
         self.squeezer_name = squeezer
@@ -127,9 +133,15 @@ class SqueezedTraining(Defense):
     def _apply(self, model, data):
         spec = spec_of(model)
         if spec is None:
-            raise TypeError("squeezed_training trains a new network of the model's architecture: pass a robustkit model")
-        squeezed = dataclasses.replace(data, x=torch.cat([self.squeeze(data.x[i : i + 2048]) for i in range(0, len(data), 2048)]))
-        net, _ = train_model(spec, squeezed, self.train_config, key_extra=self.config(), cache=self.cache, progress=self.progress)
+            raise TypeError(
+                "squeezed_training trains a new network of the model's architecture: pass a robustkit model"
+            )
+        squeezed = dataclasses.replace(
+            data, x=torch.cat([self.squeeze(data.x[i : i + 2048]) for i in range(0, len(data), 2048)])
+        )
+        net, _ = train_model(
+            spec, squeezed, self.train_config, key_extra=self.config(), cache=self.cache, progress=self.progress
+        )
         return PreprocessedModel(self.squeeze, net, straight_through=True)
 
     def config(self):

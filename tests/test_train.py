@@ -1,0 +1,94 @@
+import pytest
+import torch
+
+from robustkit.checkpoint import load_checkpoint, save_checkpoint
+from robustkit.errors import CheckpointError
+from robustkit.models import build_model, model_spec
+from robustkit.train import TrainConfig, augment_batch, fit, train_model
+
+
+def test_cache_hit_and_miss(tmp_path, digits_train):
+    data = digits_train.take(200)
+    spec = model_spec("small_cnn", data.info)
+    config = TrainConfig(epochs=1)
+    first, meta1 = train_model(spec, data, config, cache=tmp_path, progress=False)
+    again, meta2 = train_model(spec, data, config, cache=tmp_path, progress=False)
+    assert not meta1["cached"] and meta2["cached"] and meta1["cache"] == meta2["cache"]
+    for a, b in zip(first.state_dict().values(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    _, meta3 = train_model(spec, data, TrainConfig(epochs=1, seed=1), cache=tmp_path, progress=False)
+    _, meta4 = train_model(spec, digits_train.take(201), config, cache=tmp_path, progress=False)
+    assert len({meta1["cache"], meta3["cache"], meta4["cache"]}) == 3
+
+
+def test_interrupted_write_leaves_no_checkpoint(tmp_path, monkeypatch, digits_train):
+    spec = model_spec("small_cnn", digits_train.info)
+    net = build_model(spec)
+
+    def crash(obj, path):
+        open(path, "wb").write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path / "m.pt", net, spec, {})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_corrupt_and_foreign_checkpoints(tmp_path, digits_train):
+    spec = model_spec("small_cnn", digits_train.info)
+    net = build_model(spec)
+    good = save_checkpoint(tmp_path / "good.pt", net, spec, {"note": 1})
+    loaded, meta = load_checkpoint(good)
+    assert meta == {"note": 1} and not loaded.training
+    (tmp_path / "trunc.pt").write_bytes(good.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "trunc.pt")
+    torch.save(net.state_dict(), tmp_path / "bare.pt")
+    with pytest.raises(CheckpointError, match="not a robustkit checkpoint"):
+        load_checkpoint(tmp_path / "bare.pt")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_broken_cache_entry_is_retrained(tmp_path, digits_train):
+    data = digits_train.take(100)
+    spec = model_spec("small_cnn", data.info)
+    _, meta = train_model(spec, data, TrainConfig(epochs=1), cache=tmp_path, progress=False)
+    open(meta["cache"], "wb").write(b"garbage")
+    _, again = train_model(spec, data, TrainConfig(epochs=1), cache=tmp_path, progress=False)
+    assert not again["cached"]
+    load_checkpoint(again["cache"])
+
+
+def test_soft_labels_and_batch_hook_see_current_weights(digits_train):
+    data = digits_train.take(128)
+    net = build_model(model_spec("small_cnn", data.info))
+    seen = []
+
+    def hook(model, x, y):
+        seen.append(next(model.parameters()).detach().clone())
+        assert model.training
+        return x, y
+
+    soft = torch.full((128, 10), 0.1)
+    history = fit(net, data.x, soft, TrainConfig(epochs=2, batch_size=64, temperature=5.0), batch_hook=hook, progress=False)
+    assert len(seen) == 4 and not torch.equal(seen[0], seen[-1])  # weights change between batches
+    assert len(history) == 2 and history[-1]["loss"] == pytest.approx(torch.log(torch.tensor(10.0)).item(), abs=0.05)
+
+
+def test_augment_is_a_crop_and_flip():
+    x = torch.rand(16, 3, 8, 8)
+    out = augment_batch(x, torch.Generator().manual_seed(0), pad=0)
+    flipped = [torch.equal(o, i.flip(2)) for o, i in zip(out, x, strict=True)]
+    same = [torch.equal(o, i) for o, i in zip(out, x, strict=True)]
+    assert all(f or s for f, s in zip(flipped, same, strict=True)) and any(flipped) and any(same)
+
+
+def test_bad_config():
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(optimizer="lbfgs")
+    with pytest.raises(ValueError, match="unknown architecture"):
+        model_spec("vgg", type("I", (), {"shape": (1, 8, 8), "num_classes": 10, "mean": (0.5,), "std": (0.5,)})())
