@@ -1,0 +1,122 @@
+import numpy as np
+import pytest
+import torch
+
+import robustkit as rk
+from robustkit.errors import NotFittedError
+from robustkit.evaluate import ood, ood_metrics
+
+LOGIT_DETECTORS = ["max_logit", "max_softmax", "energy", "entropy", "odin"]
+FEATURE_DETECTORS = ["mahalanobis", "vim", "knn"]
+
+
+class Confident(torch.nn.Module):
+    """Huge logit for class 0 on bright images (ID), flat logits on dark ones (OOD)."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = torch.nn.Linear(2, 3)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.tensor([[20.0, 0.0], [0.0, 1.0], [0.0, 1.0]]))
+            self.head.bias.zero_()
+
+    def features(self, x):
+        m = x.mean(dim=(1, 2, 3))
+        return torch.stack([m, 1 - m], dim=1)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+@pytest.mark.parametrize("name", LOGIT_DETECTORS)
+def test_sign_on_a_known_case(name):
+    net = Confident()
+    id_x, ood_x = torch.full((8, 1, 4, 4), 0.9), torch.full((8, 1, 4, 4), 0.1)
+    det = rk.detector(name).fit(net)
+    s_id, s_ood = det.score(id_x), det.score(ood_x)
+    assert s_id.shape == (8,) and s_id.device.type == "cpu"
+    assert (s_ood > s_id.max()).all(), "higher score must mean more likely OOD"
+
+
+@pytest.mark.parametrize("name", LOGIT_DETECTORS + FEATURE_DETECTORS + ["reconstruction"])
+def test_digits_vs_noise(model, digits_train, digits_test, name):
+    noise = rk.load_dataset("fakedata", shape=(1, 8, 8), size=200)
+    det = rk.detector(name).fit(model, digits_train)
+    result = ood(det, digits_test.x, noise.x)
+    assert result.metrics["AUROC"] > 0.9
+    assert len(result.id_scores) == 450 and len(result.ood_scores) == 200
+
+
+@pytest.mark.parametrize("name", LOGIT_DETECTORS + FEATURE_DETECTORS + ["feature_squeezing"])
+def test_score_before_fit_and_state(model, batch, name):
+    with pytest.raises(NotFittedError, match="fit"):
+        rk.detector(name).score(batch[0])
+    model.train()
+    det = rk.detector(name)
+    det.fit(model, (batch[0], batch[1]))
+    det.score(batch[0])
+    assert model.training and all(p.requires_grad and p.grad is None for p in model.parameters())
+    model.eval()
+
+
+def test_feature_detectors_need_data(model):
+    with pytest.raises(ValueError, match="training data"):
+        rk.detector("mahalanobis").fit(model)
+    with pytest.raises(TypeError, match="features"):
+        rk.detector("knn").fit(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)), (torch.rand(20, 1, 8, 8), torch.arange(20) % 10))
+
+
+def test_metrics_by_hand_with_ties():
+    id_s, ood_s = [0.1, 0.4, 0.4, 0.8], [0.4, 0.9]
+    m = ood_metrics(id_s, ood_s)
+    # pairs (ood > id) + half the ties: (3 + 0.5*2) for 0.4, 4 for 0.9 -> 6 / 8
+    assert m["AUROC"] == pytest.approx(6 / 8)
+    # flagging 95% of OOD needs threshold 0.4: all ID at >= 0.4 (3 of 4) are false positives
+    assert m["FPR95TPR"] == pytest.approx(3 / 4)
+    assert ood_metrics([0, 0], [1, 1])["AUROC"] == 1.0
+    with pytest.raises(ValueError, match="NaN"):
+        ood_metrics([np.nan], [1.0])
+
+
+def test_metrics_agree_with_pytorch_ood():
+    from pytorch_ood.metrics import OODMetrics
+
+    rng = np.random.default_rng(0)
+    id_s, ood_s = rng.normal(0, 1, 300).round(1), rng.normal(1, 1, 120).round(1)
+    ours = ood_metrics(id_s, ood_s)
+    theirs = OODMetrics().update(torch.tensor(np.r_[id_s, ood_s]), torch.tensor([0] * 300 + [-1] * 120)).compute()
+    for key in ("AUROC", "AUPR-IN", "AUPR-OUT", "FPR95TPR"):
+        assert ours[key] == pytest.approx(float(theirs[key]), abs=1e-6), key
+
+
+def test_reconstruction_mse_matches_torch(model, digits_train, digits_test):
+    det = rk.detector("reconstruction").fit(None, digits_train)
+    x = digits_test.x[:10]
+    expected = torch.nn.functional.mse_loss(det.autoencoder(x), x, reduction="none").mean(dim=(1, 2, 3))
+    assert torch.allclose(det.score(x), expected, atol=1e-7)
+
+
+def test_feature_squeezing_flags_adversarial_inputs(model, digits_test):
+    from robustkit.squeezers import default_squeezers
+
+    x, y = digits_test.x[:200], digits_test.y[:200]
+    det = rk.detector("feature_squeezing", squeezers=default_squeezers((1, 8, 8))).fit(model)
+    for atk in (rk.attack("fgsm", eps=0.15), rk.attack("pgd", eps=0.15)):
+        adv = atk(model, x, y)
+        fooled = rk.evaluate.predict(model, adv) != y
+        m = ood_metrics(det.score_batches(x), det.score_batches(adv[fooled]))
+        assert m["AUROC"] > 0.85
+    cut = float(np.quantile(det.score_batches(x), 0.95))
+    assert (det.score(adv[fooled]) > cut).float().mean() > 0.5
+
+
+def test_squeezers_match_art_semantics():
+    from robustkit.squeezers import bit_depth, median_filter, resample
+
+    x = torch.rand(2, 3, 8, 8)
+    assert torch.allclose(bit_depth(x, 1), x.round())
+    assert torch.allclose(bit_depth(x, 3), (x * 7).round() / 7, atol=1e-6)
+    med = median_filter(x, 3)
+    assert med.shape == x.shape
+    assert med[0, 1, 4, 4] == pytest.approx(float(x[0, 1, 3:6, 3:6].median()), abs=1e-6)  # per channel, not across
+    assert torch.allclose(resample(torch.full((1, 1, 8, 8), 0.3), 2), torch.full((1, 1, 8, 8), 0.3))

@@ -1,0 +1,114 @@
+import json
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from robustkit.cli import RECIPES, app, load_recipe
+from robustkit.recipe import RecipeOptions
+
+KEYS = {
+    "ood-baselines": {"metrics", "clean_accuracy", "ood_set"},
+    "fgsm-budget": {"untargeted", "targeted"},
+    "fgsm-sweep": {"untargeted", "targeted", "clean_accuracy"},
+    "adversarial-training-ood": {"sweeps", "ood", "clean_accuracy", "catastrophic_overfitting", "finding"},
+    "squeeze-distill": {"accuracy", "detector", "gradient_masking_suspected"},
+    "ae-purification": {"accuracy", "eps"},
+    "defense-matrix": {"accuracy", "eps"},
+}
+
+FIGURES = {  # the figures EXPERIMENTS.md names (recipes 6 and 7 specify tables only)
+    "ood-baselines": ["roc.png", "pr.png", "hist_max_logit.png", "sorted_max_logit.png", "hist_reconstruction.png"],
+    "fgsm-budget": ["untargeted_examples.png", "targeted_examples.png"],
+    "fgsm-sweep": ["eps_curve.png", "grid_eps_0.01.png", "grid_eps_0.1.png", "grid_eps_0.3.png"],
+    "adversarial-training-ood": ["eps_curves.png", "hist_robust_max_softmax.png", "roc_standard_max_logit.png"],
+    "squeeze-distill": ["squeezing_roc.png"],
+    "ae-purification": [],
+    "defense-matrix": [],
+}
+
+
+def _in_unit(value):
+    if isinstance(value, dict):
+        return all(_in_unit(v) for v in value.values())
+    return value is None or 0.0 <= value <= 1.0
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipe_on_digits(tmp_path, name):
+    options = RecipeOptions(dataset="digits", epochs=3, out=tmp_path / name, progress=False, limit=120)
+    folder = load_recipe(name).run(options)
+    results = json.loads((folder / "results.json").read_text())
+    assert KEYS[name] <= set(results) and results["recipe"] == name
+    assert set(FIGURES[name]) <= set(results["run"]["figures"])
+    for figure in results["run"]["figures"]:
+        assert (folder / figure).stat().st_size > 1000
+    report = (folder / "report.md").read_text()
+    assert report.startswith("# ") and "| " in report
+    if name == "fgsm-sweep":
+        assert results["untargeted"]["accuracy"][0] == results["clean_accuracy"]
+        assert all(0 <= a <= 1 for a in results["untargeted"]["accuracy"])
+    if name == "ood-baselines":
+        assert all(0 <= m["AUROC"] <= 1 for m in results["metrics"].values())
+    if name in ("ae-purification", "defense-matrix"):
+        assert _in_unit(results["accuracy"])
+    if name == "fgsm-budget":
+        for image in results["untargeted"]["images"]:
+            assert image["success"] == (image["k"] is not None)
+
+
+def test_run_folder_is_not_overwritten(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        load_recipe("fgsm-sweep").run(RecipeOptions(dataset="digits", out=tmp_path / "x", progress=False))
+    assert (tmp_path / "x" / "keep.txt").read_text() == "mine"
+
+
+def test_recipe_on_a_cifar10_format_folder(tmp_path):
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, n in (("data_batch_1", 64), ("test_batch", 32)):
+        labels = rng.integers(0, 10, n)
+        data = rng.integers(0, 60, (n, 3, 32, 32)) + (labels * 20)[:, None, None, None]  # learnable colour cue
+        pickle.dump({"data": data.astype(np.uint8).reshape(n, -1), "labels": labels.tolist()}, open(folder / name, "wb"))
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    pickle.dump({"label_names": names}, open(folder / "batches.meta", "wb"))
+    options = RecipeOptions(dataset="cifar10", root=tmp_path / "data", epochs=1, out=tmp_path / "run", progress=False)
+    out = load_recipe("fgsm-sweep").run(options, eps="0,0.01,0.1")
+    results = json.loads((out / "results.json").read_text())
+    assert results["target"] == "horse" and len(results["untargeted"]["eps"]) == 3
+
+
+def test_cli_help_lists_and_errors():
+    runner = CliRunner()
+    assert runner.invoke(app, ["--help"]).exit_code == 0
+    listing = runner.invoke(app, ["list", "attacks"])
+    assert listing.exit_code == 0 and "ddn" in listing.output and "foolbox" in listing.output
+    assert "fgsm-budget" in runner.invoke(app, ["recipes"]).output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "nonsense"], "unknown recipe"),
+        (["run", "fgsm-sweep", "--dataset", "cifar11"], "unknown dataset"),
+        (["attack", "--model", "missing.pt"], "does not exist"),
+    ],
+)
+def test_cli_errors_are_one_line(tmp_path, args, message):
+    proc = subprocess.run([sys.executable, "-m", "robustkit.cli", *args], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_recipe_determinism(tmp_path):
+    def once(out):
+        return json.loads((load_recipe("fgsm-sweep").run(RecipeOptions(dataset="digits", epochs=2, out=out, progress=False, cache=False)) / "results.json").read_text())
+
+    a, b = once(tmp_path / "a"), once(tmp_path / "b")
+    assert a["untargeted"] == b["untargeted"] and a["targeted"] == b["targeted"]
