@@ -9,18 +9,19 @@ from robustkit.evaluate import accuracy, agreement, eps_sweep, minimal_budget, p
 from robustkit.registry import ATTACKS
 
 FAST = {"steps": 3}
-PARAMS = {  # small but valid settings for every registered attack
-    ("fgsm", b): {"eps": 0.1} for b in ATTACKS["fgsm"]
-} | {
-    ("pgd", b): {"eps": 0.1, **FAST} for b in ATTACKS["pgd"]
-} | {
-    ("pgd_l2", b): {"eps": 1.0, **FAST} for b in ATTACKS["pgd_l2"]
-} | {
-    ("ddn", "foolbox"): {"steps": 10},
-    ("deepfool", "art"): {"max_iter": 5},
-    ("deepfool", "torchattacks"): {"steps": 5},
-    ("autoattack", "torchattacks"): {"eps": 0.1},
-}
+PARAMS = (
+    {  # small but valid settings for every registered attack
+        ("fgsm", b): {"eps": 0.1} for b in ATTACKS["fgsm"]
+    }
+    | {("pgd", b): {"eps": 0.1, **FAST} for b in ATTACKS["pgd"]}
+    | {("pgd_l2", b): {"eps": 1.0, **FAST} for b in ATTACKS["pgd_l2"]}
+    | {
+        ("ddn", "foolbox"): {"steps": 10},
+        ("deepfool", "art"): {"max_iter": 5},
+        ("deepfool", "torchattacks"): {"steps": 5},
+        ("autoattack", "torchattacks"): {"eps": 0.1},
+    }
+)
 ALL = sorted(PARAMS)
 
 
@@ -114,10 +115,17 @@ def test_targeted_fgsm_lowers_target_loss(model, digits_test):
     assert (after < before).float().mean() > 0.9
 
 
-@pytest.mark.parametrize(("name", "backend", "params"), [
-    ("fgsm", "reference", {"eps": 0.2}), ("pgd", "foolbox", {"eps": 0.2}), ("pgd", "torchattacks", {"eps": 0.2}),
-    ("pgd_l2", "foolbox", {"eps": 2.0}), ("ddn", "foolbox", {"steps": 50}), ("deepfool", "art", {}),
-])
+@pytest.mark.parametrize(
+    ("name", "backend", "params"),
+    [
+        ("fgsm", "reference", {"eps": 0.2}),
+        ("pgd", "foolbox", {"eps": 0.2}),
+        ("pgd", "torchattacks", {"eps": 0.2}),
+        ("pgd_l2", "foolbox", {"eps": 2.0}),
+        ("ddn", "foolbox", {"steps": 50}),
+        ("deepfool", "art", {}),
+    ],
+)
 def test_attacks_lower_accuracy(model, digits_test, name, backend, params):
     x, y = digits_test.x[:100], digits_test.y[:100]
     clean = accuracy(model, x, y)

@@ -52,10 +52,12 @@ def test_score_before_fit_and_state(model, batch, name):
     with pytest.raises(NotFittedError, match="fit"):
         rk.detector(name).score(batch[0])
     model.train()
+    grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
     det = rk.detector(name)
     det.fit(model, (batch[0], batch[1]))
     det.score(batch[0])
-    assert model.training and all(p.requires_grad and p.grad is None for p in model.parameters())
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    assert all((g is None) == (p.grad is None) for g, p in zip(grads, model.parameters(), strict=True))
     model.eval()
 
 
@@ -63,7 +65,10 @@ def test_feature_detectors_need_data(model):
     with pytest.raises(ValueError, match="training data"):
         rk.detector("mahalanobis").fit(model)
     with pytest.raises(TypeError, match="features"):
-        rk.detector("knn").fit(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)), (torch.rand(20, 1, 8, 8), torch.arange(20) % 10))
+        rk.detector("knn").fit(
+            torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)),
+            (torch.rand(20, 1, 8, 8), torch.arange(20) % 10),
+        )
 
 
 def test_metrics_by_hand_with_ties():

@@ -75,7 +75,9 @@ def test_recipe_on_a_cifar10_format_folder(tmp_path):
     for name, n in (("data_batch_1", 64), ("test_batch", 32)):
         labels = rng.integers(0, 10, n)
         data = rng.integers(0, 60, (n, 3, 32, 32)) + (labels * 20)[:, None, None, None]  # learnable colour cue
-        pickle.dump({"data": data.astype(np.uint8).reshape(n, -1), "labels": labels.tolist()}, open(folder / name, "wb"))
+        pickle.dump(
+            {"data": data.astype(np.uint8).reshape(n, -1), "labels": labels.tolist()}, open(folder / name, "wb")
+        )
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     pickle.dump({"label_names": names}, open(folder / "batches.meta", "wb"))
     options = RecipeOptions(dataset="cifar10", root=tmp_path / "data", epochs=1, out=tmp_path / "run", progress=False)
@@ -108,7 +110,14 @@ def test_cli_errors_are_one_line(tmp_path, args, message):
 
 def test_recipe_determinism(tmp_path):
     def once(out):
-        return json.loads((load_recipe("fgsm-sweep").run(RecipeOptions(dataset="digits", epochs=2, out=out, progress=False, cache=False)) / "results.json").read_text())
+        return json.loads(
+            (
+                load_recipe("fgsm-sweep").run(
+                    RecipeOptions(dataset="digits", epochs=2, out=out, progress=False, cache=False)
+                )
+                / "results.json"
+            ).read_text()
+        )
 
     a, b = once(tmp_path / "a"), once(tmp_path / "b")
     assert a["untargeted"] == b["untargeted"] and a["targeted"] == b["targeted"]

@@ -72,7 +72,9 @@ def test_soft_labels_and_batch_hook_see_current_weights(digits_train):
         return x, y
 
     soft = torch.full((128, 10), 0.1)
-    history = fit(net, data.x, soft, TrainConfig(epochs=2, batch_size=64, temperature=5.0), batch_hook=hook, progress=False)
+    history = fit(
+        net, data.x, soft, TrainConfig(epochs=2, batch_size=64, temperature=5.0), batch_hook=hook, progress=False
+    )
     assert len(seen) == 4 and not torch.equal(seen[0], seen[-1])  # weights change between batches
     assert len(history) == 2 and history[-1]["loss"] == pytest.approx(torch.log(torch.tensor(10.0)).item(), abs=0.05)
 
