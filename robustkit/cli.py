@@ -48,15 +48,14 @@ def run_guarded(application: typer.Typer, argv: list[str]) -> None:
         raise SystemExit(130 if isinstance(err, KeyboardInterrupt) else 2) from None
     except SystemExit:
         raise
-    except Exception as err:  # click's usage errors and anything unexpected
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            raise SystemExit(err.exit_code) from None
-        if isinstance(err, click.exceptions.Exit):
-            raise SystemExit(err.exit_code) from None
-        if isinstance(err, click.exceptions.Abort):
+    except Exception as err:  # usage errors from typer's (vendored) click, and anything unexpected
+        names = {cls.__name__ for cls in type(err).__mro__}
+        if "ClickException" in names:
+            err.show()  # type: ignore[attr-defined]
+            raise SystemExit(err.exit_code) from None  # type: ignore[attr-defined]
+        if "Exit" in names:
+            raise SystemExit(getattr(err, "exit_code", 0)) from None
+        if "Abort" in names:
             raise SystemExit(1) from None
         raise
 

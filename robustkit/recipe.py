@@ -166,7 +166,8 @@ def _common_parameters(default_dataset: str) -> list[inspect.Parameter]:
 
     def opt(name: str, default: Any, annotation: Any, help: str) -> inspect.Parameter:
         flag = "--" + name.replace("_", "-")
-        option = typer.Option(default, flag, help=help)
+        flags = f"{flag}/--no-{name.replace('_', '-')}" if annotation is bool else flag
+        option = typer.Option(default, flags, help=help)
         return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
 
     return [

@@ -121,3 +121,36 @@ def test_recipe_determinism(tmp_path):
 
     a, b = once(tmp_path / "a"), once(tmp_path / "b")
     assert a["untargeted"] == b["untargeted"] and a["targeted"] == b["targeted"]
+
+
+def test_recipe_usage_errors_and_flags(tmp_path):
+    bad = subprocess.run(
+        [sys.executable, "-m", "robustkit.cli", "run", "fgsm-sweep", "--no-such-flag"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert bad.returncode == 2 and "No such option" in bad.stderr and "Traceback" not in bad.stderr
+    ok = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "robustkit.cli",
+            "run",
+            "fgsm-budget",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "1",
+            "--no-progress",
+            "--images",
+            "2",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "run" / "results.json").is_file()
