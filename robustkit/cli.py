@@ -192,8 +192,6 @@ def train(
     download: Annotated[bool, typer.Option(help="download the dataset if missing")] = False,
 ) -> None:
     """Train a model (cached) and write its checkpoint."""
-    import shutil
-
     from .checkpoint import save_checkpoint
     from .data import load_dataset
     from .evaluate import accuracy
@@ -206,12 +204,7 @@ def train(
     config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, objective=objective)
     spec = model_spec(arch, data.info)
     model, meta = train_model(spec, data, config)
-    if meta.get("cache"):
-        shutil.copyfile(meta["cache"], out) if not out.exists() or out.resolve() != Path(
-            meta["cache"]
-        ).resolve() else None
-    else:
-        save_checkpoint(out, model, spec, meta)
+    save_checkpoint(out, model, spec, meta)
     if objective == "classify":
         test = load_dataset(dataset, "test", root=root)
         typer.echo(f"test accuracy {accuracy(model, test.x, test.y):.4f}")
