@@ -165,12 +165,6 @@ class Budget:
     x_adv: torch.Tensor  # the adversarial image at the budget found (at max_k on failure)
     passes: dict[str, int]
 
-    @property
-    def eps(self) -> torch.Tensor:
-        return torch.where(
-            self.success, self.k.float() / 255.0, torch.full_like(self.k, float("nan"), dtype=torch.float)
-        )
-
 
 def minimal_budget(
     model: nn.Module,

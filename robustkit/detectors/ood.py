@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..attacks.base import require
+from ..checks import model_device, preserved_state
 from .base import Data, Detector, as_tensors
 
 
@@ -102,12 +103,10 @@ class _FeatureDetector(Detector):
         pood = require("pytorch_ood.detector")
         x, y = as_tensors(data)
         model = self._module()
-        device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
+        device = model_device(model)
+        with preserved_state(model), torch.no_grad():
+            model.eval()
             z = torch.cat([self._encode(x[i : i + batch_size].to(device)) for i in range(0, len(x), batch_size)])
-        model.train(was_training)
         self.detector = self._make(pood)
         self.detector.fit_features(z, y.to(device))
         self._fitted = True
