@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .attacks.base import Attack
-from .attacks.reference import gradient_sign
+from .attacks.reference import gradient_sign_and_logits
 from .checks import check_images, check_labels, inspect_model, model_device, parse_eps, preserved_state
 
 
@@ -82,13 +82,16 @@ def robust_accuracy(
     return out
 
 
-def _direction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-    """The FGSM direction on validated inputs, with the model frozen in eval mode."""
+def _direction(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """FGSM direction (on x's device) and clean predictions (CPU), frozen model in eval mode."""
     device = model_device(model)
     with preserved_state(model):
         model.eval()
         t = None if target is None else target.to(device)
-        return gradient_sign(model, x.to(device), y.to(device), t)
+        sign, logits = gradient_sign_and_logits(model, x.to(device), y.to(device), t)
+    return sign.to(x.device), logits.argmax(1).cpu()
 
 
 @dataclass
@@ -116,7 +119,8 @@ def eps_sweep(
     """Accuracy under ``attack`` at each eps.
 
     Single-step attacks (FGSM from any backend, which agree exactly) reuse one gradient
-    per batch: one backward plus one forward per eps. Iterative attacks run once per eps.
+    per batch, whose forward pass also gives the clean predictions: one forward and one
+    backward, then one forward per nonzero eps. Iterative attacks run once per eps.
     """
     eps_list = [parse_eps(e) for e in eps_values]
     check_images(x)
@@ -130,19 +134,22 @@ def eps_sweep(
     for i in range(0, len(x), batch_size):
         xb, yb = x[i : i + batch_size], y[i : i + batch_size]
         tb = None if target is None else target[i : i + batch_size]
-        direction = _direction(model, xb, yb, tb).to(xb.device) if attack.single_step else None
+        direction, clean = _direction(model, xb, yb, tb) if attack.single_step else (None, None)
         if direction is not None:
             passes["forward"] += 1
             passes["backward"] += 1
         for j, eps in enumerate(eps_list):
-            if eps == 0:
-                adv = xb
-            elif direction is not None:
-                adv = (xb + eps * direction).clamp(0, 1)
+            if eps == 0 and clean is not None:
+                preds = clean
             else:
-                adv = attack.with_params(eps=eps)(model, xb, yb, target=tb)
-            preds = predict(model, adv)
-            passes["forward"] += 1
+                if eps == 0:
+                    adv = xb
+                elif direction is not None:
+                    adv = (xb + eps * direction).clamp(0, 1)
+                else:
+                    adv = attack.with_params(eps=eps)(model, xb, yb, target=tb)
+                preds = predict(model, adv)
+                passes["forward"] += 1
             hits[j] += int((preds == yb.cpu()).sum())
             if tb is not None:
                 target_hits[j] += int((preds == tb.cpu()).sum())
@@ -186,7 +193,7 @@ def minimal_budget(
         check_labels(target, len(x), num_classes, "target")
     if not isinstance(max_k, int) or not 1 <= max_k <= 255:
         raise ValueError(f"max_k={max_k!r} must be an integer in [1, 255]")
-    direction = _direction(model, x, y, target).to(x.device)
+    direction, _ = _direction(model, x, y, target)
     passes = {"forward": 1, "backward": 1}
     n = len(x)
     k_found = torch.full((n,), -1, dtype=torch.int64)

@@ -9,19 +9,27 @@ from torch import nn
 from .base import Attack
 
 
-def gradient_sign(
+def gradient_sign_and_logits(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None
-) -> torch.Tensor:
-    """The FGSM step direction: sign ∇ₓ L(x, y) untargeted, −sign ∇ₓ L(x, target) targeted.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The FGSM step direction and the clean logits of the same forward pass.
 
-    L is the mean cross-entropy, as in torchattacks and ART, so the signs agree exactly.
+    The direction is sign ∇ₓ L(x, y) untargeted, −sign ∇ₓ L(x, target) targeted; L is the
+    mean cross-entropy, as in torchattacks and ART, so the signs agree exactly.
     """
     x = x.detach().requires_grad_(True)
     labels = y if target is None else target
-    loss = F.cross_entropy(model(x), labels)
-    (grad,) = torch.autograd.grad(loss, x)
+    logits = model(x)
+    (grad,) = torch.autograd.grad(F.cross_entropy(logits, labels), x)
     sign = grad.sign()
-    return sign if target is None else -sign
+    return (sign if target is None else -sign), logits.detach()
+
+
+def gradient_sign(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The FGSM step direction (see :func:`gradient_sign_and_logits`)."""
+    return gradient_sign_and_logits(model, x, y, target)[0]
 
 
 class FGSM(Attack):

@@ -1,0 +1,1 @@
+"""Speed and memory measurements of robustkit (ratios within one run; never run as tests)."""

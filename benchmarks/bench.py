@@ -1,0 +1,326 @@
+"""Each number is a ratio measured within one run, so the machine's speed cancels out.
+
+- adapter vs raw backend call on the same model and batch (goal ≤ 1.03×);
+- PGD-k vs k × (forward + input-backward) of the same model (goal ≤ 1.10× for the default);
+- FGSM ε-sweep and budget search: counted passes vs the naive per-ε loop (goal ≥ 3× fewer);
+- OOD scoring throughput vs plain inference (goal ≥ 0.9×);
+- training loop vs a bare PyTorch loop (goal ≥ 0.95×);
+- ``import robustkit`` and ``robustkit --help`` wall time vs ``import torch``;
+- ``robustkit demo`` wall time and peak RSS (goal ≤ 60 s, ≤ 2 GB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import robustkit as rk
+from robustkit.data import DatasetInfo
+from robustkit.models import build_model, model_spec
+
+RESULTS = Path(__file__).with_name("results.json")
+CIFAR_LIKE = DatasetInfo("bench", tuple(str(i) for i in range(10)), (3, 32, 32), (0.5,) * 3, (0.25,) * 3)
+
+
+def timed(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of ``fn`` over ``repeats`` runs (after one warm-up)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def paired(ours: Callable[[], object], raw: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Median times of two calls measured alternately, so drifts hit both alike."""
+    ours(), raw()
+    a, b = [], []
+    for _ in range(repeats):
+        for fn, sink in ((ours, a), (raw, b)):
+            start = time.perf_counter()
+            fn()
+            sink.append(time.perf_counter() - start)
+    return statistics.median(a), statistics.median(b)
+
+
+def setup(batch: int) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    model = build_model(model_spec("cnn6", CIFAR_LIKE)).eval()
+    x = torch.rand(batch, 3, 32, 32)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # labels the model agrees with, so no attack stops early
+    return model, x, y
+
+
+def raw_calls(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> dict[str, Callable[[], object]]:
+    """The backends called directly, as a user gluing them by hand would."""
+    import foolbox as fb
+    import torchattacks
+    from art.attacks.evasion import FastGradientMethod
+    from art.estimators.classification import PyTorchClassifier
+
+    eps = 8 / 255
+    alpha = 2.5 * eps / steps
+    fmodel = fb.PyTorchModel(model, bounds=(0, 1))
+
+    def art_fgsm():
+        clf = PyTorchClassifier(model, torch.nn.CrossEntropyLoss(), (3, 32, 32), 10, clip_values=(0.0, 1.0))
+        return FastGradientMethod(clf, eps=eps, batch_size=len(x)).generate(x.numpy(), y=y.numpy())
+
+    return {
+        "fgsm/torchattacks": lambda: torchattacks.FGSM(model, eps=eps)(x, y),
+        "fgsm/art": art_fgsm,
+        "pgd/torchattacks": lambda: torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps)(x, y),
+        "pgd/foolbox": lambda: fb.attacks.LinfPGD(abs_stepsize=alpha, steps=steps)(
+            fmodel, x, fb.criteria.Misclassification(y), epsilons=eps
+        ),
+    }
+
+
+def bench_adapters(model, x, y, steps: int, repeats: int) -> list[dict]:
+    rows = []
+    for key, raw in raw_calls(model, x, y, steps).items():
+        name, backend = key.split("/")
+        params = {"eps": 8 / 255} if name == "fgsm" else {"eps": 8 / 255, "steps": steps}
+        attack = rk.attack(name, backend, **params)
+        ours, theirs = paired(lambda a=attack: a(model, x, y), raw, repeats)
+        rows.append(
+            {
+                "what": f"{key} adapter / raw call",
+                "ratio": ours / theirs,
+                "goal": "<= 1.03",
+                "ok": ours / theirs <= 1.03,
+            }
+        )
+    return rows
+
+
+def bench_pgd_physics(model, x, y, steps: int, repeats: int) -> list[dict]:
+    def fwd_bwd():  # the physical limit: one forward and one backward to the input only
+        xg = x.clone().requires_grad_(True)
+        torch.autograd.grad(F.cross_entropy(model(xg), y), xg)
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    unit = timed(fwd_bwd, repeats * 3)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    rows = []
+    for backend in rk.registry.ATTACKS["pgd"]:
+        attack = rk.attack("pgd", backend, eps=8 / 255, steps=steps)
+        t = timed(lambda a=attack: a(model, x, y), repeats)
+        default = backend == next(iter(rk.registry.ATTACKS["pgd"]))
+        rows.append(
+            {
+                "what": f"pgd-{steps}/{backend}{' (default)' if default else ''} / {steps}×(fwd+bwd)",
+                "ratio": t / (steps * unit),
+                "goal": "<= 1.10" if default else "–",
+                "ok": (t / (steps * unit) <= 1.10) if default else None,
+            }
+        )
+    return rows
+
+
+class PassCounter:
+    """Counts forward and backward passes with module hooks, in full-batch units.
+
+    A pass over m of the batch's n images counts m/n, so a one-image shape check counts
+    1/n and a budget search step over the images not yet fooled counts what it costs.
+    """
+
+    def __init__(self, model: torch.nn.Module, batch: int):
+        self.batch = batch
+        self.forward = self.backward = 0.0
+        model.register_forward_hook(lambda m, inp, out: self._count("forward", inp[0]))
+        model.register_full_backward_hook(lambda m, gin, gout: self._count("backward", gout[0]))
+
+    def _count(self, kind: str, tensor: torch.Tensor) -> None:
+        setattr(self, kind, getattr(self, kind) + len(tensor) / self.batch)
+
+    def total(self) -> float:
+        return self.forward + self.backward
+
+
+def bench_passes(batch: int) -> list[dict]:
+    """Deterministic: passes of the sweep / budget search vs the naive loops, counted by hooks."""
+    model, x, y = setup(batch)
+    grid = [0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3]
+    counter = PassCounter(model, batch)
+    rk.evaluate.eps_sweep(rk.attack("fgsm"), model, x, y, grid)
+    sweep = counter.total()
+    counter.forward = counter.backward = 0
+    for eps in grid:  # naive: attack then evaluate at every eps
+        adv = rk.attack("fgsm", eps=eps)(model, x, y) if eps else x
+        rk.evaluate.predict(model, adv)
+    naive = counter.total()
+    k_max = 16
+    counter.forward = counter.backward = 0
+    rk.evaluate.minimal_budget(model, x, y, max_k=k_max)
+    budget = counter.total()
+    counter.forward = counter.backward = 0
+    for k in range(1, k_max + 1):  # naive: a fresh FGSM per budget
+        rk.evaluate.predict(model, rk.attack("fgsm", eps=k / 255)(model, x, y))
+    naive_budget = counter.total()
+    return [
+        {
+            "what": f"FGSM sweep, {len(grid)} eps: naive passes / ours ({naive:.1f}/{sweep:.1f})",
+            "ratio": naive / sweep,
+            "goal": ">= 3",
+            "ok": naive / sweep >= 3,
+        },
+        {
+            "what": f"budget search, k ≤ {k_max}: naive passes / ours ({naive_budget:.1f}/{budget:.1f})",
+            "ratio": naive_budget / budget,
+            "goal": ">= 3",
+            "ok": naive_budget / budget >= 3,
+        },
+    ]
+
+
+def bench_ood(model, x, repeats: int) -> list[dict]:
+    det = rk.detector("max_logit").fit(model)
+
+    def plain():
+        with torch.no_grad():
+            model(x)
+
+    ours, raw = paired(lambda: det.score(x), plain, repeats)
+    return [
+        {
+            "what": "max_logit scoring throughput / plain inference",
+            "ratio": raw / ours,
+            "goal": ">= 0.9",
+            "ok": raw / ours >= 0.9,
+        }
+    ]
+
+
+def bench_training(repeats: int) -> list[dict]:
+    from robustkit.train import TrainConfig, fit
+
+    data = rk.load_dataset("digits", "train")
+    config = TrainConfig(epochs=2, batch_size=64)
+
+    def ours():
+        model = build_model(model_spec("small_cnn", data.info))
+        fit(model, data.x, data.y, config, progress=False)
+
+    def bare():
+        torch.manual_seed(0)
+        model = build_model(model_spec("small_cnn", data.info))
+        opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+        g = torch.Generator().manual_seed(0)
+        model.train()
+        for _ in range(config.epochs):
+            order = torch.randperm(len(data.x), generator=g)
+            for i in range(0, len(order), config.batch_size):
+                idx = order[i : i + config.batch_size]
+                loss = F.cross_entropy(model(data.x[idx]), data.y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+
+    t_ours, t_bare = paired(ours, bare, repeats)
+    return [
+        {
+            "what": "training loop throughput / bare PyTorch loop",
+            "ratio": t_bare / t_ours,
+            "goal": ">= 0.95",
+            "ok": t_bare / t_ours >= 0.95,
+        }
+    ]
+
+
+def _wall(cmd: list[str], repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_startup() -> list[dict]:
+    py = sys.executable
+    torch_s = _wall([py, "-c", "import torch"])
+    import_s = _wall([py, "-c", "import robustkit"])
+    help_s = _wall([py, "-m", "robustkit.cli", "--help"])
+    return [
+        {
+            "what": f"import robustkit: {import_s:.2f} s (import torch: {torch_s:.2f} s)",
+            "ratio": import_s / torch_s,
+            "goal": "< 1 (torch not loaded)",
+            "ok": import_s < torch_s,
+        },
+        {"what": f"robustkit --help: {help_s:.2f} s", "ratio": help_s, "goal": "<= 1.0 s", "ok": help_s <= 1.0},
+    ]
+
+
+def bench_demo() -> list[dict]:
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "ROBUSTKIT_CACHE": str(Path(tmp) / "cache")}  # cold cache: every model trained
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "robustkit.cli", "demo", "--out", str(Path(tmp) / "runs")],
+            check=True,
+            capture_output=True,
+            env=env,
+        )
+        seconds = time.perf_counter() - start
+    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
+    return [
+        {"what": "robustkit demo, cold cache: wall seconds", "ratio": seconds, "goal": "<= 60", "ok": seconds <= 60},
+        {"what": "robustkit demo: peak RSS (GB)", "ratio": peak_gb, "goal": "<= 2", "ok": peak_gb <= 2},
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller batch and fewer repeats")
+    parser.add_argument("--skip-demo", action="store_true", help="do not time `robustkit demo`")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    batch, repeats, steps = (64, 3, 10) if args.quick else (256, 5, 10)
+    model, x, y = setup(batch)
+    rows = []
+    for part in (
+        lambda: bench_adapters(model, x, y, steps, repeats),
+        lambda: bench_pgd_physics(model, x, y, steps, repeats),
+        lambda: bench_passes(batch),
+        lambda: bench_ood(model, x, repeats * 4),
+        lambda: bench_training(repeats),
+        bench_startup,
+        *(() if args.skip_demo else (bench_demo,)),
+    ):
+        new = part()
+        for row in new:
+            print(
+                f"{row['what']:<70} {row['ratio']:8.3f}  goal {row['goal']:<22} {'' if row['ok'] is None else ('ok' if row['ok'] else 'MISSED')}",
+                flush=True,
+            )
+        rows += new
+    meta = {
+        "batch": batch,
+        "repeats": repeats,
+        "steps": steps,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+    }
+    RESULTS.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
