@@ -109,23 +109,31 @@ def preserved_state(model: nn.Module, freeze: bool = True) -> Iterator[nn.Module
             p.grad = grad
 
 
-def inspect_model(model: nn.Module, x: torch.Tensor) -> int:
-    """Run the model on one image (eval mode, no grad) and return its number of classes.
+def probe(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Run the model on one image (eval mode, no grad, state restored) and return its output.
 
-    Raises a clear error when the model rejects the input's shape, and warns when it seems to
-    return probabilities instead of logits.
+    A model that rejects the input's shape gives a ValueError naming the shape, not a
+    traceback from deep inside a convolution.
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module returning logits, got {type(model).__name__}")
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     with preserved_state(model), torch.no_grad():
         model.eval()
         try:
-            out = model(x[:1].to(model_device(model)))
+            return model(x[:1].to(model_device(model)))
         except RuntimeError as err:
             raise ValueError(
                 f"the model cannot take input of shape {tuple(x.shape[1:])} (C×H×W): "
                 f"{str(err).splitlines()[0]}; check the channel count and image size"
             ) from None
+
+
+def inspect_model(model: nn.Module, x: torch.Tensor) -> int:
+    """Probe a classifier with one image and return its number of classes.
+
+    Warns when it seems to return probabilities instead of logits.
+    """
+    out = probe(model, x)
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         raise ValueError("the model must return logits of shape N×num_classes")
     warn_if_probabilities(out)

@@ -36,10 +36,12 @@ EXPECTED = (RobustkitError, ValueError, TypeError, FileNotFoundError, FileExists
 
 def run_guarded(application: typer.Typer, argv: list[str]) -> None:
     """Run a typer app; expected errors print one line and exit 2 (``--debug``: full traceback)."""
-    debug = "--debug" in argv or os.environ.get("ROBUSTKIT_DEBUG") == "1"
-    argv = [a for a in argv if a != "--debug"]
+    if "--debug" in argv:
+        os.environ["ROBUSTKIT_DEBUG"] = "1"  # recipes run through a nested run_guarded
+        argv = [a for a in argv if a != "--debug"]
+    debug = os.environ.get("ROBUSTKIT_DEBUG") == "1"
     try:
-        application(args=argv, prog_name="robustkit", standalone_mode=False)
+        code = application(args=argv, prog_name="robustkit", standalone_mode=False)
     except EXPECTED as err:
         if debug:
             raise
@@ -58,6 +60,10 @@ def run_guarded(application: typer.Typer, argv: list[str]) -> None:
         if "Abort" in names:
             raise SystemExit(1) from None
         raise
+    if isinstance(code, int) and code:  # typer turns Ctrl-C into a returned 130 when not standalone
+        if code == 130:
+            typer.echo("error: interrupted; nothing half-written is kept, rerun to resume from the cache", err=True)
+        raise SystemExit(code)
 
 
 def main() -> None:

@@ -12,13 +12,19 @@ from torch import nn
 
 from .attacks.base import Attack
 from .attacks.reference import gradient_sign_and_logits
-from .checks import check_images, check_labels, inspect_model, model_device, parse_eps, preserved_state
+from .checks import check_images, check_labels, inspect_model, model_device, parse_eps, preserved_state, probe
 
 
-@torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """Predicted classes of ``x`` (eval mode; the model's state is restored)."""
     check_images(x)
+    probe(model, x)
+    return _predict(model, x, batch_size)
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """:func:`predict` without input checks, for inputs already validated."""
     device = model_device(model)
     with preserved_state(model):
         model.eval()
@@ -28,8 +34,9 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.T
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
     """Fraction of ``x`` the model classifies as ``y``."""
-    check_labels(y, len(x))
-    return _rate(predict(model, x, batch_size) == y.cpu())
+    check_images(x)
+    check_labels(y, len(x), inspect_model(model, x))
+    return _rate(_predict(model, x, batch_size) == y.cpu())
 
 
 def _rate(hits: torch.Tensor) -> float:
@@ -148,7 +155,7 @@ def eps_sweep(
                     adv = (xb + eps * direction).clamp(0, 1)
                 else:
                     adv = attack.with_params(eps=eps)(model, xb, yb, target=tb)
-                preds = predict(model, adv)
+                preds = _predict(model, adv)
                 passes["forward"] += 1
             hits[j] += int((preds == yb.cpu()).sum())
             if tb is not None:
@@ -205,7 +212,7 @@ def minimal_budget(
         if len(idx) == 0:
             break
         adv = (x[idx] + (k / 255.0) * direction[idx]).clamp(0, 1)
-        preds = predict(model, adv)
+        preds = _predict(model, adv)
         passes["forward"] += 1
         trajectory[idx, k - 1] = preds
         done = preds != y[idx].cpu() if target is None else preds == target[idx].cpu()

@@ -222,7 +222,9 @@ def train_model(
                 return model, {**meta, "cache": str(path), "cached": True}
             except CheckpointError as err:
                 log.warning("ignoring a broken cache entry, retraining: %s", err)
-    model = build_model(spec).to(device)
+    with torch.random.fork_rng(devices=[]):  # initial weights depend on the seed alone, like the cache key
+        torch.manual_seed(config.seed)
+        model = build_model(spec).to(device)
     labels = data.y if targets is None else targets
     history = fit(model, data.x, labels, config, batch_hook, epoch_hook, progress)
     meta = {"key": key, "train": dataclasses.asdict(config), "history": history, "extra": extra}

@@ -94,3 +94,13 @@ def test_bad_config():
         TrainConfig(optimizer="lbfgs")
     with pytest.raises(ValueError, match="unknown architecture"):
         model_spec("vgg", type("I", (), {"shape": (1, 8, 8), "num_classes": 10, "mean": (0.5,), "std": (0.5,)})())
+
+
+def test_same_key_same_weights_whatever_the_global_rng(tmp_path, digits_train):
+    data = digits_train.take(64)
+    spec = model_spec("small_cnn", data.info)
+    torch.manual_seed(1)
+    a, _ = train_model(spec, data, TrainConfig(epochs=1), cache=False, progress=False)
+    torch.manual_seed(2)
+    b, _ = train_model(spec, data, TrainConfig(epochs=1), cache=False, progress=False)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))

@@ -50,7 +50,7 @@ class Attack(ABC):
             raise TypeError(f"{self.name} ({self.backend}) has no parameter {unknown}; valid: {valid}")
         self.params: dict[str, Any] = {**self.defaults, **params}
         self.seed: int | None = self.params.pop("seed", 0)
-        if "eps" in self.params and self.params["eps"] is not None:
+        if "eps" in self.params and (self.params["eps"] is not None or self.defaults["eps"] is not None):
             limit = 1.0 if self.norm == "linf" else 1e3
             self.params["eps"] = parse_eps(self.params["eps"], limit=limit)
         for key in ("steps", "max_iter"):

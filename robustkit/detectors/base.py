@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..checks import check_images, model_device, preserved_state
+from ..checks import check_images, model_device, preserved_state, probe
 from ..errors import NotFittedError
 
 Data = Any  # an ImageSet, a DataLoader of (x, y), or a tuple (x, y)
@@ -61,6 +61,7 @@ class Detector(ABC):
             raise NotFittedError(f"detector {self.name!r} has not been fitted: call .fit(model, train_data) first")
         check_images(x)
         module = self._module()
+        probe(module, x)
         with preserved_state(module):
             module.eval()
             return self._score(x.to(model_device(module))).detach().float().cpu()
