@@ -20,8 +20,13 @@ def run(options: RecipeOptions, eps: str = "0.1", squeezer: str = "median_filter
     ctx = start(NAME, options)
     model = ctx.classifier()
     fgsm = attack("fgsm", eps=eps)
-    trained = defense(
-        "adversarial_training", attack=fgsm, train_config=ctx.config, cache=options.cache, progress=options.progress
+    trained = defense(  # the same monitor as adversarial-training-ood, so both share one cached model
+        "adversarial_training",
+        attack=fgsm,
+        train_config=ctx.config,
+        monitor=ctx.test.take(256),
+        cache=options.cache,
+        progress=options.progress,
     ).apply(model, ctx.train)
     squeezed = defense(
         "squeezed_training", squeezer=squeezer, train_config=ctx.config, cache=options.cache, progress=options.progress

@@ -74,13 +74,14 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> 
     return torch.where(flip[:, None, None, None], out.flip(3), out).contiguous()
 
 
-def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> tuple[torch.Tensor, int]:
+def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch loss and the number of correct predictions (a tensor: no sync per batch)."""
     out = model(x)
     if config.objective == "reconstruct":
-        return F.mse_loss(out, x), 0
+        return F.mse_loss(out, x), torch.zeros((), dtype=torch.int64)
     loss = F.cross_entropy(out / config.temperature, y)
     hard = y if y.ndim == 1 else y.argmax(1)
-    return loss, int((out.argmax(1) == hard).sum())
+    return loss, (out.argmax(1) == hard).sum()
 
 
 @torch.no_grad()
@@ -91,7 +92,7 @@ def _validate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainC
     for i in range(0, len(x), 512):
         loss, hits = _loss(model, x[i : i + 512], y[i : i + 512], config)
         total += float(loss) * len(x[i : i + 512])
-        correct += hits
+        correct += int(hits)
     model.train()
     return -total / len(x) if config.objective == "reconstruct" else correct / len(x)
 
@@ -132,7 +133,7 @@ def fit(
         task = bar.add_task("training", total=config.epochs * batches)
         for epoch in range(config.epochs):
             order = torch.randperm(len(x), generator=generator)
-            loss_sum, hits = 0.0, 0
+            loss_sum, hits = torch.zeros(()), torch.zeros((), dtype=torch.int64)
             for b in range(batches):
                 index = order[b * config.batch_size : (b + 1) * config.batch_size]
                 xb, yb = x[index], y[index]
@@ -145,12 +146,13 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                loss_sum += float(loss.detach()) * len(index)
-                hits += batch_hits
-                bar.update(task, advance=1, description=f"epoch {epoch + 1}/{config.epochs}")
-            record: dict[str, float] = {"epoch": epoch + 1, "loss": loss_sum / len(x)}
+                loss_sum += loss.detach().cpu() * len(index)
+                hits += batch_hits.cpu()
+                if progress:
+                    bar.update(task, advance=1, description=f"epoch {epoch + 1}/{config.epochs}")
+            record: dict[str, float] = {"epoch": epoch + 1, "loss": float(loss_sum) / len(x)}
             if config.objective == "classify":
-                record["train_accuracy"] = hits / len(x)
+                record["train_accuracy"] = int(hits) / len(x)
             if epoch_hook is not None:
                 record.update(epoch_hook(model, epoch + 1))
                 model.train()
