@@ -2,9 +2,9 @@
 # Both bootstrap uv into .tools/ when it is not on PATH, then install the locked environment.
 PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
-SYNC = $(UV) sync --all-extras --frozen --quiet
+SYNC = $(UV) sync --all-extras --all-groups --frozen --quiet
 
-.PHONY: demo test lint bench docs env
+.PHONY: demo test lint bench docs serve-docs check-docs env
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -25,7 +25,12 @@ lint: env
 bench: env  ## measure overheads (writes benchmarks/results.json)
 	$(UV) run python -m benchmarks
 
-docs: env  ## build the docs site (figures come from a fresh digits run)
-	$(SYNC) --group docs
-	$(UV) run --group docs python docs/build_examples.py
-	$(UV) run --group docs mkdocs build --strict
+docs: env  ## run the recipes on digits for the worked examples, then build the site strictly
+	$(UV) run python docs/build_examples.py
+	$(UV) run mkdocs build --strict
+
+serve-docs: docs  ## serve the built site on http://127.0.0.1:8000
+	$(UV) run mkdocs serve --no-livereload
+
+check-docs: docs  ## open the built site in headless Chromium and check it renders (needs chromium, chromium-driver)
+	$(UV) run python docs/check_site.py

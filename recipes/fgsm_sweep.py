@@ -69,7 +69,8 @@ def run(options: RecipeOptions, eps: str = GRID, target: str | None = None) -> P
             ],
         ),
         "",
-        f"One gradient per batch served all {len(untargeted.eps)} budgets: {untargeted.passes} passes.",
+        f"One gradient per batch served all {len(untargeted.eps)} budgets: {untargeted.passes['forward']} forward "
+        f"and {untargeted.passes['backward']} backward passes in all (untargeted).",
         "",
         "![eps](eps_curve.png)",
         "",

@@ -1,6 +1,6 @@
 """Datasets as in-memory `[0, 1]` float tensors that carry their own description.
 
-Names understood by :func:`load_dataset`:
+Names understood by `load_dataset`:
 
 - ``digits``: scikit-learn's 8×8 handwritten digits, embedded, always offline;
 - ``cifar10`` and ``cifar100`` (``cifar100:bottle,clock`` keeps those classes only);
@@ -243,7 +243,7 @@ def load_dataset(
     limit: int | None = None,
     **options: object,
 ) -> ImageSet:
-    """Load a dataset split as an :class:`ImageSet` of `[0, 1]` float tensors.
+    """Load a dataset split as an `ImageSet` of `[0, 1]` float tensors.
 
     ``name`` may carry an argument after a colon (``cifar100:bottle,clock``,
     ``imagefolder:PATH``). ``limit`` keeps the first ``limit`` images.

@@ -24,7 +24,7 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.T
 
 @torch.no_grad()
 def _predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """:func:`predict` without input checks, for inputs already validated."""
+    """`predict` without input checks, for inputs already validated."""
     device = model_device(model)
     with preserved_state(model):
         model.eval()
@@ -295,7 +295,7 @@ def ood_metrics(id_scores: Sequence[float] | np.ndarray, ood_scores: Sequence[fl
 
 
 def ood(detector: Any, id_x: torch.Tensor, ood_x: torch.Tensor, batch_size: int = 512) -> OODResult:
-    """Score ID and OOD images with a fitted detector and compute :func:`ood_metrics`."""
+    """Score ID and OOD images with a fitted detector and compute `ood_metrics`."""
     id_scores = detector.score_batches(id_x, batch_size)
     ood_scores = detector.score_batches(ood_x, batch_size)
     return OODResult(ood_metrics(id_scores, ood_scores), id_scores, ood_scores)

@@ -159,7 +159,7 @@ def default_arch(shape: Sequence[int]) -> str:
 
 
 def model_spec(arch: str, info: Any, width: int | None = None) -> dict[str, Any]:
-    """A JSON-able description from which :func:`build_model` rebuilds the model."""
+    """A JSON-able description from which `build_model` rebuilds the model."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; valid names: {', '.join(ARCHITECTURES)}")
     c, h, w = info.shape

@@ -133,7 +133,8 @@ def header(ctx: Context, title: str, summary: str) -> list[str]:
         summary,
         "",
         f"Dataset `{o.dataset}` ({len(ctx.train)} train / {len(ctx.test)} test images), "
-        f"model `{ctx.profile.arch}`, {ctx.config.epochs} epochs, seed {o.seed}, device `{o.device}`.",
+        f"model `{ctx.profile.arch}`, {ctx.config.epochs} epoch{'s' if ctx.config.epochs != 1 else ''}, "
+        f"seed {o.seed}, device `{o.device}`.",
         "",
     ]
 

@@ -1,4 +1,4 @@
-"""Attack adapters, one module per backend; construct them with :func:`robustkit.attack`."""
+"""Attack adapters, one module per backend; construct them with `attack`."""
 
 from .base import Attack
 

@@ -28,7 +28,7 @@ def gradient_sign_and_logits(
 def gradient_sign(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """The FGSM step direction (see :func:`gradient_sign_and_logits`)."""
+    """The FGSM step direction (see `gradient_sign_and_logits`)."""
     return gradient_sign_and_logits(model, x, y, target)[0]
 
 

@@ -1,4 +1,4 @@
-"""Defenses; construct them with :func:`robustkit.defense`."""
+"""Defenses; construct them with `defense`."""
 
 from .base import Defense
 

@@ -20,7 +20,7 @@ class AdversarialTraining(Defense):
 
     ``mix`` is the fraction of each batch replaced by its adversarial version; ``targeted``
     attacks a random other class (seed 000). With ``monitor`` (a held-out ImageSet) every
-    epoch records clean, FGSM and PGD accuracy on it, and :attr:`catastrophic_overfitting`
+    epoch records clean, FGSM and PGD accuracy on it, and `catastrophic_overfitting`
     says whether PGD accuracy collapsed while FGSM accuracy did not (Wong et al. 2020).
     """
 

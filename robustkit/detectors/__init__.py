@@ -1,4 +1,4 @@
-"""Detectors; construct them with :func:`robustkit.detector`."""
+"""Detectors; construct them with `detector`."""
 
 from .base import Detector
 

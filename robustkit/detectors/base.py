@@ -32,7 +32,7 @@ class Detector(ABC):
     """Scores inputs; higher means more likely OOD (or adversarial).
 
     Detectors that learn nothing still take the model in ``fit``; scoring before ``fit``
-    raises :class:`~robustkit.errors.NotFittedError`.
+    raises `NotFittedError`.
     """
 
     name: ClassVar[str]
@@ -67,7 +67,7 @@ class Detector(ABC):
             return self._score(x.to(model_device(module))).detach().float().cpu()
 
     def score_batches(self, x: torch.Tensor, batch_size: int = 512) -> np.ndarray:
-        """:meth:`score` over ``x`` in batches, as a numpy array."""
+        """`score` over ``x`` in batches, as a numpy array."""
         return torch.cat([self.score(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]).numpy()
 
     def is_fitted(self) -> bool:

@@ -1,0 +1,127 @@
+"""Run every recipe on digits and turn the runs into the docs' worked examples.
+
+Writes ``docs/examples/<recipe>.md`` (+ its figures in ``docs/examples/<recipe>/``),
+``docs/generated/agreement.md``, ``docs/generated/benchmarks.md`` and ``docs/cli.md``.
+``--quick`` (1 epoch, 60 test images) is what the test suite uses to check the strict build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def example_page(name: str, module, folder: Path) -> str:
+    """The recipe's introduction, how to run it, then its report with image paths rewritten."""
+    report = (folder / "report.md").read_text()
+    title, _, body = report.partition("\n")
+    body = re.sub(r"!\[([^\]]*)\]\(([^)/]+\.png)\)", rf"![\1]({name}/\2)", body)
+    options = [p for p in inspect.signature(module.run).parameters.values() if p.name != "options"]
+    own = ", ".join(f"`--{p.name.replace('_', '-')}` (default `{p.default}`)" for p in options) or "none"
+    results = json.loads((folder / "results.json").read_text())
+    return "\n".join(
+        [
+            f"{title} — `{name}`",
+            "",
+            f"> {module.__doc__.strip()}",
+            "",
+            "```bash",
+            f"uv run robustkit run {name} --dataset digits    # this page's run, offline",
+            f"uv run robustkit run {name} --download          # the write-up's dataset",
+            "```",
+            "",
+            f"Its own options: {own}. Common ones: `--dataset --epochs --device --seed --out --root --download --limit`.",
+            f"This run took {results['run']['seconds']:.1f} s; its numbers are in `results.json` beside the figures.",
+            "",
+            "## The run's report",
+            body.replace("\n# ", "\n## "),
+        ]
+    )
+
+
+def agreement_table(quick: bool) -> str:
+    import robustkit as rk
+    from robustkit.models import model_spec
+    from robustkit.recipe import PROFILES
+
+    train, test = rk.load_dataset("digits", "train"), rk.load_dataset("digits", "test", limit=32 if quick else 200)
+    config = PROFILES["small"].train
+    model, _ = rk.train_model(model_spec("small_cnn", train.info), train, config, progress=False)
+    rows = [
+        "| attack | backend | adversarial accuracy | mean L2 | max \\|Δx\\| vs first | same predictions as first |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, params in (("fgsm", {"eps": 0.1}), ("pgd", {"eps": 0.1}), ("pgd_l2", {"eps": 1.0}), ("deepfool", {})):
+        for r in rk.evaluate.agreement(name, model, test.x, test.y, **params):
+            rows.append(
+                f"| {name} | {r['backend']} | {r['accuracy']:.3f} | {r['mean_l2']:.3f} | {r['max_abs_diff']:.2g} | {r['prediction_agreement']:.3f} |"
+            )
+    return "\n".join(rows) + f"\n\n{len(test)} digits test images, {params or 'default parameters'} for DeepFool.\n"
+
+
+def benchmarks_table() -> str:
+    path = ROOT / "benchmarks" / "results.json"
+    if not path.exists():
+        return "No benchmark results yet: run `make bench`.\n"
+    data = json.loads(path.read_text())
+    rows = ["| measurement | value | goal | met |", "|---|---|---|---|"]
+    for r in data["rows"]:
+        met = "–" if r["ok"] is None else ("yes" if r["ok"] else "**no**")
+        rows.append(f"| {r['what'].replace('|', '/')} | {r['ratio']:.3f} | {r['goal']} | {met} |")
+    meta = data["meta"]
+    return "\n".join(rows) + f"\n\nBatch {meta['batch']}, {meta['threads']} threads, torch {meta['torch']}.\n"
+
+
+def cli_reference() -> str:
+    from typer.testing import CliRunner
+
+    from robustkit.cli import app
+
+    runner = CliRunner()
+    parts = ["# Command line", "", "Every command and its options, as `robustkit COMMAND --help` prints them.", ""]
+    for command in ("", "datasets", "list", "recipes", "run", "demo", "train", "attack", "ood", "defend", "crosscheck"):
+        args = [command, "--help"] if command else ["--help"]
+        out = runner.invoke(app, args, env={"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"}).output
+        heading = f"## `robustkit {command}`" if command else "## `robustkit`"
+        parts += [heading, "", "```text", out.rstrip(), "```", ""]
+    parts += [
+        "Recipe options (`robustkit run NAME --help`):",
+        "",
+        "```text",
+        runner.invoke(app, ["run", "fgsm-sweep", "--help"], env={"COLUMNS": "100", "NO_COLOR": "1"}).output.rstrip(),
+        "```",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 epoch and 60 test images per recipe")
+    parser.add_argument("--docs-dir", type=Path, default=ROOT / "docs")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    from robustkit.cli import RECIPES, load_recipe
+    from robustkit.recipe import RecipeOptions
+
+    examples, generated = args.docs_dir / "examples", args.docs_dir / "generated"
+    generated.mkdir(parents=True, exist_ok=True)
+    for name in RECIPES:
+        module = load_recipe(name)
+        extra = {"epochs": 1, "limit": 60} if args.quick else {}
+        options = RecipeOptions(dataset="digits", out=examples / name, overwrite=True, progress=False, **extra)
+        folder = module.run(options)
+        (examples / f"{name}.md").write_text(example_page(name, module, folder))
+        print(f"example: {examples / name}.md")
+    (generated / "agreement.md").write_text(agreement_table(args.quick))
+    (generated / "benchmarks.md").write_text(benchmarks_table())
+    (args.docs_dir / "cli.md").write_text(cli_reference())
+
+
+if __name__ == "__main__":
+    main()

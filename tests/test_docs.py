@@ -1,0 +1,39 @@
+"""The docs build strictly (no network) from a fresh run of every recipe."""
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_docs_build_strict(tmp_path):
+    docs = tmp_path / "docs"
+    committed = subprocess.run(["git", "ls-files", "docs"], capture_output=True, text=True, cwd=ROOT).stdout.split()
+    for name in committed:  # the docs as a fresh clone has them, without generated pages
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, tmp_path / name)
+    spec = importlib.util.spec_from_file_location("build_examples", ROOT / "docs" / "build_examples.py")
+    build_examples = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_examples)
+    build_examples.main(["--quick", "--docs-dir", str(docs)])
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+    config["docs_dir"] = str(docs)
+    config["plugins"][1]["mkdocstrings"]["handlers"]["python"]["paths"] = [str(ROOT)]
+    (tmp_path / "mkdocs.yml").write_text(yaml.safe_dump(config, allow_unicode=True))
+    site = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(tmp_path / "mkdocs.yml"), "-d", str(tmp_path / "site")],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert site.returncode == 0, site.stderr[-3000:]
+    page = (tmp_path / "site" / "examples" / "fgsm-sweep" / "index.html").read_text()
+    assert (
+        'src="eps_curve.png"' in page
+        and (tmp_path / "site" / "examples" / "fgsm-sweep" / "eps_curve.png").stat().st_size > 1000
+    )
+    assert "agreement" in (tmp_path / "site" / "backends" / "index.html").read_text().lower()
+    assert "attack_table" in (tmp_path / "site" / "api" / "index.html").read_text()
