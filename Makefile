@@ -1,8 +1,10 @@
 # Two commands for a fresh machine with Python >= 3.10: `make demo` and `make test`.
-# Both bootstrap uv into .tools/ when it is not on PATH, then install the locked environment.
+# Both bootstrap uv into .tools/ when it is not on PATH, then install the locked environment
+# (with bytecode compiled up front: machines that set PYTHONDONTWRITEBYTECODE would otherwise
+# recompile torch on every start).
 PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
-SYNC = $(UV) sync --all-extras --all-groups --frozen --quiet
+SYNC = $(UV) sync --all-extras --all-groups --frozen --quiet --compile-bytecode
 
 .PHONY: demo test lint bench docs serve-docs check-docs env
 
