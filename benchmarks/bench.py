@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 
 import robustkit as rk
-from robustkit.data import DatasetInfo
-from robustkit.models import build_model, model_spec
+from robustkit.modelling.data import DatasetInfo
+from robustkit.modelling.models import build_model, model_spec
 
 RESULTS = Path(__file__).with_name("results.json")
 CIFAR_LIKE = DatasetInfo("bench", tuple(str(i) for i in range(10)), (3, 32, 32), (0.5,) * 3, (0.25,) * 3)
@@ -162,7 +162,7 @@ def bench_passes(batch: int) -> list[dict]:
     Uses the trained digits model (from the cache), since the budget search's saving depends on
     images being fooled along the way, as they are for a real model.
     """
-    from robustkit.recipe import PROFILES
+    from robustkit.app.runner import PROFILES
 
     train, test = rk.load_dataset("digits", "train"), rk.load_dataset("digits", "test")
     model, _ = rk.train_model(model_spec("small_cnn", train.info), train, PROFILES["small"].train, progress=False)
@@ -221,8 +221,8 @@ def bench_ood(model, x, repeats: int) -> list[dict]:
 
 def bench_training(repeats: int) -> list[dict]:
     """One epoch of the CIFAR-shaped CNN on 1024 images: steps long enough to time reliably."""
-    from robustkit.data import ImageSet
-    from robustkit.train import TrainConfig, fit
+    from robustkit.modelling.data import ImageSet
+    from robustkit.modelling.train import TrainConfig, fit
 
     torch.manual_seed(0)
     data = ImageSet(torch.rand(1024, 3, 32, 32), torch.randint(0, 10, (1024,)), CIFAR_LIKE, "train")
@@ -267,7 +267,7 @@ def bench_startup() -> list[dict]:
     py = sys.executable
     torch_s = _wall([py, "-c", "import torch"])
     import_s = _wall([py, "-c", "import robustkit"])
-    help_s = _wall([py, "-m", "robustkit.cli", "--help"])
+    help_s = _wall([py, "-m", "robustkit", "--help"])
     return [
         {
             "what": f"import robustkit: {import_s:.2f} s (import torch: {torch_s:.2f} s)",
@@ -284,7 +284,7 @@ def bench_demo() -> list[dict]:
         env = {**os.environ, "ROBUSTKIT_CACHE": str(Path(tmp) / "cache")}  # cold cache: every model trained
         start = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "robustkit.cli", "demo", "--out", str(Path(tmp) / "runs")],
+            [sys.executable, "-m", "robustkit", "demo", "--out", str(Path(tmp) / "runs")],
             check=True,
             capture_output=True,
             env=env,

@@ -1,16 +1,19 @@
-"""Recipe 6 — an autoencoder that cleans adversarial inputs, oblivious and adaptive (seed 003)."""
+"""Recipe 6 — an autoencoder that cleans adversarial inputs, oblivious and adaptive (Meng & Chen 2017, MagNet)."""
 
 from pathlib import Path
+from typing import Annotated
 
+from robustkit.app.runner import RecipeOptions, finish, header, start, table
 from robustkit.evaluate import accuracy, attack_batches, robust_accuracy
-from robustkit.recipe import RecipeOptions, command, finish, header, start, table
 from robustkit.registry import attack, defense
 
 NAME = "ae-purification"
 SUMMARY = "Classify an autoencoder's reconstruction: FGSM and PGD accuracy without and with it, oblivious and adaptive."
+ORDER = 6
+DEFAULT_DATASET = "mnist"
 
 
-def run(options: RecipeOptions, eps: str = "") -> Path:
+def run(options: RecipeOptions, eps: Annotated[str, "L∞ budget of FGSM and PGD (default: the data set's usual one)"] = "") -> Path:
     """Train a classifier and an autoencoder on clean data; attack with FGSM and PGD at ``--eps``."""
     ctx = start(NAME, options)
     model = ctx.classifier()
@@ -34,7 +37,7 @@ def run(options: RecipeOptions, eps: str = "") -> Path:
     drop = table_rows["AE, oblivious"]["pgd"] - table_rows["AE, adaptive"]["pgd"]
     lines = header(ctx, "Autoencoder purification", SUMMARY) + [
         f"Budget ε={attacks['fgsm'].eps:.4f} (L∞); PGD with 20 steps. *Oblivious*: adversarial examples made on the bare "
-        "classifier, then purified (as seed 003 did). *Adaptive*: the attack differentiates through the autoencoder.",
+        "classifier, then purified (as the write-up did). *Adaptive*: the attack differentiates through the autoencoder.",
         "",
         table(["setting", "clean", "FGSM", "PGD"], [[k, *v.values()] for k, v in table_rows.items()]),
         "",
@@ -44,7 +47,7 @@ def run(options: RecipeOptions, eps: str = "") -> Path:
     return finish(ctx, {"eps": attacks["fgsm"].eps, "accuracy": table_rows}, lines)
 
 
-main = command(run, "mnist")
-
 if __name__ == "__main__":
-    main()
+    from robustkit.app.cli import recipe_main
+
+    recipe_main(NAME)

@@ -1,15 +1,18 @@
-"""Recipe 2 — the smallest FGSM budget k/255 that fools the model, per image (seed 000)."""
+"""Recipe 2 — the smallest FGSM budget k/255 that fools the model, per image (the first write-up)."""
 
 from pathlib import Path
+from typing import Annotated
 
 import torch
 
-from robustkit import plots
+from robustkit.app import plots
+from robustkit.app.runner import RecipeOptions, comparison, finish, header, start, table
 from robustkit.evaluate import minimal_budget, predict, random_targets
-from robustkit.recipe import RecipeOptions, command, comparison, finish, header, start, table
 
 NAME = "fgsm-budget"
 SUMMARY = "Per image, the smallest untargeted and targeted FGSM budget k/255 that changes the prediction."
+ORDER = 2
+DEFAULT_DATASET = "cifar10"
 
 
 def _class_index(value: str, classes: tuple) -> int:
@@ -21,7 +24,11 @@ def _class_index(value: str, classes: tuple) -> int:
 
 
 def run(
-    options: RecipeOptions, images: int = 5, index: str | None = None, target: str | None = None, max_k: int = 64
+    options: RecipeOptions,
+    images: Annotated[int, "number of correctly classified test images searched (the first ones)"] = 5,
+    index: Annotated[str | None, "comma-separated test indices to search instead, e.g. 3,7"] = None,
+    target: Annotated[str | None, "target class name or index (default: a random other class per image)"] = None,
+    max_k: Annotated[int, "largest budget tried, in units of 1/255"] = 64,
 ) -> Path:
     """Search k = 1, 2, ... max_k for correctly classified test images (``--index 3,7`` or the first ``--images``)."""
     ctx = start(NAME, options)
@@ -104,7 +111,7 @@ def run(
     return finish(ctx, results, lines)
 
 
-main = command(run, "cifar10")
-
 if __name__ == "__main__":
-    main()
+    from robustkit.app.cli import recipe_main
+
+    recipe_main(NAME)

@@ -1,20 +1,27 @@
-"""Recipe 3 — accuracy as the FGSM budget grows, untargeted and targeted (seed 001)."""
+"""Recipe 3 — accuracy as the FGSM budget grows, untargeted and targeted (the second write-up)."""
 
 from pathlib import Path
+from typing import Annotated
 
 import torch
 
-from robustkit import plots
+from robustkit.app import plots
+from robustkit.app.runner import RecipeOptions, comparison, finish, header, start, table
 from robustkit.evaluate import eps_sweep, predict
-from robustkit.recipe import RecipeOptions, command, comparison, finish, header, start, table
 from robustkit.registry import attack
 
 NAME = "fgsm-sweep"
 SUMMARY = "FGSM accuracy-vs-ε curves (untargeted, and targeted at one class) with example grids."
+ORDER = 3
+DEFAULT_DATASET = "cifar10"
 GRID = "0,0.005,0.01,0.02,0.05,0.1,0.2,0.3"
 
 
-def run(options: RecipeOptions, eps: str = GRID, target: str | None = None) -> Path:
+def run(
+    options: RecipeOptions,
+    eps: Annotated[str, "comma-separated FGSM budgets ε (pixel units)"] = GRID,
+    target: Annotated[str | None, "class of the targeted sweep (default: horse, or the last class)"] = None,
+) -> Path:
     """Sweep FGSM over ``--eps``; ``--target`` names the targeted class (default: horse, or the last class)."""
     ctx = start(NAME, options)
     model = ctx.classifier()
@@ -85,7 +92,7 @@ def run(options: RecipeOptions, eps: str = GRID, target: str | None = None) -> P
     return finish(ctx, results, lines)
 
 
-main = command(run, "cifar10")
-
 if __name__ == "__main__":
-    main()
+    from robustkit.app.cli import recipe_main
+
+    recipe_main(NAME)

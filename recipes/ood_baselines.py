@@ -1,15 +1,18 @@
-"""Recipe 1 — OOD detection with classifier confidence and reconstruction error (seeds 000, 001)."""
+"""Recipe 1 — OOD detection with classifier confidence and reconstruction error (the first two write-ups)."""
 
 from pathlib import Path
+from typing import Annotated
 
-from robustkit import plots
+from robustkit.app import plots
+from robustkit.app.runner import RecipeOptions, comparison, finish, header, start, table
 from robustkit.detectors.reconstruction import ReconstructionError
 from robustkit.evaluate import accuracy, ood
-from robustkit.recipe import RecipeOptions, command, comparison, finish, header, start, table
 from robustkit.registry import detector
 
 NAME = "ood-baselines"
 SUMMARY = "Max logit, max softmax, other pytorch-ood scores and autoencoder MSE: ID test vs OOD images."
+ORDER = 1
+DEFAULT_DATASET = "cifar10"
 DETECTORS = ("max_logit", "max_softmax", "energy", "entropy", "odin", "mahalanobis", "vim", "knn")
 REFERENCE = {  # (ood set, detector, metric) -> write-up value
     ("fakedata", "max_logit", "AUROC"): 0.91,
@@ -19,7 +22,10 @@ REFERENCE = {  # (ood set, detector, metric) -> write-up value
 }
 
 
-def run(options: RecipeOptions, ood_set: str = "fakedata") -> Path:
+def run(
+    options: RecipeOptions,
+    ood_set: Annotated[str, "OOD data set: fakedata, cifar100, cifar100:CLASS,CLASS, mnist, imagefolder:PATH"] = "fakedata",
+) -> Path:
     """Train a classifier and an autoencoder on ID data, then score ID test vs OOD images."""
     ctx = start(NAME, options)
     model = ctx.classifier()
@@ -72,7 +78,7 @@ def run(options: RecipeOptions, ood_set: str = "fakedata") -> Path:
     return finish(ctx, {"ood_set": ood_set, "clean_accuracy": clean, "metrics": metrics}, lines)
 
 
-main = command(run, "cifar10")
-
 if __name__ == "__main__":
-    main()
+    from robustkit.app.cli import recipe_main
+
+    recipe_main(NAME)

@@ -1,33 +1,36 @@
-"""Recipe 5 — PGD and DDN against feature squeezing and defensive distillation (seed 002)."""
+"""Recipe 5 — PGD and DDN against feature squeezing and defensive distillation (the third write-up)."""
 
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 
-from robustkit import plots
+from robustkit.app import plots
+from robustkit.app.runner import RecipeOptions, finish, header, start, table
 from robustkit.defenses.distillation import DefensiveDistillation
 from robustkit.detectors.squeezing import FeatureSqueezing
 from robustkit.evaluate import accuracy, attack_batches, ood_metrics, predict
-from robustkit.recipe import RecipeOptions, command, finish, header, start, table
+from robustkit.modelling.squeezers import default_squeezers
 from robustkit.registry import attack
-from robustkit.squeezers import default_squeezers
 
 NAME = "squeeze-distill"
 SUMMARY = "PGD (L∞, L2) and DDN against a feature-squeezing detector and a defensively distilled model."
+ORDER = 5
+DEFAULT_DATASET = "cifar10"
 
 
 def run(
     options: RecipeOptions,
-    temperature: float = 20.0,
-    threshold: float = 1.0,
-    squeezers: str | None = None,
-    attack_limit: int = 200,
+    temperature: Annotated[float, "distillation temperature T"] = 20.0,
+    threshold: Annotated[float, "feature-squeezing L1 threshold above which an input is flagged"] = 1.0,
+    squeezers: Annotated[str | None, "comma-separated squeezers, e.g. bit_depth:5,median_filter:2 (default: by image size)"] = None,
+    attack_limit: Annotated[int, "number of test images attacked"] = 200,
 ) -> Path:
     """Attack a baseline and a distilled model; score clean and adversarial inputs by feature squeezing."""
     ctx = start(NAME, options)
     baseline = ctx.classifier()
     distiller = DefensiveDistillation(
-        temperature, train_config=ctx.config, cache=options.cache, progress=options.progress
+        temperature=temperature, train_config=ctx.config, cache=options.cache, progress=options.progress
     )
     distilled = distiller.apply(baseline, ctx.train)
     x, y = ctx.test.x[:attack_limit], ctx.test.y[:attack_limit]
@@ -38,7 +41,7 @@ def run(
         "ddn": attack("ddn", steps=100),
     }
     names = tuple(squeezers.split(",")) if squeezers else default_squeezers(ctx.test.info.shape)
-    detector = FeatureSqueezing(names, threshold=threshold).fit(baseline)
+    detector = FeatureSqueezing(squeezers=names, threshold=threshold).fit(baseline)
     clean_scores = detector.score_batches(x)
     results, roc = {"accuracy": {}, "detector": {}}, {}
     for label, model in (("baseline", baseline), ("distilled", distilled)):
@@ -104,7 +107,7 @@ def run(
     return finish(ctx, results, lines)
 
 
-main = command(run, "cifar10")
-
 if __name__ == "__main__":
-    main()
+    from robustkit.app.cli import recipe_main
+
+    recipe_main(NAME)

@@ -15,13 +15,14 @@ _PUBLIC = {
     "attack": "robustkit.registry",
     "detector": "robustkit.registry",
     "defense": "robustkit.registry",
-    "load_dataset": "robustkit.data",
-    "ImageSet": "robustkit.data",
-    "with_normalization": "robustkit.models",
-    "TrainConfig": "robustkit.train",
-    "train_model": "robustkit.train",
-    "load_checkpoint": "robustkit.checkpoint",
-    "save_checkpoint": "robustkit.checkpoint",
+    "load_dataset": "robustkit.modelling.data",
+    "ImageSet": "robustkit.modelling.data",
+    "DatasetInfo": "robustkit.modelling.data",
+    "with_normalization": "robustkit.modelling.models",
+    "TrainConfig": "robustkit.modelling.train",
+    "train_model": "robustkit.modelling.train",
+    "load_checkpoint": "robustkit.modelling.checkpoint",
+    "save_checkpoint": "robustkit.modelling.checkpoint",
     "evaluate": "robustkit.evaluate",
 }
 
@@ -32,4 +33,4 @@ def __getattr__(name: str) -> Any:
     if name not in _PUBLIC:
         raise AttributeError(f"module 'robustkit' has no attribute {name!r}")
     module = importlib.import_module(_PUBLIC[name])
-    return module if module.__name__.endswith(name) else getattr(module, name)
+    return module if module.__name__ == f"robustkit.{name}" else getattr(module, name)

@@ -1,13 +1,17 @@
-"""Name → implementation tables for attacks, detectors and defenses (what `robustkit list` prints).
+"""Name → implementation tables for attacks, detectors and defenses, and the public factories.
 
 Entries are ``"module:Class"`` strings, imported only when used, so listing and
-``import robustkit`` never load a backend.
+``import robustkit`` never load a backend. Each class declares its parameters once
+(`robustkit.core.params`); `catalogue` turns those declarations into the rows that
+``robustkit list``, the CLI and the docs' reference tables show.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
+
+from .core.params import Configurable, param_table
 
 # name -> {backend: "module:Class"}; the first backend is the default (fastest correct one).
 ATTACKS: dict[str, dict[str, str]] = {
@@ -57,6 +61,8 @@ DEFENSES: dict[str, str] = {
     "ae_purification": "robustkit.defenses.preprocess:AutoencoderPurification",
 }
 
+KINDS = ("attacks", "detectors", "defenses")
+
 
 def load(path: str) -> Any:
     """Import ``"module:Class"``."""
@@ -80,6 +86,20 @@ def attack_class(name: str, backend: str | None = None) -> type:
     return load(backends[backend])
 
 
+def detector_class(name: str) -> type:
+    """The Detector class registered as ``name``."""
+    if name not in DETECTORS:
+        raise _unknown("detector", name, list(DETECTORS))
+    return load(DETECTORS[name])
+
+
+def defense_class(name: str) -> type:
+    """The Defense class registered as ``name``."""
+    if name not in DEFENSES:
+        raise _unknown("defense", name, list(DEFENSES))
+    return load(DEFENSES[name])
+
+
 def attack(name: str, backend: str | None = None, **params: Any):
     """Construct an attack: ``attack("pgd", eps="8/255", steps=10)``; see ``robustkit list attacks``."""
     return attack_class(name, backend)(**params)
@@ -87,32 +107,43 @@ def attack(name: str, backend: str | None = None, **params: Any):
 
 def detector(name: str, **params: Any):
     """Construct a detector: ``detector("energy").fit(model, loader)``; higher score = more suspicious."""
-    if name not in DETECTORS:
-        raise _unknown("detector", name, list(DETECTORS))
-    return load(DETECTORS[name])(**params)
+    return detector_class(name)(**params)
 
 
 def defense(name: str, **params: Any):
     """Construct a defense: ``defense("median_filter", size=2).apply(model)``."""
-    if name not in DEFENSES:
-        raise _unknown("defense", name, list(DEFENSES))
-    return load(DEFENSES[name])(**params)
+    return defense_class(name)(**params)
+
+
+def classes(kind: str) -> list[tuple[str, str | None, bool, type[Configurable]]]:
+    """``(name, backend, is_default, class)`` for every entry of ``kind`` (attacks, detectors, defenses)."""
+    if kind == "attacks":
+        return [
+            (name, backend, i == 0, load(path))
+            for name, backends in ATTACKS.items()
+            for i, (backend, path) in enumerate(backends.items())
+        ]
+    if kind in ("detectors", "defenses"):
+        table = DETECTORS if kind == "detectors" else DEFENSES
+        return [(name, None, True, load(path)) for name, path in table.items()]
+    raise ValueError(f"unknown kind {kind!r}; valid: {', '.join(KINDS)}")
+
+
+def catalogue(kind: str) -> list[dict[str, Any]]:
+    """One row per entry of ``kind``: name, backend, summary, paper, parameters (and norm, targeted for attacks)."""
+    rows = []
+    for name, backend, default, cls in classes(kind):
+        row: dict[str, Any] = {"name": name, "summary": cls.summary(), "paper": cls.paper, "params": param_table(cls)}
+        if kind == "attacks":
+            row.update(backend=backend, default=default, norm=cls.norm, targeted=cls.targeted)
+        rows.append(row)
+    return rows
 
 
 def attack_table() -> list[dict[str, Any]]:
-    """One row per (attack, backend): norm, targeted support, parameters, default flag."""
-    rows = []
-    for name, backends in ATTACKS.items():
-        for i, (backend, path) in enumerate(backends.items()):
-            cls = load(path)
-            rows.append(
-                {
-                    "name": name,
-                    "backend": backend,
-                    "default": i == 0,
-                    "norm": cls.norm,
-                    "targeted": cls.targeted,
-                    "params": dict(cls.defaults),
-                }
-            )
-    return rows
+    """One row per (attack, backend): norm, targeted support, parameter defaults, default flag."""
+    return [
+        {**{k: r[k] for k in ("name", "backend", "default", "norm", "targeted")},
+         "params": {p["name"]: p["default"] for p in r["params"]}}
+        for r in catalogue("attacks")
+    ]  # fmt: skip

@@ -12,14 +12,14 @@ torch.set_num_threads(2)
 
 @pytest.fixture(scope="session")
 def digits_train():
-    from robustkit.data import load_dataset
+    from robustkit.modelling.data import load_dataset
 
     return load_dataset("digits", "train")
 
 
 @pytest.fixture(scope="session")
 def digits_test():
-    from robustkit.data import load_dataset
+    from robustkit.modelling.data import load_dataset
 
     return load_dataset("digits", "test")
 
@@ -27,8 +27,8 @@ def digits_test():
 @pytest.fixture(scope="session")
 def model(digits_train):
     """A small CNN trained on digits for a few epochs (about 97% test accuracy)."""
-    from robustkit.models import model_spec
-    from robustkit.train import TrainConfig, train_model
+    from robustkit.modelling.models import model_spec
+    from robustkit.modelling.train import TrainConfig, train_model
 
     net, _ = train_model(
         model_spec("small_cnn", digits_train.info), digits_train, TrainConfig(epochs=6, lr=2e-3), progress=False

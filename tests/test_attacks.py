@@ -17,7 +17,7 @@ PARAMS = (
     | {("pgd_l2", b): {"eps": 1.0, **FAST} for b in ATTACKS["pgd_l2"]}
     | {
         ("ddn", "foolbox"): {"steps": 10},
-        ("deepfool", "art"): {"max_iter": 5},
+        ("deepfool", "art"): {"steps": 5},
         ("deepfool", "torchattacks"): {"steps": 5},
         ("autoattack", "torchattacks"): {"eps": 0.1},
     }

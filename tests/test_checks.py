@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from robustkit.checks import check_images, check_labels, parse_eps, preserved_state
+from robustkit.core.checks import check_images, check_labels, parse_eps, preserved_state
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from robustkit.data import load_dataset
-from robustkit.errors import DatasetNotFoundError
+from robustkit.core.errors import DatasetNotFoundError
+from robustkit.modelling.data import load_dataset
 
 
 def test_digits_is_offline_and_in_pixel_range(digits_train, digits_test):

@@ -4,7 +4,7 @@ import torch
 import robustkit as rk
 from robustkit.defenses.distillation import soft_labels
 from robustkit.evaluate import accuracy, attack_batches, robust_accuracy
-from robustkit.train import TrainConfig
+from robustkit.modelling.train import TrainConfig
 
 CONFIG = TrainConfig(epochs=6, lr=2e-3)
 
@@ -27,7 +27,7 @@ def test_adversarial_hook_uses_current_weights(model, digits_test):
     x, y = digits_test.x[:8], digits_test.y[:8]
     out1, _ = trainer.batch_hook(model, x, y)
     assert torch.equal(out1[4:], x[4:]) and not torch.equal(out1[:4], x[:4])
-    import robustkit.models as models
+    import robustkit.modelling.models as models
 
     changed = models.build_model(model.robustkit_spec)
     out2, _ = trainer.batch_hook(changed, x, y)
@@ -63,7 +63,7 @@ def test_bpda_passes_gradients_straight_through(model, batch):
     (grad,) = torch.autograd.grad(wrapped(xg).sum(), xg)
     assert grad.shape == x.shape and grad.abs().sum() > 0
     with torch.no_grad():
-        from robustkit.squeezers import bit_depth
+        from robustkit.modelling.squeezers import bit_depth
 
         assert torch.allclose(wrapped(x), model(bit_depth(x, 2)))
 

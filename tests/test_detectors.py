@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import robustkit as rk
-from robustkit.errors import NotFittedError
+from robustkit.core.errors import NotFittedError
 from robustkit.evaluate import ood, ood_metrics
 
 LOGIT_DETECTORS = ["max_logit", "max_softmax", "energy", "entropy", "odin"]
@@ -64,11 +64,22 @@ def test_score_before_fit_and_state(model, batch, name):
 def test_feature_detectors_need_data(model):
     with pytest.raises(ValueError, match="training data"):
         rk.detector("mahalanobis").fit(model)
-    with pytest.raises(TypeError, match="features"):
-        rk.detector("knn").fit(
-            torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)),
-            (torch.rand(20, 1, 8, 8), torch.arange(20) % 10),
-        )
+    no_linear = torch.nn.Sequential(torch.nn.Conv2d(1, 10, 8), torch.nn.Flatten())
+    with pytest.raises(TypeError, match="features="):
+        rk.detector("knn").fit(no_linear, (torch.rand(20, 1, 8, 8), torch.arange(20) % 10))
+
+
+def test_feature_detectors_hook_the_last_linear_layer_of_any_model(model, digits_train, digits_test):
+    """A foreign model's penultimate features are the input of its last nn.Linear."""
+    from robustkit.detectors.ood import penultimate
+
+    foreign = torch.nn.Sequential(model.normalize, model.net.body, model.net.head)  # no .features method
+    x = digits_test.x[:16]
+    with torch.no_grad():
+        assert torch.equal(penultimate(foreign, x), model.features(x))
+    ours = rk.detector("mahalanobis").fit(model, digits_train).score(x)
+    theirs = rk.detector("mahalanobis").fit(foreign, digits_train).score(x)
+    assert torch.allclose(ours, theirs)
 
 
 def test_metrics_by_hand_with_ties():
@@ -102,7 +113,7 @@ def test_reconstruction_mse_matches_torch(model, digits_train, digits_test):
 
 
 def test_feature_squeezing_flags_adversarial_inputs(model, digits_test):
-    from robustkit.squeezers import default_squeezers
+    from robustkit.modelling.squeezers import default_squeezers
 
     x, y = digits_test.x[:200], digits_test.y[:200]
     det = rk.detector("feature_squeezing", squeezers=default_squeezers((1, 8, 8))).fit(model)
@@ -116,7 +127,7 @@ def test_feature_squeezing_flags_adversarial_inputs(model, digits_test):
 
 
 def test_squeezers_match_art_semantics():
-    from robustkit.squeezers import bit_depth, median_filter, resample
+    from robustkit.modelling.squeezers import bit_depth, median_filter, resample
 
     x = torch.rand(2, 3, 8, 8)
     assert torch.allclose(bit_depth(x, 1), x.round())

@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from robustkit.cli import RECIPES, app, load_recipe
-from robustkit.recipe import RecipeOptions
+from robustkit.app.cli import app
+from robustkit.app.recipes import load_recipe, recipes
+from robustkit.app.runner import RecipeOptions
+
+RECIPES = list(recipes())
 
 KEYS = {
     "ood-baselines": {"metrics", "clean_accuracy", "ood_set"},
@@ -103,7 +106,7 @@ def test_cli_help_lists_and_errors():
     ],
 )
 def test_cli_errors_are_one_line(tmp_path, args, message):
-    proc = subprocess.run([sys.executable, "-m", "robustkit.cli", *args], capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "robustkit", *args], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
@@ -125,7 +128,7 @@ def test_recipe_determinism(tmp_path):
 
 def test_recipe_usage_errors_and_flags(tmp_path):
     bad = subprocess.run(
-        [sys.executable, "-m", "robustkit.cli", "run", "fgsm-sweep", "--no-such-flag"],
+        [sys.executable, "-m", "robustkit", "run", "fgsm-sweep", "--no-such-flag"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -135,7 +138,7 @@ def test_recipe_usage_errors_and_flags(tmp_path):
         [
             sys.executable,
             "-m",
-            "robustkit.cli",
+            "robustkit.app.cli",
             "run",
             "fgsm-budget",
             "--dataset",

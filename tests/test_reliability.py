@@ -12,8 +12,10 @@ import pytest
 import torch
 
 import robustkit as rk
-from robustkit.cli import RECIPES, load_recipe
-from robustkit.recipe import RecipeOptions
+from robustkit.app.recipes import load_recipe, recipes
+from robustkit.app.runner import RecipeOptions
+
+RECIPES = list(recipes())
 
 
 def _images(kind, x):
@@ -50,7 +52,7 @@ def _entry_points(model, train):
     return {
         "attack fgsm": lambda x, y: rk.attack("fgsm")(model, x, y),
         "attack pgd/torchattacks": lambda x, y: rk.attack("pgd", "torchattacks", steps=2)(model, x, y),
-        "attack deepfool/art": lambda x, y: rk.attack("deepfool", max_iter=2)(model, x, y),
+        "attack deepfool/art": lambda x, y: rk.attack("deepfool", steps=2)(model, x, y),
         "attack ddn/foolbox": lambda x, y: rk.attack("ddn", steps=2)(model, x, y),
         "attack on a defended model": lambda x, y: rk.attack("fgsm")(wrapped, x, y),
         "evaluate.accuracy": lambda x, y: rk.evaluate.accuracy(model, x, y),
@@ -165,7 +167,7 @@ def test_defense_state_and_inputs_unchanged(model, digits_train, batch):
 
 def _cli(*args, env=None, cwd=None):
     return subprocess.run(
-        [sys.executable, "-m", "robustkit.cli", *args], capture_output=True, text=True, env=env, cwd=cwd
+        [sys.executable, "-m", "robustkit", *args], capture_output=True, text=True, env=env, cwd=cwd
     )
 
 
@@ -186,13 +188,12 @@ def _cli(*args, env=None, cwd=None):
     ],
 )
 def test_cli_bad_input_is_one_line(tmp_path, monkeypatch, capsys, digits_train, args, message):
-    from robustkit.checkpoint import save_checkpoint
-    from robustkit.cli import app, run_guarded
-    from robustkit.models import build_model, model_spec
+    from robustkit.app.cli import main
+    from robustkit.modelling.checkpoint import save_checkpoint
+    from robustkit.modelling.models import build_model, model_spec
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ROBUSTKIT_DATA", str(tmp_path / "data"))
-    monkeypatch.delenv("ROBUSTKIT_DEBUG", raising=False)
     spec = model_spec("small_cnn", digits_train.info)
     save_checkpoint(tmp_path / "model.pt", build_model(spec), spec, {})
     torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
@@ -200,7 +201,7 @@ def test_cli_bad_input_is_one_line(tmp_path, monkeypatch, capsys, digits_train, 
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "notes.txt").write_text("keep")
     with pytest.raises(SystemExit) as exit_info:
-        run_guarded(app, args)
+        main(args)
     assert exit_info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and lines[0].startswith("error:"), lines
@@ -208,13 +209,12 @@ def test_cli_bad_input_is_one_line(tmp_path, monkeypatch, capsys, digits_train, 
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("results.json"))
 
 
-def test_cli_debug_raises_through_nested_recipe_commands(tmp_path, monkeypatch):
-    from robustkit.cli import app, run_guarded
-    from robustkit.errors import DatasetNotFoundError
+def test_cli_debug_raises_through_recipe_commands(tmp_path):
+    from robustkit.app.cli import main
+    from robustkit.core.errors import DatasetNotFoundError
 
-    monkeypatch.delenv("ROBUSTKIT_DEBUG", raising=False)  # restored after the test
     with pytest.raises(DatasetNotFoundError):
-        run_guarded(app, ["run", "fgsm-sweep", "--dataset", "cifar100:unicorn", "--root", str(tmp_path), "--debug"])
+        main(["run", "fgsm-sweep", "--dataset", "cifar100:unicorn", "--root", str(tmp_path), "--debug"])
 
 
 def test_killed_recipe_leaves_nothing_trusted_and_reruns(tmp_path, monkeypatch):
@@ -234,7 +234,7 @@ def test_killed_recipe_leaves_nothing_trusted_and_reruns(tmp_path, monkeypatch):
     ]
     for sig in (signal.SIGINT, signal.SIGKILL):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "robustkit.cli", *args],
+            [sys.executable, "-m", "robustkit", *args],
             env=env,
             cwd=tmp_path,
             stderr=subprocess.PIPE,

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from robustkit.checkpoint import load_checkpoint, save_checkpoint
-from robustkit.errors import CheckpointError
-from robustkit.models import build_model, model_spec
-from robustkit.train import TrainConfig, augment_batch, fit, train_model
+from robustkit.core.errors import CheckpointError
+from robustkit.modelling.checkpoint import load_checkpoint, save_checkpoint
+from robustkit.modelling.models import build_model, model_spec
+from robustkit.modelling.train import TrainConfig, augment_batch, fit, train_model
 
 
 def test_cache_hit_and_miss(tmp_path, digits_train):

@@ -1,4 +1,4 @@
-"""Attack adapters, one module per backend; construct them with `attack`."""
+"""Attack adapters, one module per backend; construct them with `robustkit.attack`."""
 
 from .base import Attack
 

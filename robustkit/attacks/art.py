@@ -6,7 +6,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import Attack, require
+from ..core.backends import require
+from ..core.checks import model_device
+from ..core.papers import GOODFELLOW_2015, MOOSAVI_2016
+from ..core.params import positive_int
+from .base import OVERSHOOT, Attack, eps_param
 
 
 def classifier(model: nn.Module, x: torch.Tensor, num_classes: int):
@@ -14,20 +18,14 @@ def classifier(model: nn.Module, x: torch.Tensor, num_classes: int):
     require("art")
     from art.estimators.classification import PyTorchClassifier
 
-    device = next(model.parameters()).device
     return PyTorchClassifier(
         model=model,
         loss=nn.CrossEntropyLoss(),
         input_shape=tuple(x.shape[1:]),
         nb_classes=num_classes,
         clip_values=(0.0, 1.0),
-        device_type="gpu" if device.type == "cuda" else "cpu",
+        device_type="gpu" if model_device(model).type == "cuda" else "cpu",
     )
-
-
-def _num_classes(model: nn.Module, x: torch.Tensor) -> int:
-    with torch.no_grad():
-        return int(model(x[:1]).shape[1])
 
 
 def _to_numpy(x: torch.Tensor) -> np.ndarray:
@@ -41,15 +39,18 @@ class FGSM(Attack):
     backend = "art"
     norm = "linf"
     targeted = True
-    single_step = True
-    defaults = {"eps": 8 / 255}
+    parameters = (eps_param(8 / 255, "linf"),)
+    paper = GOODFELLOW_2015
 
-    def _run(self, model, x, y, target):
+    def _run(self, model, x, y, target, num_classes):
         from art.attacks.evasion import FastGradientMethod
 
-        est = classifier(model, x, _num_classes(model, x))
         attack = FastGradientMethod(
-            est, norm=np.inf, eps=self.params["eps"], targeted=target is not None, batch_size=len(x)
+            classifier(model, x, num_classes),
+            norm=np.inf,
+            eps=self.params["eps"],
+            targeted=target is not None,
+            batch_size=len(x),
         )
         labels = y if target is None else target
         adv = attack.generate(_to_numpy(x), y=labels.cpu().numpy())
@@ -63,17 +64,21 @@ class DeepFool(Attack):
     backend = "art"
     norm = "l2"
     bounded = False
-    defaults = {"max_iter": 50, "overshoot": 0.02, "nb_grads": 10}
+    parameters = (
+        positive_int("steps", 50, "iterations at most"),
+        OVERSHOOT,
+        positive_int("candidates", 10, "classes considered per step (the most likely ones)"),
+    )
+    paper = MOOSAVI_2016
 
-    def _run(self, model, x, y, target):
+    def _run(self, model, x, y, target, num_classes):
         from art.attacks.evasion import DeepFool as ArtDeepFool
 
-        est = classifier(model, x, _num_classes(model, x))
         attack = ArtDeepFool(
-            est,
-            max_iter=self.params["max_iter"],
+            classifier(model, x, num_classes),
+            max_iter=self.params["steps"],
             epsilon=self.params["overshoot"],
-            nb_grads=min(self.params["nb_grads"], est.nb_classes),
+            nb_grads=min(self.params["candidates"], num_classes),
             batch_size=len(x),
             verbose=False,
         )

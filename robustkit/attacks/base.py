@@ -1,73 +1,66 @@
-"""The Attack protocol every backend adapter implements."""
+"""The Attack protocol every backend adapter implements, and the parameters attacks share."""
 
 from __future__ import annotations
 
-import importlib
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from ..checks import check_images, check_labels, inspect_model, model_device, parse_eps, preserved_state
-from ..errors import BackendMissingError
-
-EXTRAS = {"art": "art", "torchattacks": "torchattacks", "foolbox": "foolbox", "pytorch_ood": "ood"}
-
-
-def require(module: str) -> Any:
-    """Import an optional backend, or raise an error that names the extra to install."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as err:
-        top = module.split(".")[0]
-        raise BackendMissingError(
-            f"{top} is not installed ({err}); install it with: pip install 'robustkit[{EXTRAS.get(top, 'all')}]'"
-        ) from None
+from ..core.checks import check_images, check_labels, inspect_model, model_device, preserved_state
+from ..core.params import Configurable, Param, flag, positive_int
+from ..modelling.batches import slices
 
 
-class Attack(ABC):
+def eps_param(default: float | None, norm: str, optional: bool = False) -> Param:
+    """The budget: a number or a string such as ``"8/255"``, in pixel units of [0, 1] images."""
+    help = "L∞ budget per pixel (e.g. 8/255)" if norm == "linf" else "L2 budget of the whole perturbation"
+    if optional:
+        help += "; None: unbounded"
+    return Param("eps", default, help, budget=True, high=1.0 if norm == "linf" else 1e3, optional=optional)
+
+
+ALPHA = Param("alpha", None, "step size; None: 2.5·eps/steps (Madry et al.)", low=0, low_open=True, optional=True)
+STEPS = positive_int("steps", 10, "iterations")
+RANDOM_START = flag("random_start", True, "start from a random point of the eps-ball")
+SEED = Param("seed", 0, "seed for random starts; None: use the global RNG", types=(int,), optional=True)
+OVERSHOOT = Param("overshoot", 0.02, "relative overshoot past the decision boundary", low=0)
+
+
+class Attack(Configurable):
     """Turns clean inputs into adversarial ones: ``attack(model, x, y, target=None)``.
 
-    Subclasses set the class attributes and ``defaults`` (every parameter with its
-    default), and implement ``_run`` on validated tensors that sit on the model's device.
-    The model runs in eval mode during the attack; its mode, ``requires_grad`` flags and
-    ``.grad`` are restored afterwards, and ``x`` is never modified.
+    Subclasses set the class attributes and ``parameters``, and implement ``_run`` on
+    validated tensors that sit on the model's device. The model runs in eval mode during
+    the attack; its mode, ``requires_grad`` flags and ``.grad`` are restored afterwards,
+    and ``x`` is never modified.
     """
 
-    name: ClassVar[str]
+    kind = "attack"
     backend: ClassVar[str]
     norm: ClassVar[str]  # "linf" or "l2"
     targeted: ClassVar[bool] = False  # whether a targeted mode exists
     bounded: ClassVar[bool] = True  # whether the output stays inside the eps-ball
-    single_step: ClassVar[bool] = False  # one gradient, then a step of size eps
-    defaults: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, **params: Any):
-        unknown = sorted(set(params) - set(self.defaults) - {"seed"})
-        if unknown:
-            valid = ", ".join([*self.defaults, "seed"])
-            raise TypeError(f"{self.name} ({self.backend}) has no parameter {unknown}; valid: {valid}")
-        self.params: dict[str, Any] = {**self.defaults, **params}
-        self.seed: int | None = self.params.pop("seed", 0)
-        if "eps" in self.params and (self.params["eps"] is not None or self.defaults["eps"] is not None):
-            limit = 1.0 if self.norm == "linf" else 1e3
-            self.params["eps"] = parse_eps(self.params["eps"], limit=limit)
-        for key in ("steps", "max_iter"):
-            if key in self.params and (not isinstance(self.params[key], int) or self.params[key] < 1):
-                raise ValueError(f"{key}={self.params[key]!r} must be a positive integer")
+    @classmethod
+    def declared(cls) -> tuple[Param, ...]:
+        return (*cls.parameters, SEED)
+
+    @classmethod
+    def label(cls) -> str:
+        return f"{cls.name} ({cls.backend})"
 
     @property
     def eps(self) -> float | None:
         return self.params.get("eps")
 
-    def with_params(self, **params: Any) -> Attack:
-        """A copy of this attack with some parameters changed (e.g. ``eps``)."""
-        return type(self)(**{**self.params, "seed": self.seed, **params})
+    @property
+    def seed(self) -> int | None:
+        return self.params["seed"]
 
     def describe(self) -> dict[str, Any]:
-        """Name, backend, norm and parameters, as JSON-able values."""
-        return {"name": self.name, "backend": self.backend, "norm": self.norm, **self.params, "seed": self.seed}
+        return {"name": self.name, "backend": self.backend, "norm": self.norm, **super().describe()}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
@@ -83,7 +76,7 @@ class Attack(ABC):
         if target is not None:
             if not self.targeted:
                 raise ValueError(
-                    f"{self.name} ({self.backend}) has no targeted mode; call it without target= "
+                    f"{self.label()} has no targeted mode; call it without target= "
                     "or use a targeted attack (robustkit list attacks)"
                 )
             check_labels(target, len(x), num_classes, name="target")
@@ -100,7 +93,7 @@ class Attack(ABC):
             if self.seed is not None:
                 torch.manual_seed(self.seed)
             model.eval()
-            adv = self._run(model, xd, yd, td)
+            adv = self._run(model, xd, yd, td, num_classes)
         adv = self._project(xd, adv.detach().to(device=device, dtype=x.dtype))
         return adv.to(x.device)
 
@@ -118,8 +111,30 @@ class Attack(ABC):
         return adv.clamp(0.0, 1.0)
 
     @abstractmethod
-    def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    def _run(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, num_classes: int
+    ) -> torch.Tensor:
         """Backend call on validated inputs that sit on the model's device."""
+
+
+def attack_batches(
+    attack: Attack,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    target: torch.Tensor | None = None,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """Run ``attack`` over ``x`` in batches; returns all adversarial images (on x's device)."""
+    out = []
+    for s in slices(len(x), batch_size):
+        out.append(attack(model, x[s], y[s], target=None if target is None else target[s]))
+    return torch.cat(out)
+
+
+def default_alpha(params: dict[str, Any]) -> float:
+    """PGD's step size: the declared ``alpha``, or 2.5·eps/steps."""
+    return params["alpha"] if params["alpha"] is not None else 2.5 * params["eps"] / params["steps"]
 
 
 def _cuda_devices(device: torch.device) -> list[int]:

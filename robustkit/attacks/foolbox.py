@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from .base import Attack, require
+from ..core.backends import require
+from ..core.papers import MADRY_2018, RONY_2019
+from ..core.params import Param, positive_int
+from .base import ALPHA, RANDOM_START, STEPS, Attack, default_alpha, eps_param
 
 
 def _run_foolbox(attack, model, x, y, target, eps):
@@ -23,13 +26,19 @@ class DDN(Attack):
     backend = "foolbox"
     norm = "l2"
     targeted = True
-    defaults = {"eps": None, "steps": 100, "init_epsilon": 1.0, "gamma": 0.05}
+    parameters = (
+        eps_param(None, "l2", optional=True),
+        positive_int("steps", 100, "iterations"),
+        Param("init_epsilon", 1.0, "initial L2 norm of the perturbation", low=0, low_open=True),
+        Param("gamma", 0.05, "factor by which the norm changes per step", low=0, high=1, low_open=True),
+    )
+    paper = RONY_2019
 
     @property
     def bounded(self) -> bool:  # type: ignore[override]
         return self.params["eps"] is not None
 
-    def _run(self, model, x, y, target):
+    def _run(self, model, x, y, target, num_classes):
         fb = require("foolbox")
         p = self.params
         attack = fb.attacks.DDNAttack(init_epsilon=p["init_epsilon"], steps=p["steps"], gamma=p["gamma"])
@@ -37,29 +46,29 @@ class DDN(Attack):
 
 
 class PGD(Attack):
-    """foolbox.attacks.LinfPGD (random start); ``alpha=None`` means 2.5·eps/steps."""
+    """foolbox.attacks.LinfPGD (random start)."""
 
     name = "pgd"
     backend = "foolbox"
     norm = "linf"
     targeted = True
-    defaults = {"eps": 8 / 255, "alpha": None, "steps": 10, "random_start": True}
+    parameters = (eps_param(8 / 255, "linf"), ALPHA, STEPS, RANDOM_START)
+    paper = MADRY_2018
     attack_cls = "LinfPGD"
 
-    def _run(self, model, x, y, target):
+    def _run(self, model, x, y, target, num_classes):
         fb = require("foolbox")
         p = self.params
-        alpha = p["alpha"] if p["alpha"] is not None else 2.5 * p["eps"] / p["steps"]
         attack = getattr(fb.attacks, self.attack_cls)(
-            abs_stepsize=alpha, steps=p["steps"], random_start=p["random_start"]
+            abs_stepsize=default_alpha(p), steps=p["steps"], random_start=p["random_start"]
         )
         return _run_foolbox(attack, model, x, y, target, p["eps"])
 
 
 class PGDL2(PGD):
-    """foolbox.attacks.L2PGD (random start); ``alpha=None`` means 2.5·eps/steps."""
+    """foolbox.attacks.L2PGD (random start)."""
 
     name = "pgd_l2"
     norm = "l2"
-    defaults = {"eps": 1.0, "alpha": None, "steps": 10, "random_start": True}
+    parameters = (eps_param(1.0, "l2"), ALPHA, STEPS, RANDOM_START)
     attack_cls = "L2PGD"

@@ -6,7 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Attack
+from ..core.checks import preserved_state
+from ..core.papers import GOODFELLOW_2015
+from .base import Attack, eps_param
 
 
 def gradient_sign_and_logits(
@@ -25,13 +27,6 @@ def gradient_sign_and_logits(
     return (sign if target is None else -sign), logits.detach()
 
 
-def gradient_sign(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None
-) -> torch.Tensor:
-    """The FGSM step direction (see `gradient_sign_and_logits`)."""
-    return gradient_sign_and_logits(model, x, y, target)[0]
-
-
 class FGSM(Attack):
     """Fast gradient sign method: x' = clip(x ± eps·sign ∇ₓL, 0, 1)."""
 
@@ -39,14 +34,17 @@ class FGSM(Attack):
     backend = "reference"
     norm = "linf"
     targeted = True
-    single_step = True
-    defaults = {"eps": 8 / 255}
+    parameters = (eps_param(8 / 255, "linf"),)
+    paper = GOODFELLOW_2015
 
     def direction(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """The step direction, computed once and reusable for every eps (sweeps, budgets)."""
-        return gradient_sign(model, x, y, target)
+        """The step direction, computed once and reusable for every eps (image grids, budgets)."""
+        with preserved_state(model):
+            model.eval()
+            return gradient_sign_and_logits(model, x, y, target)[0]
 
-    def _run(self, model, x, y, target):
-        return (x + self.params["eps"] * gradient_sign(model, x, y, target)).clamp(0.0, 1.0)
+    def _run(self, model, x, y, target, num_classes):
+        direction, _ = gradient_sign_and_logits(model, x, y, target)
+        return (x + self.params["eps"] * direction).clamp(0.0, 1.0)

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 
-from .base import Attack, require
+from ..core.backends import require
+from ..core.papers import CROCE_2020, GOODFELLOW_2015, MADRY_2018, MOOSAVI_2016
+from ..core.params import Param, positive_int
+from .base import ALPHA, OVERSHOOT, RANDOM_START, STEPS, Attack, default_alpha, eps_param
 
 
 class _TorchattacksAttack(Attack):
     backend = "torchattacks"
     cls_name: str
 
-    def _kwargs(self, model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
-        return dict(self.params)
+    def _kwargs(self, num_classes: int) -> dict[str, Any]:
+        """The backend's keyword arguments (its own names) from our parameters."""
+        return {k: v for k, v in self.params.items() if k != "seed"}
 
-    def _run(self, model, x, y, target):
+    def _run(self, model: nn.Module, x, y, target, num_classes):
         ta = require("torchattacks")
-        attack = getattr(ta, self.cls_name)(model, **self._kwargs(model, x))
+        attack = getattr(ta, self.cls_name)(model, **self._kwargs(num_classes))
         if target is not None:
             attack.set_mode_targeted_by_function(lambda images, labels: target, quiet=True)
         return attack(x, y)
@@ -31,33 +34,32 @@ class FGSM(_TorchattacksAttack):
     name = "fgsm"
     norm = "linf"
     targeted = True
-    single_step = True
     cls_name = "FGSM"
-    defaults = {"eps": 8 / 255}
+    parameters = (eps_param(8 / 255, "linf"),)
+    paper = GOODFELLOW_2015
 
 
 class PGD(_TorchattacksAttack):
-    """torchattacks.PGD (L∞, random start); ``alpha=None`` means 2.5·eps/steps."""
+    """torchattacks.PGD (L∞, random start)."""
 
     name = "pgd"
     norm = "linf"
     targeted = True
     cls_name = "PGD"
-    defaults = {"eps": 8 / 255, "alpha": None, "steps": 10, "random_start": True}
+    parameters = (eps_param(8 / 255, "linf"), ALPHA, STEPS, RANDOM_START)
+    paper = MADRY_2018
 
-    def _kwargs(self, model, x):
-        p = dict(self.params)
-        p["alpha"] = p["alpha"] if p["alpha"] is not None else 2.5 * p["eps"] / p["steps"]
-        return p
+    def _kwargs(self, num_classes):
+        return {**super()._kwargs(num_classes), "alpha": default_alpha(self.params)}
 
 
 class PGDL2(PGD):
-    """torchattacks.PGDL2 (L2, random start); ``alpha=None`` means 2.5·eps/steps."""
+    """torchattacks.PGDL2 (L2, random start)."""
 
     name = "pgd_l2"
     norm = "l2"
     cls_name = "PGDL2"
-    defaults = {"eps": 1.0, "alpha": None, "steps": 10, "random_start": True}
+    parameters = (eps_param(1.0, "l2"), ALPHA, STEPS, RANDOM_START)
 
 
 class DeepFool(_TorchattacksAttack):
@@ -67,7 +69,8 @@ class DeepFool(_TorchattacksAttack):
     norm = "l2"
     bounded = False
     cls_name = "DeepFool"
-    defaults = {"steps": 50, "overshoot": 0.02}
+    parameters = (positive_int("steps", 50, "iterations at most"), OVERSHOOT)
+    paper = MOOSAVI_2016
 
 
 class AutoAttack(_TorchattacksAttack):
@@ -76,15 +79,12 @@ class AutoAttack(_TorchattacksAttack):
     name = "autoattack"
     norm = "linf"
     cls_name = "AutoAttack"
-    defaults = {"eps": 8 / 255, "version": "standard"}
+    parameters = (
+        eps_param(8 / 255, "linf"),
+        Param("version", "standard", "attack suite", types=(str,), choices=("standard", "plus", "rand")),
+    )
+    paper = CROCE_2020
 
-    def _kwargs(self, model, x):
-        with torch.no_grad():
-            n_classes = int(model(x[:1]).shape[1])
-        return {
-            "norm": "Linf",
-            "eps": self.params["eps"],
-            "version": self.params["version"],
-            "n_classes": n_classes,
-            "seed": self.seed or 0,
-        }
+    def _kwargs(self, num_classes):
+        p = self.params
+        return {"norm": "Linf", "eps": p["eps"], "version": p["version"], "n_classes": num_classes, "seed": p["seed"] or 0}

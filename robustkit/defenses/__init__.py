@@ -1,4 +1,4 @@
-"""Defenses; construct them with `defense`."""
+"""Defenses; construct them with `robustkit.defense`."""
 
 from .base import Defense
 

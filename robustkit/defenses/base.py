@@ -1,36 +1,47 @@
-"""The Defense protocol: ``defense.apply(model, train_data) -> nn.Module``."""
+"""The Defense protocol: ``defense.apply(model, train_data) -> nn.Module``, and shared parameters."""
 
 from __future__ import annotations
 
 import copy
-from abc import ABC, abstractmethod
+from abc import abstractmethod
+from pathlib import Path
 from typing import Any, ClassVar
 
 from torch import nn
 
-from ..data import ImageSet
+from ..core.params import Configurable, Param, component, flag
+from ..modelling.data import Data, ImageSet, as_image_set
+from ..modelling.train import TrainConfig
+
+TRAIN_CONFIG = component("train_config", (TrainConfig,), "training settings; None: TrainConfig()'s defaults")
+CACHE = Param("cache", True, "model cache: True (default folder), False (no cache) or a folder", types=(bool, str, Path))
+PROGRESS = flag("progress", True, "show a progress bar while training")
 
 
-class Defense(ABC):
+class Defense(Configurable):
     """Turns a model (and, for training defenses, data) into a defended plain ``nn.Module``."""
 
-    name: ClassVar[str]
+    kind = "defense"
     needs_data: ClassVar[bool] = False
 
-    def apply(self, model: nn.Module, data: ImageSet | None = None) -> nn.Module:
+    def apply(self, model: nn.Module, data: Data | None = None) -> nn.Module:
         """Return the defended model; ``model`` itself is not changed."""
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if self.needs_data and not isinstance(data, ImageSet):
-            raise ValueError(f"defense {self.name!r} trains a model: call apply(model, train_data) with an ImageSet")
-        return self._apply(model, data)
+        if self.needs_data and data is None:
+            raise ValueError(f"defense {self.name!r} trains a model: call apply(model, train_data)")
+        return self._apply(model, None if data is None else as_image_set(data))
 
     @abstractmethod
     def _apply(self, model: nn.Module, data: ImageSet | None) -> nn.Module: ...
 
-    def config(self) -> dict[str, Any]:
-        """The defense's parameters (part of the cache key of a trained defense)."""
-        return {"defense": self.name}
+    @property
+    def train_config(self) -> TrainConfig:
+        return self.params.get("train_config") or TrainConfig()
+
+    def cache_key(self) -> dict[str, Any]:
+        """What decides a trained defense's result (its parameters, without cache and progress)."""
+        return {k: v for k, v in self.describe().items() if k not in ("cache", "progress", "monitor")}
 
 
 def spec_of(model: nn.Module) -> dict[str, Any] | None:

@@ -1,4 +1,4 @@
-"""Defensive distillation (Papernot et al. 2016, seed 002) with a real softmax temperature.
+"""Defensive distillation (Papernot et al. 2016) with a real softmax temperature.
 
 ART's DefensiveDistillation has no temperature, and its PyTorch classifier turns
 probability targets into argmax labels whenever the loss is CrossEntropyLoss, so the
@@ -10,13 +10,16 @@ is returned as a plain model, i.e. evaluated at T = 1.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import torch
 from torch import nn
 
-from ..train import TrainConfig, train_model
-from .base import Defense, spec_of
+from ..core.checks import model_device, preserved_state
+from ..core.papers import PAPERNOT_2016
+from ..core.params import Param
+from ..modelling.batches import map_batches
+from ..modelling.train import train_model
+from .base import CACHE, PROGRESS, TRAIN_CONFIG, Defense, spec_of
 
 
 @torch.no_grad()
@@ -24,17 +27,9 @@ def soft_labels(teacher: nn.Module, x: torch.Tensor, temperature: float, batch_s
     """softmax(teacher(x) / T), row by row: the student's targets."""
     if temperature <= 0:
         raise ValueError(f"temperature={temperature} must be > 0")
-    was_training = teacher.training
-    teacher.eval()
-    device = next(teacher.parameters()).device
-    out = torch.cat(
-        [
-            (teacher(x[i : i + batch_size].to(device)) / temperature).softmax(1).cpu()
-            for i in range(0, len(x), batch_size)
-        ]
-    )
-    teacher.train(was_training)
-    return out
+    with preserved_state(teacher):
+        teacher.eval()
+        return map_batches(lambda b: (teacher(b) / temperature).softmax(1), x, batch_size, model_device(teacher))
 
 
 class DefensiveDistillation(Defense):
@@ -42,35 +37,27 @@ class DefensiveDistillation(Defense):
 
     name = "distillation"
     needs_data = True
+    parameters = (
+        Param("temperature", 20.0, "softmax temperature T of teacher and student training", low=0, low_open=True),
+        TRAIN_CONFIG,
+        CACHE,
+        PROGRESS,
+    )
+    paper = PAPERNOT_2016
 
-    def __init__(
-        self,
-        temperature: float = 20.0,
-        train_config: TrainConfig | None = None,
-        cache: Any = True,
-        progress: bool = True,
-    ):
-        if not temperature > 0:
-            raise ValueError(f"temperature={temperature} must be > 0")
-        self.temperature = float(temperature)
-        self.train_config = train_config or TrainConfig()
-        self.cache, self.progress = cache, progress
+    def __init__(self, **params):
+        super().__init__(**params)
         self.teacher: nn.Module | None = None
 
     def _apply(self, model, data):
         spec = spec_of(model)
         if spec is None:
             raise TypeError("distillation trains new networks of the model's architecture: pass a robustkit model")
-        config = dataclasses.replace(self.train_config, temperature=self.temperature)
-        teacher, _ = train_model(
-            spec, data, config, cache=self.cache, progress=self.progress, key_extra={"role": "teacher"}
-        )
-        targets = soft_labels(teacher, data.x, self.temperature)
-        student, _ = train_model(
-            spec, data, config, targets=targets, cache=self.cache, progress=self.progress, key_extra={"role": "student"}
-        )
+        p = self.params
+        config = dataclasses.replace(self.train_config, temperature=p["temperature"])
+        common = {"cache": p["cache"], "progress": p["progress"], "device": model_device(model)}
+        teacher, _ = train_model(spec, data, config, key_extra={"role": "teacher"}, **common)
+        targets = soft_labels(teacher, data.x, p["temperature"])
+        student, _ = train_model(spec, data, config, targets=targets, key_extra={"role": "student"}, **common)
         self.teacher = teacher
         return student
-
-    def config(self):
-        return {"defense": self.name, "temperature": self.temperature, "train": dataclasses.asdict(self.train_config)}

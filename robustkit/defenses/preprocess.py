@@ -8,13 +8,15 @@ gradients straight through (BPDA with the identity), the autoencoder is differen
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import nn
 
-from ..squeezers import bit_depth, median_filter, resample
-from .base import Defense
+from ..core.papers import MENG_2017, XU_2018
+from ..core.params import Param, component
+from ..modelling.squeezers import bit_depth, median_filter, resample
+from ..modelling.train import train_autoencoder
+from .base import CACHE, TRAIN_CONFIG, Defense
 
 
 class PreprocessedModel(nn.Module):
@@ -39,25 +41,11 @@ class PreprocessedModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(self.purify(x))
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.features(self.purify(x))
-
-    @property
-    def head(self) -> nn.Module:
-        return self.model.head
-
 
 class _Squeeze(Defense):
-    param: str
-    default: int
+    """Squeeze every input before classifying (gradients pass straight through: BPDA)."""
 
-    def __init__(self, **params: Any):
-        unknown = set(params) - {self.param}
-        if unknown:
-            raise TypeError(f"{self.name} has no parameter {sorted(unknown)}; valid: {self.param}")
-        self.value = int(params.get(self.param, self.default))
-        if self.value < 1:
-            raise ValueError(f"{self.name}: {self.param} must be a positive integer, got {self.value}")
+    paper = XU_2018
 
     def squeeze(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -65,61 +53,57 @@ class _Squeeze(Defense):
     def _apply(self, model, data):
         return PreprocessedModel(self.squeeze, model, straight_through=True)
 
-    def config(self):
-        return {"defense": self.name, self.param: self.value}
-
 
 class BitDepth(_Squeeze):
     """Reduce every pixel to ``2**bits`` levels before classifying."""
 
-    name, param, default = "bit_depth", "bits", 4
+    name = "bit_depth"
+    parameters = (Param("bits", 4, "bits per pixel kept", types=(int,), low=1, high=8),)
 
     def squeeze(self, x):
-        return bit_depth(x, self.value)
+        return bit_depth(x, self.params["bits"])
 
 
 class MedianFilter(_Squeeze):
     """Median-filter the input (window ``size``) before classifying."""
 
-    name, param, default = "median_filter", "size", 2
+    name = "median_filter"
+    parameters = (Param("size", 2, "median window side in pixels", types=(int,), low=1),)
 
     def squeeze(self, x):
-        return median_filter(x, self.value)
+        return median_filter(x, self.params["size"])
 
 
 class Resample(_Squeeze):
     """Down- then up-scale the input by ``factor`` before classifying."""
 
-    name, param, default = "resample", "factor", 2
+    name = "resample"
+    parameters = (Param("factor", 2, "downscaling factor", types=(int,), low=1),)
 
     def squeeze(self, x):
-        return resample(x, self.value)
+        return resample(x, self.params["factor"])
 
 
 class AutoencoderPurification(Defense):
-    """Classify the autoencoder's reconstruction of the input (seed 003).
+    """Classify the autoencoder's reconstruction of the input (MagNet's reformer).
 
     Pass ``autoencoder=`` or let ``apply(model, train_data)`` train (or load from the
     cache) robustkit's ConvAutoencoder on clean training data.
     """
 
     name = "ae_purification"
-
-    def __init__(self, autoencoder: nn.Module | None = None, train_config: Any = None, cache: Any = True):
-        self.autoencoder = autoencoder
-        self.train_config = train_config
-        self.cache = cache
+    parameters = (
+        component("autoencoder", (nn.Module,), "a trained autoencoder; None: train robustkit's on the data"),
+        TRAIN_CONFIG,
+        CACHE,
+    )
+    paper = MENG_2017
 
     def _apply(self, model, data):
-        if self.autoencoder is None:
+        autoencoder = self.params["autoencoder"]
+        if autoencoder is None:
             if data is None:
-                raise ValueError("ae_purification needs an autoencoder= or training data to train one")
-            from ..detectors.reconstruction import ReconstructionError
-
-            detector = ReconstructionError(train_config=self.train_config, cache=self.cache).fit(None, data)
-            self.autoencoder = detector.autoencoder
-        self.autoencoder.eval()
+                raise ValueError("ae_purification needs autoencoder= or training data to train one: apply(model, data)")
+            autoencoder = train_autoencoder(data, self.params["train_config"], self.params["cache"])
+        self.autoencoder = autoencoder.eval()
         return PreprocessedModel(self.autoencoder, model, straight_through=False)
-
-    def config(self):
-        return {"defense": self.name, "train": repr(self.train_config)}

@@ -2,61 +2,69 @@
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 import torch
 from torch import nn
 
-from ..attacks.base import Attack
-from ..data import ImageSet
-from ..train import TrainConfig, fit, train_model
-from .base import Defense, fresh_copy, spec_of
+from ..attacks.base import Attack, attack_batches
+from ..attacks.reference import FGSM
+from ..attacks.torchattacks import PGD
+from ..core.checks import inspect_model, model_device, preserved_state
+from ..core.papers import GOODFELLOW_2015, WONG_2020, XU_2018
+from ..core.params import Param, component, flag
+from ..modelling.batches import map_batches
+from ..modelling.data import ImageSet
+from ..modelling.squeezers import squeezer as parse_squeezer
+from ..modelling.train import fit, train_model
+from .base import CACHE, PROGRESS, TRAIN_CONFIG, Defense, fresh_copy, spec_of
 from .preprocess import PreprocessedModel
+
+
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    with preserved_state(model), torch.no_grad():
+        model.eval()
+        preds = map_batches(lambda b: model(b).argmax(1), x, 512, model_device(model))
+    return float((preds == y.cpu()).float().mean())
 
 
 class AdversarialTraining(Defense):
     """Train on adversarial examples made from the *current* weights at every batch.
 
     ``mix`` is the fraction of each batch replaced by its adversarial version; ``targeted``
-    attacks a random other class (seed 000). With ``monitor`` (a held-out ImageSet) every
-    epoch records clean, FGSM and PGD accuracy on it, and `catastrophic_overfitting`
-    says whether PGD accuracy collapsed while FGSM accuracy did not (Wong et al. 2020).
+    attacks a random other class. With ``monitor`` (a held-out ImageSet) every epoch
+    records clean, FGSM and PGD accuracy on it, and `catastrophic_overfitting` says
+    whether PGD accuracy collapsed while FGSM accuracy did not (Wong et al. 2020).
     """
 
     name = "adversarial_training"
     needs_data = True
+    parameters = (
+        component("attack", (Attack,), "the attack that makes training examples; None: FGSM at eps 2/255"),
+        Param("mix", 0.5, "fraction of each batch replaced by adversarial examples", low=0, high=1, low_open=True),
+        flag("targeted", False, "attack a random other class instead of the true one"),
+        TRAIN_CONFIG,
+        component("monitor", (ImageSet,), "held-out images for per-epoch clean / FGSM / PGD accuracy"),
+        CACHE,
+        PROGRESS,
+    )
+    paper = GOODFELLOW_2015 + "; " + WONG_2020
 
-    def __init__(
-        self,
-        attack: Attack | None = None,
-        mix: float = 0.5,
-        targeted: bool = False,
-        train_config: TrainConfig | None = None,
-        monitor: ImageSet | None = None,
-        cache: Any = True,
-        progress: bool = True,
-    ):
-        from ..registry import attack as make_attack
-
-        if attack is not None and not isinstance(attack, Attack):
-            raise TypeError(f"attack must be a robustkit Attack (robustkit.attack(...)), got {type(attack).__name__}")
-        if not 0 < mix <= 1:
-            raise ValueError(f"mix={mix} must lie in (0, 1]: the fraction of each batch made adversarial")
-        self.attack = (attack or make_attack("fgsm", eps=2 / 255)).with_params(seed=None)
-        if targeted and not self.attack.targeted:
-            raise ValueError(f"{self.attack.name} ({self.attack.backend}) has no targeted mode")
-        self.mix, self.targeted = float(mix), bool(targeted)
-        self.train_config = train_config or TrainConfig()
-        self.monitor, self.cache, self.progress = monitor, cache, progress
+    def _check(self):
+        attack = self.params["attack"] or FGSM(eps=2 / 255)
+        self.params["attack"] = attack.with_params(seed=None)  # a fresh random start at every batch
+        if self.params["targeted"] and not attack.targeted:
+            raise ValueError(f"adversarial_training: {attack.label()} has no targeted mode")
         self.history: list[dict[str, float]] = []
+
+    @property
+    def attack(self) -> Attack:
+        return self.params["attack"]
 
     def batch_hook(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Replace the first ``mix`` fraction of the batch by adversarial examples of the current model."""
-        n_adv = max(1, round(self.mix * len(x)))
+        n_adv = max(1, round(self.params["mix"] * len(x)))
         target = None
-        if self.targeted:
-            num_classes = model.head.out_features if hasattr(model, "head") else int(y.max()) + 1
+        if self.params["targeted"]:
+            num_classes = inspect_model(model, x)
             shift = torch.randint(1, num_classes, (n_adv,), device=y.device)
             target = (y[:n_adv] + shift) % num_classes
         adv = self.attack(model, x[:n_adv], y[:n_adv], target=target)
@@ -64,17 +72,13 @@ class AdversarialTraining(Defense):
 
     def epoch_hook(self, model: nn.Module, epoch: int) -> dict[str, float]:
         """Clean / FGSM / PGD accuracy on the monitor set at the training eps."""
-        from ..evaluate import accuracy, robust_accuracy
-        from ..registry import attack as make_attack
-
-        assert self.monitor is not None
-        x, y = self.monitor.x, self.monitor.y
+        monitor = self.params["monitor"]
+        x, y = monitor.x, monitor.y
         eps = self.attack.eps or 8 / 255
-        return {
-            "monitor_clean": accuracy(model, x, y),
-            "monitor_fgsm": robust_accuracy(make_attack("fgsm", eps=eps), model, x, y)["accuracy"],
-            "monitor_pgd": robust_accuracy(make_attack("pgd", eps=eps, steps=10), model, x, y)["accuracy"],
-        }
+        out = {"monitor_clean": _accuracy(model, x, y)}
+        for label, attack in (("monitor_fgsm", FGSM(eps=eps)), ("monitor_pgd", PGD(eps=eps, steps=10))):
+            out[label] = _accuracy(model, attack_batches(attack, model, x, y), y)
+        return out
 
     @property
     def catastrophic_overfitting(self) -> bool | None:
@@ -86,49 +90,37 @@ class AdversarialTraining(Defense):
         return max(pgd) > 0.1 and pgd[-1] < 0.5 * max(pgd) and fgsm[-1] >= 0.8 * max(fgsm)
 
     def _apply(self, model, data):
-        epoch_hook = self.epoch_hook if self.monitor is not None else None
+        p = self.params
+        epoch_hook = self.epoch_hook if p["monitor"] is not None else None
         spec = spec_of(model)
         if spec is None:  # a foreign model: fine-tune a copy, uncached
             model = fresh_copy(model)
-            self.history = fit(model, data.x, data.y, self.train_config, self.batch_hook, epoch_hook, self.progress)
+            self.history = fit(model, data.x, data.y, self.train_config, self.batch_hook, epoch_hook, p["progress"])
             return model
-        key = {**self.config(), "monitor": None if self.monitor is None else self.monitor.fingerprint()}
+        key = {**self.cache_key(), "monitor": None if p["monitor"] is None else p["monitor"].fingerprint()}
         robust, meta = train_model(
             spec, data, self.train_config, batch_hook=self.batch_hook, epoch_hook=epoch_hook,
-            key_extra=key, cache=self.cache, progress=self.progress,
+            key_extra=key, cache=p["cache"], progress=p["progress"], device=model_device(model),
         )  # fmt: skip
         self.history = meta["history"]
         return robust
 
-    def config(self):
-        return {
-            "defense": self.name,
-            "attack": self.attack.describe(),
-            "mix": self.mix,
-            "targeted": self.targeted,
-            "train": dataclasses.asdict(self.train_config),
-        }
-
 
 class SqueezedTraining(Defense):
-    """Train the classifier on squeezed (e.g. median-filtered) images and squeeze its inputs (seed 004)."""
+    """Train the classifier on squeezed (e.g. median-filtered) images and squeeze its inputs."""
 
     name = "squeezed_training"
     needs_data = True
+    parameters = (
+        Param("squeezer", "median_filter:2", "squeezer applied in training and at test time", types=(str,)),
+        TRAIN_CONFIG,
+        CACHE,
+        PROGRESS,
+    )
+    paper = XU_2018
 
-    def __init__(
-        self,
-        squeezer: str = "median_filter:2",
-        train_config: TrainConfig | None = None,
-        cache: Any = True,
-        progress: bool = True,
-    ):
-        from ..squeezers import squeezer as parse
-
-        self.squeezer_name = squeezer
-        self.squeeze = parse(squeezer)
-        self.train_config = train_config or TrainConfig()
-        self.cache, self.progress = cache, progress
+    def _check(self):
+        self.squeeze = parse_squeezer(self.params["squeezer"])
 
     def _apply(self, model, data):
         spec = spec_of(model)
@@ -136,13 +128,10 @@ class SqueezedTraining(Defense):
             raise TypeError(
                 "squeezed_training trains a new network of the model's architecture: pass a robustkit model"
             )
-        squeezed = dataclasses.replace(
-            data, x=torch.cat([self.squeeze(data.x[i : i + 2048]) for i in range(0, len(data), 2048)])
-        )
+        squeezed = ImageSet(map_batches(self.squeeze, data.x, 2048), data.y, data.info, data.split)
+        p = self.params
         net, _ = train_model(
-            spec, squeezed, self.train_config, key_extra=self.config(), cache=self.cache, progress=self.progress
-        )
+            spec, squeezed, self.train_config, key_extra=self.cache_key(), cache=p["cache"],
+            progress=p["progress"], device=model_device(model),
+        )  # fmt: skip
         return PreprocessedModel(self.squeeze, net, straight_through=True)
-
-    def config(self):
-        return {"defense": self.name, "squeezer": self.squeezer_name, "train": dataclasses.asdict(self.train_config)}

@@ -1,4 +1,4 @@
-"""Detectors; construct them with `detector`."""
+"""Detectors; construct them with `robustkit.detector`."""
 
 from .base import Detector
 

@@ -2,9 +2,9 @@
 
 Logit-based detectors (max logit, max softmax, energy, entropy, ODIN) need only the model.
 Feature-based ones (Mahalanobis, ViM, KNN) fit on ID training data and need the model's
-penultimate features: robustkit's models expose ``model.features(x)`` and ``model.head``
-(the last linear layer); for another model pass ``features=callable`` (and, for ViM,
-``head=nn.Linear``).
+penultimate features: by default the input of the model's last ``nn.Linear`` (captured
+with a forward hook, so any classifier that ends in a linear layer works); pass
+``features=callable`` (and, for ViM, ``head=nn.Linear``) for any other model.
 """
 
 from __future__ import annotations
@@ -15,21 +15,32 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..attacks.base import require
-from ..checks import model_device, preserved_state
-from .base import Data, Detector, as_tensors
+from ..core.backends import require
+from ..core.checks import model_device, preserved_state
+from ..core.papers import HENDRYCKS_2017, HENDRYCKS_2022, LEE_2018, LIANG_2018, LIU_2020, SUN_2022, WANG_2022
+from ..core.params import Param, component, positive_int
+from ..modelling.batches import map_batches
+from .base import Detector
+
+TEMPERATURE = Param("temperature", 1.0, "softmax temperature T", low=0, low_open=True)
+FEATURES = component("features", (Callable,), "callable x → N×D penultimate features; default: the last linear layer's input")
 
 
 class _LogitDetector(Detector):
+    """A pytorch-ood detector that reads the logits; ``backend_args`` maps our names to its."""
+
     pood_name: ClassVar[str]
+
+    def backend_args(self) -> dict[str, Any]:
+        return {"t": self.params["temperature"]} if "temperature" in self.params else {}
 
     def _fit(self, data, batch_size):
         pood = require("pytorch_ood.detector")
-        self.detector = getattr(pood, self.pood_name)(None, **self.params)
+        self._backend = getattr(pood, self.pood_name)(None, **self.backend_args())
 
     @torch.no_grad()
     def _score(self, x):
-        return self.detector.predict_logits(self._module()(x))
+        return self._backend.predict_logits(self._module()(x))
 
 
 class MaxLogit(_LogitDetector):
@@ -37,13 +48,16 @@ class MaxLogit(_LogitDetector):
 
     name = "max_logit"
     pood_name = "MaxLogit"
+    paper = HENDRYCKS_2022
 
 
 class MaxSoftmax(_LogitDetector):
-    """−max softmax probability at temperature ``t`` (pytorch_ood.detector.MaxSoftmax)."""
+    """−max softmax probability at a temperature (pytorch_ood.detector.MaxSoftmax)."""
 
     name = "max_softmax"
     pood_name = "MaxSoftmax"
+    parameters = (TEMPERATURE,)
+    paper = HENDRYCKS_2017
 
 
 class Energy(_LogitDetector):
@@ -51,6 +65,8 @@ class Energy(_LogitDetector):
 
     name = "energy"
     pood_name = "EnergyBased"
+    parameters = (TEMPERATURE,)
+    paper = LIU_2020
 
 
 class Entropy(_LogitDetector):
@@ -58,21 +74,49 @@ class Entropy(_LogitDetector):
 
     name = "entropy"
     pood_name = "Entropy"
+    paper = HENDRYCKS_2017
 
 
 class ODIN(Detector):
     """ODIN: temperature scaling plus an input perturbation (pytorch_ood.detector.ODIN)."""
 
     name = "odin"
+    parameters = (
+        Param("temperature", 1000.0, "softmax temperature T", low=0, low_open=True),
+        Param("eps", 0.0014, "size of the input perturbation that raises the top softmax score", low=0),
+    )
+    paper = LIANG_2018
 
     def _fit(self, data, batch_size):
         pood = require("pytorch_ood.detector")
-        params = {"eps": 0.0014, "temperature": 1000.0, **self.params}
-        self.detector = pood.ODIN(self._module(), **params)
+        self._backend = pood.ODIN(self._module(), eps=self.params["eps"], temperature=self.params["temperature"])
 
     def _score(self, x):
         with torch.enable_grad():
-            return self.detector.predict(x)
+            return self._backend.predict(x)
+
+
+def last_linear(model: nn.Module) -> nn.Linear | None:
+    """The model's last registered ``nn.Linear`` (its classifier head), or ``None``."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else None
+
+
+def penultimate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The input of the model's last linear layer for ``x`` (N×D), captured by a forward hook."""
+    head = last_linear(model)
+    if head is None:
+        raise TypeError(
+            "this detector needs penultimate features, and the model has no nn.Linear layer to take them from; "
+            "pass features=callable (x → N×D features) when constructing the detector"
+        )
+    captured: list[torch.Tensor] = []
+    handle = head.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0]))
+    try:
+        model(x)
+    finally:
+        handle.remove()
+    return captured[-1].flatten(1)
 
 
 class _FeatureDetector(Detector):
@@ -81,42 +125,26 @@ class _FeatureDetector(Detector):
     needs_data = True
     pood_name: ClassVar[str]
 
-    def __init__(self, features: Callable[[torch.Tensor], torch.Tensor] | None = None, **params: Any):
-        super().__init__(**params)
-        self.features = features
-
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
-        if self.features is not None:
-            return self.features(x)
-        model = self._module()
-        if not hasattr(model, "features"):
-            raise TypeError(
-                f"detector {self.name!r} needs penultimate features: the model has no .features(x); "
-                "pass features=callable when constructing the detector"
-            )
-        return model.features(x)
+        features = self.params["features"]
+        return features(x) if features is not None else penultimate(self._module(), x)
 
     def _make(self, pood: Any) -> Any:
-        return getattr(pood, self.pood_name)(None, **self.params)
+        return getattr(pood, self.pood_name)(None)
 
-    def _fit(self, data: Data | None, batch_size: int) -> None:
+    def _fit(self, data, batch_size):
         pood = require("pytorch_ood.detector")
-        x, y = as_tensors(data)
         model = self._module()
         device = model_device(model)
         with preserved_state(model), torch.no_grad():
             model.eval()
-            z = torch.cat([self._encode(x[i : i + batch_size].to(device)) for i in range(0, len(x), batch_size)])
-        self.detector = self._make(pood)
-        self.detector.fit_features(z, y.to(device))
-        self._fitted = True
-
-    def is_fitted(self) -> bool:
-        return getattr(self, "_fitted", False)
+            z = map_batches(self._encode, data.x, batch_size, device)
+        self._backend = self._make(pood)
+        self._backend.fit_features(z.to(device), data.y.to(device))
 
     @torch.no_grad()
     def _score(self, x):
-        return self.detector.predict_features(self._encode(x))
+        return self._backend.predict_features(self._encode(x))
 
 
 class Mahalanobis(_FeatureDetector):
@@ -124,6 +152,8 @@ class Mahalanobis(_FeatureDetector):
 
     name = "mahalanobis"
     pood_name = "Mahalanobis"
+    parameters = (FEATURES,)
+    paper = LEE_2018
 
 
 class KNN(_FeatureDetector):
@@ -131,9 +161,11 @@ class KNN(_FeatureDetector):
 
     name = "knn"
     pood_name = "KNN"
+    parameters = (FEATURES, positive_int("k", 10, "which nearest neighbour's distance is the score"))
+    paper = SUN_2022
 
-    def __init__(self, features=None, k: int = 10, **params):
-        super().__init__(features, k=k, **params)
+    def _make(self, pood):
+        return pood.KNN(None, k=self.params["k"])
 
 
 class ViM(_FeatureDetector):
@@ -141,14 +173,16 @@ class ViM(_FeatureDetector):
 
     name = "vim"
     pood_name = "ViM"
-
-    def __init__(self, features=None, head: nn.Linear | None = None, d: int | None = None, **params):
-        super().__init__(features, **params)
-        self.head, self.d = head, d
+    parameters = (
+        FEATURES,
+        component("head", (nn.Linear,), "the classifier's last linear layer; default: found in the model"),
+        positive_int("d", None, "dimension of the principal subspace; None: half the feature size", optional=True),
+    )
+    paper = WANG_2022
 
     def _make(self, pood):
-        head = self.head or getattr(self._module(), "head", None)
+        head = self.params["head"] or last_linear(self._module())
         if not isinstance(head, nn.Linear):
-            raise TypeError("vim needs the model's last linear layer: pass head=nn.Linear or use a robustkit model")
-        d = self.d or max(1, min(head.in_features // 2, head.in_features - 1))
+            raise TypeError("vim needs the model's last linear layer: pass head=nn.Linear")
+        d = self.params["d"] or max(1, min(head.in_features // 2, head.in_features - 1))
         return pood.ViM(None, d=d, w=head.weight.detach(), b=head.bias.detach())

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from .base import Data, Detector
+from ..core.papers import SAKURADA_2014
+from ..core.params import Param, component
+from ..modelling.train import TrainConfig, train_autoencoder
+from .base import Detector
+
+CACHE = Param("cache", True, "model cache: True (default folder), False (no cache) or a folder", types=(bool, str, Path))
+TRAIN_CONFIG = component("train_config", (TrainConfig,), "training settings; None: the defense's defaults")
 
 
 def reconstruction_mse(autoencoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -18,37 +24,33 @@ def reconstruction_mse(autoencoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
 class ReconstructionError(Detector):
     """Scores an image by how badly an autoencoder trained on ID data reconstructs it.
 
-    Pass ``autoencoder=`` to use a trained one; otherwise ``fit`` trains (or loads from the
-    cache) robustkit's ConvAutoencoder on the ID data with ``train_config``.
+    Pass ``autoencoder=`` to use a trained one; otherwise ``fit(None, train_data)`` trains
+    (or loads from the cache) robustkit's ConvAutoencoder on the ID data.
     """
 
     name = "reconstruction"
+    parameters = (
+        component("autoencoder", (nn.Module,), "a trained autoencoder; None: train robustkit's on the fit data"),
+        TRAIN_CONFIG,
+        CACHE,
+    )
+    paper = SAKURADA_2014
 
-    def __init__(self, autoencoder: nn.Module | None = None, train_config: Any = None, cache: Any = True):
-        super().__init__()
-        self.autoencoder = autoencoder
-        self.train_config = train_config
-        self.cache = cache
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.autoencoder: nn.Module | None = self.params["autoencoder"]
 
-    def fit(self, model: nn.Module | None = None, data: Data | None = None, batch_size: int = 512):
-        if self.autoencoder is None and data is None:
-            raise ValueError("the reconstruction detector needs ID training data or autoencoder=")
+    def _needs_data(self) -> bool:
+        return self.params["autoencoder"] is None
+
+    def fit(self, model=None, data=None, batch_size=512):
+        """Use the given autoencoder, or train one on the ID training ``data`` (``model`` is not used)."""
         return super().fit(model, data, batch_size)
 
     def _fit(self, data, batch_size):
-        if self.autoencoder is not None:
+        if self.params["autoencoder"] is not None:
             return
-        from ..data import ImageSet
-        from ..models import model_spec
-        from ..train import TrainConfig, train_model
-
-        if not isinstance(data, ImageSet):
-            raise TypeError("to train the autoencoder, pass the ID training data as an ImageSet")
-        config = self.train_config or TrainConfig(epochs=20, batch_size=128, objective="reconstruct")
-        self.autoencoder, _ = train_model(model_spec("autoencoder", data.info), data, config, cache=self.cache)
-
-    def is_fitted(self) -> bool:
-        return self.autoencoder is not None
+        self.autoencoder = train_autoencoder(data, self.params["train_config"], self.params["cache"])
 
     def _module(self) -> nn.Module:
         assert self.autoencoder is not None
@@ -56,4 +58,4 @@ class ReconstructionError(Detector):
 
     @torch.no_grad()
     def _score(self, x):
-        return reconstruction_mse(self.autoencoder, x)
+        return reconstruction_mse(self._module(), x)

@@ -16,12 +16,13 @@ import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from .errors import DatasetNotFoundError
+from ..core.errors import DatasetNotFoundError
 
 SPLITS = ("train", "test")
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
@@ -51,12 +52,34 @@ class DatasetInfo:
 
 @dataclass
 class ImageSet:
-    """Images ``x`` (N×C×H×W float32 in [0, 1]), labels ``y`` (int64) and their info."""
+    """Images ``x`` (N×C×H×W float32 in [0, 1]), labels ``y`` (int64) and their info.
+
+    ``ImageSet(x, y)`` infers the info (classes 0..max(y), shape, per-channel mean and std).
+    """
 
     x: torch.Tensor
     y: torch.Tensor
-    info: DatasetInfo
+    info: DatasetInfo | None = None  # type: ignore[assignment]
     split: str = "test"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.x, torch.Tensor) or not isinstance(self.y, torch.Tensor):
+            raise TypeError(
+                f"ImageSet takes tensors x (N×C×H×W) and y (N,), got {type(self.x).__name__} and {type(self.y).__name__}"
+            )
+        if self.x.ndim != 4 or len(self.x) != len(self.y):
+            raise ValueError(
+                f"ImageSet needs x of shape N×C×H×W and one label per image; got x {tuple(self.x.shape)}, "
+                f"y {tuple(self.y.shape)}"
+            )
+        if self.info is None:
+            mean, std = _stats(self.x) if len(self.x) else ((0.5,) * self.x.shape[1], (0.29,) * self.x.shape[1])
+            n_classes = int(self.y.max()) + 1 if len(self.y) and self.y.ndim == 1 else 0
+            self.info = DatasetInfo(
+                "tensors", tuple(str(i) for i in range(n_classes)), tuple(self.x.shape[1:]), mean, std  # type: ignore[arg-type]
+            )
+        elif not isinstance(self.info, DatasetInfo):
+            raise TypeError(f"info must be a DatasetInfo (or None to infer it), got {type(self.info).__name__}")
 
     def __len__(self) -> int:
         return len(self.y)
@@ -82,7 +105,32 @@ class ImageSet:
         return digest.hexdigest()
 
 
-def _from_uint8(images: np.ndarray, labels: np.ndarray, info: DatasetInfo, split: str) -> ImageSet:
+Data = Any
+"""What robustkit accepts as a labelled data set: an ImageSet, a DataLoader or Dataset of
+``(image, label)`` pairs, or an ``(x, y)`` pair of tensors."""
+
+
+def as_image_set(data: Data) -> ImageSet:
+    """Turn an ImageSet, a DataLoader, a Dataset or an ``(x, y)`` pair into an ImageSet."""
+    if isinstance(data, ImageSet):
+        return data
+    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+        return ImageSet(data[0], data[1])
+    if isinstance(data, torch.utils.data.Dataset):
+        data = DataLoader(data, batch_size=512)
+    if isinstance(data, DataLoader):
+        xs, ys = [], []
+        for batch in data:
+            xs.append(batch[0])
+            ys.append(torch.as_tensor(batch[1]))
+        return ImageSet(torch.cat(xs), torch.cat(ys))
+    raise TypeError(
+        f"expected an ImageSet, a DataLoader or Dataset of (image, label) pairs, or an (x, y) pair; "
+        f"got {type(data).__name__}"
+    )
+
+
+def _from_uint8(images: np.ndarray, labels: np.ndarray, info: DatasetInfo | None, split: str) -> ImageSet:
     """Build an ImageSet from uint8 N×C×H×W pixels."""
     x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
     return ImageSet(x, torch.as_tensor(np.asarray(labels), dtype=torch.int64), info, split)
@@ -219,10 +267,9 @@ def _imagefolder(split: str, arg: str | None = None, **_: object) -> ImageSet:
                 "resize the folder's images to one size first"
             )
         images[i] = image.numpy()
-    out = _from_uint8(images, np.asarray(ds.targets), DatasetInfo("", (), (0, 0, 0), (), ()), split)
+    out = _from_uint8(images, np.asarray(ds.targets), None, split)
     mean, std = _stats(out.x)
-    out.info = DatasetInfo(f"imagefolder:{arg}", tuple(ds.classes), tuple(first.shape), mean, std)
-    return out
+    return replace(out, info=DatasetInfo(f"imagefolder:{arg}", tuple(ds.classes), tuple(first.shape), mean, std))
 
 
 LOADERS: dict[str, Callable[..., ImageSet]] = {

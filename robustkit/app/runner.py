@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,10 +10,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data import ImageSet, load_dataset
-from .models import model_spec
+from ..core.checks import resolve_device
+from ..modelling.data import ImageSet, load_dataset
+from ..modelling.models import model_spec
+from ..modelling.train import TrainConfig, train_model
 from .report import RunFolder, fmt, table
-from .train import TrainConfig, train_model
 
 
 @dataclass(frozen=True)
@@ -51,19 +49,19 @@ def profile_for(data: ImageSet) -> Profile:
 
 @dataclass
 class RecipeOptions:
-    """Options every recipe takes."""
+    """Options every recipe takes (the ``help`` metadata is the CLI's help text)."""
 
-    dataset: str = "cifar10"
-    epochs: int | None = None
-    device: str = "cpu"
-    seed: int = 0
-    out: Path | None = None
-    root: Path | None = None
-    download: bool = False
-    limit: int | None = None
-    overwrite: bool = False
-    progress: bool = True
-    cache: bool | Path = True
+    dataset: str = field(default="cifar10", metadata={"help": "digits (offline), cifar10, mnist, imagefolder:PATH, ..."})
+    epochs: int | None = field(default=None, metadata={"help": "training epochs (default: the dataset profile's)"})
+    device: str = field(default="auto", metadata={"help": "auto (CUDA when available), cpu, cuda, cuda:1, ..."})
+    seed: int = field(default=0, metadata={"help": "seed for training, attacks and sampling"})
+    out: Path | None = field(default=None, metadata={"help": "run folder (default: runs/<recipe>-<dataset>)"})
+    root: Path | None = field(default=None, metadata={"help": "dataset root (default: $ROBUSTKIT_DATA or ~/.cache/robustkit/data)"})
+    download: bool = field(default=False, metadata={"help": "download the dataset if it is missing"})
+    limit: int | None = field(default=None, metadata={"help": "number of test images (default: the profile's)"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing run folder"})
+    progress: bool = field(default=True, metadata={"help": "show progress bars"})
+    cache: bool | Path = field(default=True, metadata={"help": "model cache: True, False or a folder", "cli": False})
 
 
 @dataclass
@@ -81,7 +79,7 @@ class Context:
 
     @property
     def device(self) -> torch.device:
-        return torch.device(self.options.device)
+        return resolve_device(self.options.device)
 
     def classifier(self, arch: str | None = None, **config_changes: Any) -> nn.Module:
         """The standard classifier for this dataset (trained once, then from the cache)."""
@@ -108,8 +106,7 @@ class Context:
 
 def start(name: str, options: RecipeOptions) -> Context:
     """Load the data, pick the profile, seed everything and open the run folder."""
-    if options.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {options.device}: CUDA is not available here; use --device cpu")
+    resolve_device(options.device)
     torch.manual_seed(options.seed)
     train = load_dataset(options.dataset, "train", root=options.root, download=options.download)
     test = load_dataset(options.dataset, "test", root=options.root, download=options.download)
@@ -134,7 +131,7 @@ def header(ctx: Context, title: str, summary: str) -> list[str]:
         "",
         f"Dataset `{o.dataset}` ({len(ctx.train)} train / {len(ctx.test)} test images), "
         f"model `{ctx.profile.arch}`, {ctx.config.epochs} epoch{'s' if ctx.config.epochs != 1 else ''}, "
-        f"seed {o.seed}, device `{o.device}`.",
+        f"seed {o.seed}, device `{ctx.device}`.",
         "",
     ]
 
@@ -162,60 +159,4 @@ def finish(ctx: Context, results: dict[str, Any], lines: list[str]) -> Path:
     return ctx.folder.finish(results, "\n".join(lines) + "\n")
 
 
-def _common_parameters(default_dataset: str) -> list[inspect.Parameter]:
-    import typer
-
-    def opt(name: str, default: Any, annotation: Any, help: str) -> inspect.Parameter:
-        flag = "--" + name.replace("_", "-")
-        flags = f"{flag}/--no-{name.replace('_', '-')}" if annotation is bool else flag
-        option = typer.Option(default, flags, help=help)
-        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
-
-    return [
-        opt("dataset", default_dataset, str, "digits (offline), cifar10, mnist, imagefolder:PATH, ..."),
-        opt("epochs", None, int | None, "training epochs (default: the dataset profile's)"),
-        opt("device", "cpu", str, "cpu, cuda, cuda:1, ..."),
-        opt("seed", 0, int, "seed for training, attacks and sampling"),
-        opt("out", None, Path | None, "run folder (default: runs/<recipe>-<dataset>)"),
-        opt("root", None, Path | None, "dataset root (default: $ROBUSTKIT_DATA or ~/.cache/robustkit/data)"),
-        opt("download", False, bool, "download the dataset if it is missing"),
-        opt("limit", None, int | None, "number of test images (default: the profile's)"),
-        opt("overwrite", False, bool, "replace an existing run folder"),
-        opt("progress", True, bool, "show progress bars"),
-    ]
-
-
-def command(run: Callable[..., Path], default_dataset: str) -> Callable[[list[str] | None], None]:
-    """Turn ``run(options, **own_options)`` into a command-line entry point ``main(argv)``.
-
-    The common options come first; the recipe's own keyword arguments become options too.
-    """
-    import typer
-
-    common = _common_parameters(default_dataset)
-    names = {p.name for p in common}
-    own = [
-        p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
-        for p in inspect.signature(run).parameters.values()
-        if p.name != "options"
-    ]
-
-    def entry(**kwargs: Any) -> None:
-        options = RecipeOptions(**{k: kwargs.pop(k) for k in names})
-        path = run(options, **kwargs)
-        typer.echo(f"report: {path / 'report.md'}")
-
-    entry.__signature__ = inspect.Signature(common + own)  # type: ignore[attr-defined]
-    entry.__doc__ = run.__doc__
-
-    def main(argv: list[str] | None = None) -> None:
-        from .cli import run_guarded
-
-        app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-        app.command()(entry)
-        run_guarded(app, sys.argv[1:] if argv is None else argv)
-
-    return main
-
-
-__all__ = ["Context", "RecipeOptions", "command", "comparison", "finish", "fmt", "header", "start", "table"]
+__all__ = ["Context", "RecipeOptions", "comparison", "finish", "fmt", "header", "start", "table"]

@@ -16,10 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.checks import model_device
+from ..core.errors import CheckpointError
+from .batches import slices
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import ImageSet
-from .errors import CheckpointError
-from .models import build_model
+from .models import build_model, model_spec
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +91,9 @@ def _validate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainC
     """Validation score, higher is better: accuracy, or minus the reconstruction MSE."""
     model.eval()
     total, correct = 0.0, 0
-    for i in range(0, len(x), 512):
-        loss, hits = _loss(model, x[i : i + 512], y[i : i + 512], config)
-        total += float(loss) * len(x[i : i + 512])
+    for s in slices(len(x), 512):
+        loss, hits = _loss(model, x[s], y[s], config)
+        total += float(loss) * len(x[s])
         correct += int(hits)
     model.train()
     return -total / len(x) if config.objective == "reconstruct" else correct / len(x)
@@ -115,7 +117,7 @@ def fit(
 
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    device = next(model.parameters()).device
+    device = model_device(model)
     x_val = y_val = None
     if config.patience is not None:
         order = torch.randperm(len(x), generator=generator)
@@ -200,7 +202,7 @@ def train_model(
     batch_hook: BatchHook | None = None,
     epoch_hook: EpochHook | None = None,
     key_extra: dict | None = None,
-    cache: bool | Path = True,
+    cache: bool | str | Path = True,
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> tuple[nn.Module, dict[str, Any]]:
@@ -233,3 +235,10 @@ def train_model(
     if path is not None:
         save_checkpoint(path, model, spec, meta)
     return model, {**meta, "cache": None if path is None else str(path), "cached": False}
+
+
+def train_autoencoder(data: ImageSet, config: TrainConfig | None = None, cache: bool | str | Path = True) -> nn.Module:
+    """robustkit's ConvAutoencoder trained on ``data`` (or loaded from the cache)."""
+    config = config or TrainConfig(epochs=20, batch_size=128, objective="reconstruct")
+    autoencoder, _ = train_model(model_spec("autoencoder", data.info), data, config, cache=cache)
+    return autoencoder

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .files import write_json, write_text
+from ..core.files import write_json, write_text
 
 
 class RunFolder:

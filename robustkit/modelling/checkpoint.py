@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import CheckpointError
-from .files import atomic_path
+from ..core.errors import CheckpointError
+from ..core.files import atomic_path
 from .models import build_model
 
 FORMAT = "robustkit-checkpoint"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_path
+from ..core.files import atomic_path
 
 
 def _figure(ncols: int = 1, size: tuple[float, float] = (5.0, 3.6)):

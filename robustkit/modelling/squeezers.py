@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .attacks.base import require
+from ..core.backends import require
 
 Squeezer = Callable[[torch.Tensor], torch.Tensor]
 

@@ -1,4 +1,4 @@
-"""Accuracy, attacks over a dataset, eps sweeps, minimal budgets, agreement and OOD metrics."""
+"""Accuracy, attacks over a dataset, eps sweeps, minimal budgets and cross-backend agreement."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .attacks.base import Attack
-from .attacks.reference import gradient_sign_and_logits
-from .checks import check_images, check_labels, inspect_model, model_device, parse_eps, preserved_state, probe
+from ..attacks.base import Attack, attack_batches
+from ..attacks.reference import gradient_sign_and_logits
+from ..core.checks import check_images, check_labels, inspect_model, model_device, parse_eps, preserved_state, probe
+from ..modelling.batches import map_batches, slices
+from ..registry import ATTACKS, attack_class
 
 
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
@@ -25,11 +27,9 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.T
 @torch.no_grad()
 def _predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """`predict` without input checks, for inputs already validated."""
-    device = model_device(model)
     with preserved_state(model):
         model.eval()
-        preds = [model(x[i : i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(x), batch_size)]
-    return torch.cat(preds)
+        return map_batches(lambda b: model(b).argmax(1), x, batch_size, model_device(model))
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
@@ -49,22 +49,6 @@ def random_targets(y: torch.Tensor, num_classes: int, seed: int = 0) -> torch.Te
     generator = torch.Generator().manual_seed(seed)
     shift = torch.randint(1, num_classes, y.shape, generator=generator)
     return (y.cpu() + shift) % num_classes
-
-
-def attack_batches(
-    attack: Attack,
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    target: torch.Tensor | None = None,
-    batch_size: int = 256,
-) -> torch.Tensor:
-    """Run ``attack`` over ``x`` in batches; returns all adversarial images (on x's device)."""
-    out = []
-    for i in range(0, len(x), batch_size):
-        t = None if target is None else target[i : i + batch_size]
-        out.append(attack(model, x[i : i + batch_size], y[i : i + batch_size], target=t))
-    return torch.cat(out)
 
 
 def robust_accuracy(
@@ -125,9 +109,9 @@ def eps_sweep(
 ) -> Sweep:
     """Accuracy under ``attack`` at each eps.
 
-    Single-step attacks (FGSM from any backend, which agree exactly) reuse one gradient
-    per batch, whose forward pass also gives the clean predictions: one forward and one
-    backward, then one forward per nonzero eps. Iterative attacks run once per eps.
+    FGSM (from any backend: they agree exactly, see `agreement`) reuses one gradient per
+    batch, whose forward pass also gives the clean predictions: one forward and one
+    backward, then one forward per nonzero eps. Every other attack runs once per eps.
     """
     eps_list = [parse_eps(e) for e in eps_values]
     check_images(x)
@@ -138,10 +122,11 @@ def eps_sweep(
     hits = np.zeros(len(eps_list))
     target_hits = np.zeros(len(eps_list))
     passes = {"forward": 0, "backward": 0}
-    for i in range(0, len(x), batch_size):
-        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-        tb = None if target is None else target[i : i + batch_size]
-        direction, clean = _direction(model, xb, yb, tb) if attack.single_step else (None, None)
+    reuse_gradient = attack.name == "fgsm"
+    for s in slices(len(x), batch_size):
+        xb, yb = x[s], y[s]
+        tb = None if target is None else target[s]
+        direction, clean = _direction(model, xb, yb, tb) if reuse_gradient else (None, None)
         if direction is not None:
             passes["forward"] += 1
             passes["backward"] += 1
@@ -236,13 +221,11 @@ def agreement(
     One row per backend: adversarial accuracy, max |Δx| and fraction of equal predictions
     against the first backend, mean perturbation norms.
     """
-    from .registry import ATTACKS, attack
-
     if name not in ATTACKS:
         raise ValueError(f"unknown attack {name!r}; valid names: {', '.join(ATTACKS)}")
     rows, first_adv, first_pred = [], None, None
     for backend in backends or list(ATTACKS[name]):
-        adv = attack(name, backend, **params)(model, x, y, target=target)
+        adv = attack_class(name, backend)(**params)(model, x, y, target=target)
         preds = predict(model, adv)
         delta = (adv - x).flatten(1)
         row = {
@@ -257,45 +240,3 @@ def agreement(
         row["prediction_agreement"] = _rate(preds == first_pred)
         rows.append(row)
     return rows
-
-
-@dataclass
-class OODResult:
-    """OOD metrics (OOD = positive class) and the raw scores they came from."""
-
-    metrics: dict[str, float]
-    id_scores: np.ndarray
-    ood_scores: np.ndarray
-
-
-def ood_metrics(id_scores: Sequence[float] | np.ndarray, ood_scores: Sequence[float] | np.ndarray) -> dict[str, float]:
-    """AUROC, AUPR-IN, AUPR-OUT and FPR@95%TPR with OOD as the positive class.
-
-    Higher scores mean more likely OOD. AUPR is the trapezoidal area under scikit-learn's
-    precision-recall curve, as pytorch-ood computes it; ties are handled rank-wise.
-    """
-    from sklearn.metrics import auc, precision_recall_curve, roc_auc_score, roc_curve
-
-    id_scores, ood_scores = np.asarray(id_scores, dtype=np.float64), np.asarray(ood_scores, dtype=np.float64)
-    if len(id_scores) == 0 or len(ood_scores) == 0:
-        raise ValueError("OOD metrics need at least one ID and one OOD score")
-    scores = np.concatenate([id_scores, ood_scores])
-    if not np.isfinite(scores).all():
-        raise ValueError("OOD scores contain NaN or inf; check the detector (saturated softmax?)")
-    labels = np.concatenate([np.zeros(len(id_scores)), np.ones(len(ood_scores))])
-    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
-    precision_out, recall_out, _ = precision_recall_curve(labels, scores)
-    precision_in, recall_in, _ = precision_recall_curve(1 - labels, -scores)
-    return {
-        "AUROC": float(roc_auc_score(labels, scores)),
-        "AUPR-IN": float(auc(recall_in, precision_in)),
-        "AUPR-OUT": float(auc(recall_out, precision_out)),
-        "FPR95TPR": float(fpr[np.searchsorted(tpr, 0.95, side="left")]),
-    }
-
-
-def ood(detector: Any, id_x: torch.Tensor, ood_x: torch.Tensor, batch_size: int = 512) -> OODResult:
-    """Score ID and OOD images with a fitted detector and compute `ood_metrics`."""
-    id_scores = detector.score_batches(id_x, batch_size)
-    ood_scores = detector.score_batches(ood_x, batch_size)
-    return OODResult(ood_metrics(id_scores, ood_scores), id_scores, ood_scores)

@@ -1,0 +1,5 @@
+"""``python -m robustkit``: the command line."""
+
+from robustkit.app.cli import main
+
+main()

@@ -1,0 +1,365 @@
+"""The ``robustkit`` command line (typer): parse options, call the runner or a task, print.
+
+Heavy imports (torch, backends) happen inside the commands, so ``robustkit --help`` is fast.
+Every command runs under one guard (`main`): expected errors print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import sys
+import typing
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..core.errors import RobustkitError
+from .recipes import load_recipe, recipes
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="Attack, defend and OOD-score PyTorch image classifiers with one API over ART, torchattacks, foolbox and pytorch-ood.",
+)
+run_app = typer.Typer(
+    help="Run a recipe (one per documented experiment): robustkit run NAME [OPTIONS]; robustkit run NAME --help.",
+    no_args_is_help=True,
+)
+app.add_typer(run_app, name="run")
+
+EXPECTED = (RobustkitError, ValueError, TypeError, FileNotFoundError, FileExistsError)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: the one error guard (``--debug`` anywhere shows tracebacks)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    try:
+        if args[:1] == ["run"]:
+            if len(args) > 1 and not args[1].startswith("-"):
+                load_recipe(args[1])  # an unknown name fails here, naming the valid ones
+            add_recipe_commands()
+        code = app(args=args, prog_name="robustkit", standalone_mode=False)
+    except typer.Exit as err:
+        raise SystemExit(err.exit_code) from None
+    except typer.Abort:
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted; nothing half-written is kept, rerun to resume from the cache", err=True)
+        raise SystemExit(130) from None
+    except EXPECTED as err:
+        if debug:
+            raise
+        message = str(err).strip("'\"")
+        typer.echo(f"error: {message} (run with --debug for a traceback)", err=True)
+        raise SystemExit(2) from None
+    except Exception as err:  # usage errors from typer's click: they know how to show themselves
+        if hasattr(err, "show") and hasattr(err, "exit_code") and not debug:
+            err.show()
+            raise SystemExit(err.exit_code) from None
+        raise
+    if isinstance(code, int) and code:  # typer returns 130 for Ctrl-C when not standalone
+        if code == 130:
+            typer.echo("error: interrupted; nothing half-written is kept, rerun to resume from the cache", err=True)
+        raise SystemExit(code)
+
+
+def recipe_main(name: str) -> None:
+    """``python recipes/<name>.py [OPTIONS]``: the same as ``robustkit run <name> [OPTIONS]``."""
+    main(["run", name, *sys.argv[1:]])
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="show full tracebacks of errors")] = False) -> None:
+    """Attack, defend and OOD-score PyTorch image classifiers."""
+
+
+# ---------------------------------------------------------------- recipes
+
+
+def _option_parameter(name: str, default: Any, annotation: Any, help: str) -> inspect.Parameter:
+    flag = "--" + name.replace("_", "-")
+    flags = [f"{flag}/--no-{name.replace('_', '-')}"] if annotation is bool else [flag]
+    option = typer.Option(default, *flags, help=help)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+
+
+def _recipe_parameters(module: Any) -> tuple[list[inspect.Parameter], list[inspect.Parameter]]:
+    """The common options (from `RecipeOptions`) and the recipe's own (``Annotated[type, "help"]``)."""
+    from .runner import RecipeOptions
+
+    hints = typing.get_type_hints(RecipeOptions)
+    common = []
+    for f in dataclasses.fields(RecipeOptions):
+        if f.metadata.get("cli", True):
+            default = module.DEFAULT_DATASET if f.name == "dataset" else f.default
+            common.append(_option_parameter(f.name, default, hints[f.name], f.metadata["help"]))
+    own_hints = typing.get_type_hints(module.run, include_extras=True)
+    own = []
+    for p in inspect.signature(module.run).parameters.values():
+        if p.name == "options":
+            continue
+        hint = own_hints[p.name]
+        args = typing.get_args(hint)
+        if typing.get_origin(hint) is not Annotated or not isinstance(args[1], str):
+            raise TypeError(f"recipe option {p.name!r} needs a help text: Annotated[{hint}, 'what it does']")
+        own.append(_option_parameter(p.name, p.default, args[0], args[1]))
+    return common, own
+
+
+def recipe_command(name: str) -> None:
+    """Register recipe ``name`` as ``robustkit run <name>``, its options from its ``run`` signature."""
+    module = load_recipe(name)
+    common, own = _recipe_parameters(module)
+    common_names = [p.name for p in common]
+
+    def entry(**kwargs: Any) -> None:
+        from .runner import RecipeOptions
+
+        options = RecipeOptions(**{k: kwargs.pop(k) for k in common_names})
+        path = module.run(options, **kwargs)
+        typer.echo(f"report: {path / 'report.md'}")
+
+    entry.__signature__ = inspect.Signature(common + own)  # type: ignore[attr-defined]
+    run_app.command(name=name, help=(module.run.__doc__ or module.SUMMARY), short_help=module.SUMMARY)(entry)
+
+
+def add_recipe_commands() -> None:
+    """Register every recipe under ``robustkit run`` (imports the recipes, so only when needed)."""
+    registered = {c.name for c in run_app.registered_commands}
+    for name in recipes():
+        if name not in registered:
+            recipe_command(name)
+
+
+@app.command("recipes")
+def list_recipes() -> None:
+    """List the recipes (one per documented experiment)."""
+    _print_table("recipes", ["name", "what", "default dataset"], [[r.name, r.summary, r.default_dataset] for r in recipes().values()])
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="folder for the seven run folders")] = Path("runs/demo"),
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = False,
+) -> None:
+    """Run every recipe on the embedded digits data (offline, about a minute)."""
+    import time
+
+    from .runner import RecipeOptions
+
+    for name in recipes():
+        start = time.time()
+        options = RecipeOptions(dataset="digits", out=out / name, overwrite=True, progress=progress)
+        path = load_recipe(name).run(options)
+        typer.echo(f"{name:<26} {time.time() - start:5.1f} s  {path / 'report.md'}")
+
+
+# ---------------------------------------------------------------- listings
+
+
+def _print_table(title: str, headers: list[str], rows: list[list[Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for h in headers:
+        table.add_column(h)
+    for row in rows:
+        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
+    Console().print(table)
+
+
+@app.command()
+def datasets() -> None:
+    """List the dataset names load_dataset understands."""
+    from ..modelling.data import LOADERS, default_root
+
+    notes = {
+        "digits": "scikit-learn 8×8 digits, embedded, offline",
+        "cifar10": "CIFAR-10 (python batches; --download fetches them)",
+        "cifar100": "CIFAR-100; cifar100:bottle,clock keeps those classes",
+        "mnist": "MNIST (idx files; --download fetches them)",
+        "fakedata": "torchvision FakeData noise images, shape of the ID set",
+        "imagefolder": "imagefolder:PATH with PATH/<split>/<class>/*.png",
+    }
+    _print_table(f"datasets (root: {default_root()})", ["name", "what"], [[k, notes[k]] for k in LOADERS])
+
+
+def _params_text(params: list[dict[str, str]]) -> str:
+    return "; ".join(f"{p['name']}={p['default']}" + (f" ({p['range']})" if p["range"] else "") for p in params) or "–"
+
+
+@app.command("list")
+def list_components(
+    kind: Annotated[str | None, typer.Argument(help="attacks, detectors or defenses (default: all three)")] = None,
+) -> None:
+    """List attacks, detectors and defenses with their parameters (robustkit list attacks)."""
+    from ..registry import KINDS, catalogue
+
+    kinds = KINDS if kind is None else (kind,)
+    for k in kinds:
+        rows = catalogue(k)  # an unknown kind raises a ValueError naming the valid ones
+        if k == "attacks":
+            headers = ["name", "backend", "norm", "targeted", "parameters"]
+            body = [
+                [r["name"], r["backend"] + (" (default)" if r["default"] else ""), r["norm"], r["targeted"],
+                 _params_text(r["params"])]
+                for r in rows
+            ]  # fmt: skip
+        else:
+            headers = ["name", "what", "parameters"]
+            body = [[r["name"], r["summary"], _params_text(r["params"])] for r in rows]
+        _print_table(k, headers, body)
+
+
+# ---------------------------------------------------------------- single-model commands
+
+
+def _load_model(path: Path):
+    from ..modelling.checkpoint import load_checkpoint
+
+    return load_checkpoint(path)[0]
+
+
+@app.command()
+def train(
+    dataset: Annotated[str, typer.Option(help="dataset name")] = "digits",
+    arch: Annotated[str | None, typer.Option(help="small_cnn, cnn6, resnet18, autoencoder")] = None,
+    epochs: Annotated[int, typer.Option(help="training epochs")] = 10,
+    lr: Annotated[float, typer.Option(help="learning rate")] = 1e-3,
+    batch_size: Annotated[int, typer.Option(help="batch size")] = 64,
+    seed: Annotated[int, typer.Option(help="seed")] = 0,
+    out: Annotated[Path, typer.Option(help="checkpoint file to write")] = Path("model.pt"),
+    root: Annotated[Path | None, typer.Option(help="dataset root")] = None,
+    download: Annotated[bool, typer.Option(help="download the dataset if missing")] = False,
+) -> None:
+    """Train a model (cached) and write its checkpoint."""
+    from ..evaluate import accuracy
+    from ..modelling.checkpoint import save_checkpoint
+    from ..modelling.data import load_dataset
+    from ..modelling.models import default_arch, model_spec
+    from ..modelling.train import TrainConfig, train_model
+
+    data = load_dataset(dataset, "train", root=root, download=download)
+    arch = arch or default_arch(data.info.shape)
+    objective = "reconstruct" if arch == "autoencoder" else "classify"
+    config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, objective=objective)
+    spec = model_spec(arch, data.info)
+    model, meta = train_model(spec, data, config)
+    save_checkpoint(out, model, spec, meta)
+    if objective == "classify":
+        test = load_dataset(dataset, "test", root=root)
+        typer.echo(f"test accuracy {accuracy(model, test.x, test.y):.4f}")
+    typer.echo(f"checkpoint: {out}")
+
+
+@app.command()
+def attack(
+    model: Annotated[Path, typer.Option(help="robustkit checkpoint")],
+    dataset: Annotated[str, typer.Option(help="dataset name")] = "digits",
+    attack_name: Annotated[str, typer.Option("--attack", help="attack name (robustkit list attacks)")] = "pgd",
+    backend: Annotated[str | None, typer.Option(help="backend (default: the attack's default)")] = None,
+    eps: Annotated[str, typer.Option(help="budget, e.g. 8/255 or 0.1")] = "8/255",
+    sweep: Annotated[str | None, typer.Option(help="comma-separated eps values for a sweep")] = None,
+    steps: Annotated[int | None, typer.Option(help="iterations, for iterative attacks")] = None,
+    limit: Annotated[int, typer.Option(help="number of test images")] = 512,
+    out: Annotated[Path, typer.Option(help="run folder")] = Path("runs/attack"),
+    overwrite: Annotated[bool, typer.Option(help="replace an existing run folder")] = False,
+    root: Annotated[Path | None, typer.Option(help="dataset root")] = None,
+) -> None:
+    """Attack a trained model on a test set: accuracy, per-eps table, image grid."""
+    from .tasks import attack_run
+
+    params: dict[str, Any] = {"eps": eps} if steps is None else {"eps": eps, "steps": steps}
+    net = _load_model(model)
+    folder, results = attack_run(
+        net, dataset, attack_name, params, out, backend=backend, sweep=sweep, limit=limit, overwrite=overwrite, root=root
+    )
+    typer.echo(
+        f"clean {results['clean_accuracy']:.4f}  robust {results['robust_accuracy']:.4f}  "
+        f"report: {folder.path / 'report.md'}"
+    )
+
+
+@app.command()
+def ood(
+    model: Annotated[Path, typer.Option(help="robustkit checkpoint")],
+    id_data: Annotated[str, typer.Option("--id", help="ID dataset")] = "digits",
+    ood_data: Annotated[str, typer.Option("--ood", help="OOD dataset (fakedata: noise of the ID shape)")] = "fakedata",
+    detectors: Annotated[str, typer.Option(help="comma-separated detector names")] = "max_logit,max_softmax,energy",
+    limit: Annotated[int | None, typer.Option(help="images per set")] = 1000,
+    out: Annotated[Path, typer.Option(help="run folder")] = Path("runs/ood"),
+    overwrite: Annotated[bool, typer.Option(help="replace an existing run folder")] = False,
+    root: Annotated[Path | None, typer.Option(help="dataset root")] = None,
+) -> None:
+    """OOD-score ID vs OOD test images with several detectors: metrics table and figures."""
+    from .tasks import OOD_HEADERS, ood_run
+
+    names = [d.strip() for d in detectors.split(",") if d.strip()]
+    net = _load_model(model)
+    _, rows = ood_run(net, id_data, ood_data, names, out, limit=limit, overwrite=overwrite, root=root)
+    _print_table(f"{id_data} vs {ood_data}", OOD_HEADERS, rows)
+
+
+@app.command()
+def defend(
+    model: Annotated[Path, typer.Option(help="robustkit checkpoint of the model to defend")],
+    defense_name: Annotated[str, typer.Option("--defense", help="defense name (robustkit list defenses)")] = "adversarial_training",
+    param: Annotated[list[str] | None, typer.Option(help="a defense parameter as NAME=VALUE (repeatable)")] = None,
+    dataset: Annotated[str, typer.Option(help="training dataset (training defenses)")] = "digits",
+    attack_name: Annotated[str, typer.Option("--attack", help="attack for adversarial training and evaluation")] = "fgsm",
+    eps: Annotated[str, typer.Option(help="budget")] = "0.1",
+    epochs: Annotated[int, typer.Option(help="training epochs (training defenses)")] = 10,
+    out: Annotated[Path, typer.Option(help="checkpoint for a trained defense")] = Path("defended.pt"),
+    root: Annotated[Path | None, typer.Option(help="dataset root")] = None,
+) -> None:
+    """Defend a model and print clean / attacked accuracy before and after."""
+    from ..modelling.checkpoint import save_checkpoint
+    from .tasks import defend_run, parse_value
+
+    params = {}
+    for item in param or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--param {item!r} must look like NAME=VALUE, e.g. --param size=3")
+        params[key.strip()] = parse_value(value)
+    net = _load_model(model)
+    defended, rows = defend_run(net, defense_name, params, dataset, attack_name, eps, epochs, root=root)
+    _print_table(f"{defense_name} vs {attack_name} eps={eps}", ["model", "clean", "attacked (adaptive)"], rows)
+    if hasattr(defended, "robustkit_spec"):
+        save_checkpoint(out, defended, defended.robustkit_spec, {"defense": defense_name})
+        typer.echo(f"checkpoint: {out}")
+
+
+@app.command()
+def crosscheck(
+    name: Annotated[str, typer.Argument(help="attack name, e.g. fgsm")],
+    model: Annotated[Path | None, typer.Option(help="checkpoint (default: the cached digits model)")] = None,
+    dataset: Annotated[str, typer.Option(help="dataset name")] = "digits",
+    eps: Annotated[str | None, typer.Option(help="budget")] = None,
+    limit: Annotated[int, typer.Option(help="number of test images")] = 128,
+) -> None:
+    """Run one attack from every backend on the same batch and compare them."""
+    from ..evaluate import agreement
+    from ..modelling.data import load_dataset
+    from ..modelling.models import default_arch, model_spec
+    from ..modelling.train import TrainConfig, train_model
+
+    test = load_dataset(dataset, "test", limit=limit)
+    if model is None:
+        train_set = load_dataset(dataset, "train")
+        net, _ = train_model(model_spec(default_arch(train_set.info.shape), train_set.info), train_set, TrainConfig())
+    else:
+        net = _load_model(model)
+    rows = agreement(name, net, test.x, test.y, **({} if eps is None else {"eps": eps}))
+    keys = ["backend", "accuracy", "mean_linf", "mean_l2", "max_abs_diff", "prediction_agreement"]
+    _print_table(f"{name}: backends on the same {len(test)} images", keys, [[r[k] for k in keys] for r in rows])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,4 @@
+"""Modelling layer: datasets, models, the training loop, checkpoints and input squeezers.
+
+Imports only `robustkit.core`.
+"""
