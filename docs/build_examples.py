@@ -47,8 +47,8 @@ def example_page(name: str, module, folder: Path) -> str:
 
 def agreement_table(quick: bool) -> str:
     import robustkit as rk
-    from robustkit.models import model_spec
-    from robustkit.recipe import PROFILES
+    from robustkit.app.runner import PROFILES
+    from robustkit.modelling.models import model_spec
 
     train, test = rk.load_dataset("digits", "train"), rk.load_dataset("digits", "test", limit=32 if quick else 200)
     config = PROFILES["small"].train
@@ -81,8 +81,10 @@ def benchmarks_table() -> str:
 def cli_reference() -> str:
     from typer.testing import CliRunner
 
-    from robustkit.cli import app
+    from robustkit.app.cli import add_recipe_commands, app
+    from robustkit.app.recipes import recipes
 
+    add_recipe_commands()
     runner = CliRunner()
     parts = ["# Command line", "", "Every command and its options, as `robustkit COMMAND --help` prints them.", ""]
     for command in ("", "datasets", "list", "recipes", "run", "demo", "train", "attack", "ood", "defend", "crosscheck"):
@@ -90,13 +92,9 @@ def cli_reference() -> str:
         out = runner.invoke(app, args, env={"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"}).output
         heading = f"## `robustkit {command}`" if command else "## `robustkit`"
         parts += [heading, "", "```text", out.rstrip(), "```", ""]
-    parts += [
-        "Recipe options (`robustkit run NAME --help`):",
-        "",
-        "```text",
-        runner.invoke(app, ["run", "fgsm-sweep", "--help"], env={"COLUMNS": "100", "NO_COLOR": "1"}).output.rstrip(),
-        "```",
-    ]
+    for name in recipes():
+        out = runner.invoke(app, ["run", name, "--help"], env={"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"}).output
+        parts += [f"## `robustkit run {name}`", "", "```text", out.rstrip(), "```", ""]
     return "\n".join(parts) + "\n"
 
 
@@ -106,12 +104,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--docs-dir", type=Path, default=ROOT / "docs")
     args = parser.parse_args(argv)
     os.environ.setdefault("MPLBACKEND", "Agg")
-    from robustkit.cli import RECIPES, load_recipe
-    from robustkit.recipe import RecipeOptions
+    from robustkit.app.recipes import load_recipe, recipes
+    from robustkit.app.runner import RecipeOptions
 
     examples, generated = args.docs_dir / "examples", args.docs_dir / "generated"
     generated.mkdir(parents=True, exist_ok=True)
-    for name in RECIPES:
+    for name in recipes():
         module = load_recipe(name)
         extra = {"epochs": 1, "limit": 60} if args.quick else {}
         options = RecipeOptions(dataset="digits", out=examples / name, overwrite=True, progress=False, **extra)
