@@ -78,6 +78,53 @@ def benchmarks_table() -> str:
     return "\n".join(rows) + f"\n\nBatch {meta['batch']}, {meta['threads']} threads, torch {meta['torch']}.\n"
 
 
+def _paper_link(paper: str) -> str:
+    """``Authors Year, Title, URL`` as a Markdown link on the title."""
+    head, _, url = paper.rpartition(", ")
+    return f"[{head}]({url})" if url.startswith("http") else paper
+
+
+def component_reference() -> str:
+    """One table per kind from the registry's declarations: names, backends, parameters, papers."""
+    from robustkit.registry import catalogue
+
+    intro = {
+        "attacks": "Construct with `robustkit.attack(name, backend=None, **params)`; the first backend listed is the default.",
+        "detectors": "Construct with `robustkit.detector(name, **params)`, then `.fit(model, train_data).score(x)`; "
+        "higher scores mean more likely OOD (or adversarial).",
+        "defenses": "Construct with `robustkit.defense(name, **params)`, then `.apply(model, train_data)`.",
+    }
+    parts = [
+        "# Reference",
+        "",
+        "Generated from the registry and the parameter declarations (`robustkit list` prints the same).",
+        "Every parameter is checked when the object is built.",
+        "",
+    ]
+    for kind in ("attacks", "detectors", "defenses"):
+        parts += [f"## {kind.capitalize()}", "", intro[kind], ""]
+        for row in catalogue(kind):
+            title = f"### `{row['name']}`" + (f" — {row['backend']}" if "backend" in row else "")
+            parts += [title, "", row["summary"], ""]
+            if "backend" in row:
+                parts += [
+                    f"Norm: {row['norm']}; targeted mode: {'yes' if row['targeted'] else 'no'}"
+                    + ("; default backend." if row["default"] else "."),
+                    "",
+                ]
+            parts += [f"Paper: {'; '.join(_paper_link(p) for p in row['paper'].split('; '))}", ""]
+            if row["params"]:
+                parts += ["| parameter | type | default | accepted | meaning |", "|---|---|---|---|---|"]
+                parts += [
+                    f"| `{p['name']}` | {p['type'].replace(' | ', ' or ')} | `{p['default']}` | {p['range'] or '–'} | {p['help']} |"
+                    for p in row["params"]
+                ]
+            else:
+                parts.append("No parameters.")
+            parts.append("")
+    return "\n".join(parts)
+
+
 def cli_reference() -> str:
     from typer.testing import CliRunner
 
@@ -119,6 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     (generated / "agreement.md").write_text(agreement_table(args.quick))
     (generated / "benchmarks.md").write_text(benchmarks_table())
     (args.docs_dir / "cli.md").write_text(cli_reference())
+    (args.docs_dir / "reference.md").write_text(component_reference())
 
 
 if __name__ == "__main__":

@@ -37,3 +37,6 @@ def test_docs_build_strict(tmp_path):
     )
     assert "agreement" in (tmp_path / "site" / "backends" / "index.html").read_text().lower()
     assert "attack_table" in (tmp_path / "site" / "api" / "index.html").read_text()
+    reference = (tmp_path / "site" / "reference" / "index.html").read_text()
+    assert "random_start" in reference and "arxiv.org/abs/1706.06083" in reference and "feature_squeezing" in reference
+    assert "robustkit run fgsm-sweep [OPTIONS]" in (tmp_path / "site" / "cli" / "index.html").read_text()

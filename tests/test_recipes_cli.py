@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from robustkit.app.cli import app
+from robustkit.app.cli import app, main
 from robustkit.app.recipes import load_recipe, recipes
 from robustkit.app.runner import RecipeOptions
 
@@ -95,6 +95,19 @@ def test_cli_help_lists_and_errors():
     listing = runner.invoke(app, ["list", "attacks"])
     assert listing.exit_code == 0 and "ddn" in listing.output and "foolbox" in listing.output
     assert "fgsm-budget" in runner.invoke(app, ["recipes"]).output
+    everything = runner.invoke(app, ["list"])
+    assert everything.exit_code == 0
+    assert all(word in everything.output for word in ("attacks", "detectors", "defenses", "mahalanobis", "bit_depth"))
+
+
+def test_run_help_lists_recipes_and_each_recipe_shows_its_full_usage(capsys):
+    main(["run", "--help"])  # help returns normally (exit status 0)
+    listing = capsys.readouterr().out
+    assert all(name in listing for name in RECIPES)
+    main(["run", "fgsm-sweep", "--help"])
+    usage = capsys.readouterr().out
+    assert "robustkit run fgsm-sweep [OPTIONS]" in usage
+    assert "class of the targeted sweep" in usage and "auto (CUDA when available)" in usage
 
 
 @pytest.mark.parametrize(

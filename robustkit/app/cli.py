@@ -220,6 +220,19 @@ def list_components(
 # ---------------------------------------------------------------- single-model commands
 
 
+def _parse_params(items: list[str] | None) -> dict[str, Any]:
+    """``["size=3", "mix=0.5"]`` → ``{"size": 3, "mix": 0.5}`` (checked later by the component)."""
+    from .tasks import parse_value
+
+    params = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--param {item!r} must look like NAME=VALUE, e.g. --param steps=20")
+        params[key.strip()] = parse_value(value)
+    return params
+
+
 def _load_model(path: Path):
     from ..modelling.checkpoint import load_checkpoint
 
@@ -267,6 +280,7 @@ def attack(
     eps: Annotated[str, typer.Option(help="budget, e.g. 8/255 or 0.1")] = "8/255",
     sweep: Annotated[str | None, typer.Option(help="comma-separated eps values for a sweep")] = None,
     steps: Annotated[int | None, typer.Option(help="iterations, for iterative attacks")] = None,
+    param: Annotated[list[str] | None, typer.Option(help="any other attack parameter as NAME=VALUE (repeatable)")] = None,
     limit: Annotated[int, typer.Option(help="number of test images")] = 512,
     out: Annotated[Path, typer.Option(help="run folder")] = Path("runs/attack"),
     overwrite: Annotated[bool, typer.Option(help="replace an existing run folder")] = False,
@@ -275,7 +289,9 @@ def attack(
     """Attack a trained model on a test set: accuracy, per-eps table, image grid."""
     from .tasks import attack_run
 
-    params: dict[str, Any] = {"eps": eps} if steps is None else {"eps": eps, "steps": steps}
+    params: dict[str, Any] = {"eps": eps, **_parse_params(param)}
+    if steps is not None:
+        params["steps"] = steps
     net = _load_model(model)
     folder, results = attack_run(
         net, dataset, attack_name, params, out, backend=backend, sweep=sweep, limit=limit, overwrite=overwrite, root=root
@@ -320,16 +336,10 @@ def defend(
 ) -> None:
     """Defend a model and print clean / attacked accuracy before and after."""
     from ..modelling.checkpoint import save_checkpoint
-    from .tasks import defend_run, parse_value
+    from .tasks import defend_run
 
-    params = {}
-    for item in param or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--param {item!r} must look like NAME=VALUE, e.g. --param size=3")
-        params[key.strip()] = parse_value(value)
     net = _load_model(model)
-    defended, rows = defend_run(net, defense_name, params, dataset, attack_name, eps, epochs, root=root)
+    defended, rows = defend_run(net, defense_name, _parse_params(param), dataset, attack_name, eps, epochs, root=root)
     _print_table(f"{defense_name} vs {attack_name} eps={eps}", ["model", "clean", "attacked (adaptive)"], rows)
     if hasattr(defended, "robustkit_spec"):
         save_checkpoint(out, defended, defended.robustkit_spec, {"defense": defense_name})

@@ -18,7 +18,7 @@ def eps_param(default: float | None, norm: str, optional: bool = False) -> Param
     help = "L∞ budget per pixel (e.g. 8/255)" if norm == "linf" else "L2 budget of the whole perturbation"
     if optional:
         help += "; None: unbounded"
-    return Param("eps", default, help, budget=True, high=1.0 if norm == "linf" else 1e3, optional=optional)
+    return Param("eps", default, help, budget=True, low=0, high=1.0 if norm == "linf" else 1e3, optional=optional)
 
 
 ALPHA = Param("alpha", None, "step size; None: 2.5·eps/steps (Madry et al.)", low=0, low_open=True, optional=True)

@@ -92,6 +92,14 @@ class Param:
         name = "budget" if self.budget else " | ".join(getattr(t, "__name__", str(t)) for t in self.types)
         return f"{name} | None" if self.optional else name
 
+    def default_text(self) -> str:
+        """The default as a user would write it (``8/255`` for such a budget)."""
+        if self.budget and isinstance(self.default, float):
+            k = self.default * 255
+            if abs(k - round(k)) < 1e-9 and round(k) > 0:
+                return f"{round(k)}/255"
+        return repr(self.default)
+
     def range_text(self) -> str:
         """The accepted values in words (``> 0``, ``[1, 8]``, ``one of ...``), or ``''``."""
         if self.choices is not None:
@@ -183,7 +191,7 @@ def param_table(cls: type[Configurable]) -> list[dict[str, str]]:
         {
             "name": p.name,
             "type": p.type_name(),
-            "default": repr(p.default),
+            "default": p.default_text(),
             "range": p.range_text(),
             "help": p.help,
         }
