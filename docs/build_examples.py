@@ -136,11 +136,13 @@ def cli_reference() -> str:
     parts = ["# Command line", "", "Every command and its options, as `robustkit COMMAND --help` prints them.", ""]
     for command in ("", "datasets", "list", "recipes", "run", "demo", "train", "attack", "ood", "defend", "crosscheck"):
         args = [command, "--help"] if command else ["--help"]
-        out = runner.invoke(app, args, env={"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"}).output
+        out = runner.invoke(app, args, env={"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"}, prog_name="robustkit").output
         heading = f"## `robustkit {command}`" if command else "## `robustkit`"
         parts += [heading, "", "```text", out.rstrip(), "```", ""]
     for name in recipes():
-        out = runner.invoke(app, ["run", name, "--help"], env={"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"}).output
+        out = runner.invoke(
+            app, ["run", name, "--help"], env={"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"}, prog_name="robustkit"
+        ).output
         parts += [f"## `robustkit run {name}`", "", "```text", out.rstrip(), "```", ""]
     return "\n".join(parts) + "\n"
 

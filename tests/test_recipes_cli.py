@@ -115,7 +115,7 @@ def test_run_help_lists_recipes_and_each_recipe_shows_its_full_usage(capsys):
     [
         (["run", "nonsense"], "unknown recipe"),
         (["run", "fgsm-sweep", "--dataset", "cifar11"], "unknown dataset"),
-        (["attack", "--model", "missing.pt"], "does not exist"),
+        (["attack", "--weights", "missing.pt"], "does not exist"),
     ],
 )
 def test_cli_errors_are_one_line(tmp_path, args, message):

@@ -174,18 +174,21 @@ def _cli(*args, env=None, cwd=None):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["attack", "--model", "model.pt", "--eps", "-1"], "invalid"),
-        (["attack", "--model", "model.pt", "--attack", "cw"], "unknown attack"),
-        (["attack", "--model", "model.pt", "--eps", "8"], "pixel units"),
-        (["attack", "--model", "foreign.pt"], "not a robustkit checkpoint"),
-        (["attack", "--model", "corrupt.pt"], "not a readable checkpoint"),
-        (["attack", "--model", "model.pt", "--dataset", "mnist"], "--download"),
-        (["attack", "--model", "model.pt", "--out", "taken"], "--overwrite"),
-        (["ood", "--model", "model.pt", "--detectors", "max_logit,nope"], "unknown detector"),
-        (["attack", "--model", "model.pt", "--param", "alpha=-1"], "alpha=-1 is out of range"),
-        (["attack", "--model", "model.pt", "--param", "stepz=3"], "no parameter stepz"),
-        (["defend", "--model", "model.pt", "--defense", "median_filter", "--param", "size"], "NAME=VALUE"),
-        (["defend", "--model", "model.pt", "--defense", "median_filter", "--param", "size=0"], "size=0 is out of range"),
+        (["attack", "--weights", "model.pt", "--eps", "-1"], "invalid"),
+        (["attack", "--weights", "model.pt", "--attack", "cw"], "unknown attack"),
+        (["attack", "--weights", "model.pt", "--eps", "8"], "pixel units"),
+        (["attack", "--weights", "foreign.pt"], "weights only (a state_dict); pass --model module:factory"),
+        (["attack", "--weights", "pickled.pt"], "--unsafe-pickle"),
+        (["attack", "--model", "resnet18"], "must look like module:factory"),
+        (["attack", "--model", "torchvision.models:nope"], "has no attribute"),
+        (["attack", "--weights", "corrupt.pt"], "not a file torch can read"),
+        (["attack", "--weights", "model.pt", "--dataset", "mnist"], "--download"),
+        (["attack", "--weights", "model.pt", "--out", "taken"], "--overwrite"),
+        (["ood", "--weights", "model.pt", "--detectors", "max_logit,nope"], "unknown detector"),
+        (["attack", "--weights", "model.pt", "--param", "alpha=-1"], "alpha=-1 is out of range"),
+        (["attack", "--weights", "model.pt", "--param", "stepz=3"], "no parameter stepz"),
+        (["defend", "--weights", "model.pt", "--defense", "median_filter", "--param", "size"], "NAME=VALUE"),
+        (["defend", "--weights", "model.pt", "--defense", "median_filter", "--param", "size=0"], "size=0 is out of range"),
         (["list", "widgets"], "unknown kind"),
         (["run", "fgsm-sweep", "--dataset", "cifar100:unicorn", "--root", "nowhere"], "not found"),
         (["run", "fgsm-sweep", "--dataset", "digits", "--eps", "0,x"], "not a number"),
@@ -203,6 +206,7 @@ def test_cli_bad_input_is_one_line(tmp_path, monkeypatch, capsys, digits_train, 
     save_checkpoint(tmp_path / "model.pt", build_model(spec), spec, {})
     torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
     (tmp_path / "corrupt.pt").write_bytes(b"\x00" * 100)
+    torch.save(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)), tmp_path / "pickled.pt")
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "notes.txt").write_text("keep")
     with pytest.raises(SystemExit) as exit_info:

@@ -233,10 +233,28 @@ def _parse_params(items: list[str] | None) -> dict[str, Any]:
     return params
 
 
-def _load_model(path: Path):
-    from ..modelling.checkpoint import load_checkpoint
+WeightsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--weights",
+        help="model file: a robustkit checkpoint, a state_dict (with --model), TorchScript, or a whole saved module "
+        "(with --unsafe-pickle)",
+    ),
+]
+FactoryOption = Annotated[
+    str | None,
+    typer.Option("--model", help="module:factory (or file.py:factory) that builds the model, e.g. torchvision.models:resnet18"),
+]
+UnsafeOption = Annotated[
+    bool, typer.Option("--unsafe-pickle", help="allow a whole pickled module in --weights (loading it runs code from the file)")
+]
+DeviceOption = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")]
 
-    return load_checkpoint(path)[0]
+
+def _load_model(weights: Path | None, factory: str | None, unsafe_pickle: bool, device: str):
+    from ..modelling.loading import load_model
+
+    return load_model(weights, factory, unsafe_pickle=unsafe_pickle, device=device)
 
 
 @app.command()
@@ -250,8 +268,10 @@ def train(
     out: Annotated[Path, typer.Option(help="checkpoint file to write")] = Path("model.pt"),
     root: Annotated[Path | None, typer.Option(help="dataset root")] = None,
     download: Annotated[bool, typer.Option(help="download the dataset if missing")] = False,
+    device: DeviceOption = "auto",
 ) -> None:
     """Train a model (cached) and write its checkpoint."""
+    from ..core.checks import resolve_device
     from ..evaluate import accuracy
     from ..modelling.checkpoint import save_checkpoint
     from ..modelling.data import load_dataset
@@ -263,7 +283,7 @@ def train(
     objective = "reconstruct" if arch == "autoencoder" else "classify"
     config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, objective=objective)
     spec = model_spec(arch, data.info)
-    model, meta = train_model(spec, data, config)
+    model, meta = train_model(spec, data, config, device=resolve_device(device))
     save_checkpoint(out, model, spec, meta)
     if objective == "classify":
         test = load_dataset(dataset, "test", root=root)
@@ -273,7 +293,10 @@ def train(
 
 @app.command()
 def attack(
-    model: Annotated[Path, typer.Option(help="robustkit checkpoint")],
+    weights: WeightsOption = None,
+    model: FactoryOption = None,
+    unsafe_pickle: UnsafeOption = False,
+    device: DeviceOption = "auto",
     dataset: Annotated[str, typer.Option(help="dataset name")] = "digits",
     attack_name: Annotated[str, typer.Option("--attack", help="attack name (robustkit list attacks)")] = "pgd",
     backend: Annotated[str | None, typer.Option(help="backend (default: the attack's default)")] = None,
@@ -292,7 +315,7 @@ def attack(
     params: dict[str, Any] = {"eps": eps, **_parse_params(param)}
     if steps is not None:
         params["steps"] = steps
-    net = _load_model(model)
+    net = _load_model(weights, model, unsafe_pickle, device)
     folder, results = attack_run(
         net, dataset, attack_name, params, out, backend=backend, sweep=sweep, limit=limit, overwrite=overwrite, root=root
     )
@@ -304,7 +327,10 @@ def attack(
 
 @app.command()
 def ood(
-    model: Annotated[Path, typer.Option(help="robustkit checkpoint")],
+    weights: WeightsOption = None,
+    model: FactoryOption = None,
+    unsafe_pickle: UnsafeOption = False,
+    device: DeviceOption = "auto",
     id_data: Annotated[str, typer.Option("--id", help="ID dataset")] = "digits",
     ood_data: Annotated[str, typer.Option("--ood", help="OOD dataset (fakedata: noise of the ID shape)")] = "fakedata",
     detectors: Annotated[str, typer.Option(help="comma-separated detector names")] = "max_logit,max_softmax,energy",
@@ -317,20 +343,24 @@ def ood(
     from .tasks import OOD_HEADERS, ood_run
 
     names = [d.strip() for d in detectors.split(",") if d.strip()]
-    net = _load_model(model)
+    net = _load_model(weights, model, unsafe_pickle, device)
     _, rows = ood_run(net, id_data, ood_data, names, out, limit=limit, overwrite=overwrite, root=root)
     _print_table(f"{id_data} vs {ood_data}", OOD_HEADERS, rows)
 
 
 @app.command()
 def defend(
-    model: Annotated[Path, typer.Option(help="robustkit checkpoint of the model to defend")],
+    weights: WeightsOption = None,
+    model: FactoryOption = None,
+    unsafe_pickle: UnsafeOption = False,
+    device: DeviceOption = "auto",
     defense_name: Annotated[str, typer.Option("--defense", help="defense name (robustkit list defenses)")] = "adversarial_training",
     param: Annotated[list[str] | None, typer.Option(help="a defense parameter as NAME=VALUE (repeatable)")] = None,
     dataset: Annotated[str, typer.Option(help="training dataset (training defenses)")] = "digits",
     attack_name: Annotated[str, typer.Option("--attack", help="attack for adversarial training and evaluation")] = "fgsm",
     eps: Annotated[str, typer.Option(help="budget")] = "0.1",
     epochs: Annotated[int, typer.Option(help="training epochs (training defenses)")] = 10,
+    limit: Annotated[int, typer.Option(help="number of test images evaluated")] = 1000,
     out: Annotated[Path, typer.Option(help="checkpoint for a trained defense")] = Path("defended.pt"),
     root: Annotated[Path | None, typer.Option(help="dataset root")] = None,
 ) -> None:
@@ -338,8 +368,10 @@ def defend(
     from ..modelling.checkpoint import save_checkpoint
     from .tasks import defend_run
 
-    net = _load_model(model)
-    defended, rows = defend_run(net, defense_name, _parse_params(param), dataset, attack_name, eps, epochs, root=root)
+    net = _load_model(weights, model, unsafe_pickle, device)
+    defended, rows = defend_run(
+        net, defense_name, _parse_params(param), dataset, attack_name, eps, epochs, limit=limit, root=root
+    )
     _print_table(f"{defense_name} vs {attack_name} eps={eps}", ["model", "clean", "attacked (adaptive)"], rows)
     if hasattr(defended, "robustkit_spec"):
         save_checkpoint(out, defended, defended.robustkit_spec, {"defense": defense_name})
@@ -349,23 +381,28 @@ def defend(
 @app.command()
 def crosscheck(
     name: Annotated[str, typer.Argument(help="attack name, e.g. fgsm")],
-    model: Annotated[Path | None, typer.Option(help="checkpoint (default: the cached digits model)")] = None,
+    weights: WeightsOption = None,
+    model: FactoryOption = None,
+    unsafe_pickle: UnsafeOption = False,
+    device: DeviceOption = "auto",
     dataset: Annotated[str, typer.Option(help="dataset name")] = "digits",
     eps: Annotated[str | None, typer.Option(help="budget")] = None,
     limit: Annotated[int, typer.Option(help="number of test images")] = 128,
 ) -> None:
     """Run one attack from every backend on the same batch and compare them."""
+    from ..core.checks import resolve_device
     from ..evaluate import agreement
     from ..modelling.data import load_dataset
     from ..modelling.models import default_arch, model_spec
     from ..modelling.train import TrainConfig, train_model
 
     test = load_dataset(dataset, "test", limit=limit)
-    if model is None:
+    if model is None and weights is None:  # the cached default model of the data set
         train_set = load_dataset(dataset, "train")
-        net, _ = train_model(model_spec(default_arch(train_set.info.shape), train_set.info), train_set, TrainConfig())
+        spec = model_spec(default_arch(train_set.info.shape), train_set.info)
+        net, _ = train_model(spec, train_set, TrainConfig(), device=resolve_device(device))
     else:
-        net = _load_model(model)
+        net = _load_model(weights, model, unsafe_pickle, device)
     rows = agreement(name, net, test.x, test.y, **({} if eps is None else {"eps": eps}))
     keys = ["backend", "accuracy", "mean_linf", "mean_l2", "max_abs_diff", "prediction_agreement"]
     _print_table(f"{name}: backends on the same {len(test)} images", keys, [[r[k] for k in keys] for r in rows])

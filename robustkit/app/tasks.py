@@ -117,6 +117,7 @@ def defend_run(
     eps: str,
     epochs: int,
     *,
+    limit: int = 1000,
     root: Path | None = None,
 ) -> tuple[nn.Module, list[list[Any]]]:
     """Defend ``model``; returns the defended model and clean / attacked accuracy before and after."""
@@ -130,7 +131,7 @@ def defend_run(
         extra["train_config"] = TrainConfig(epochs=epochs)
     defense = cls(**extra, **params)
     train_set = load_dataset(dataset, "train", root=root) if cls.needs_data else None
-    test = load_dataset(dataset, "test", root=root, limit=1000)
+    test = load_dataset(dataset, "test", root=root, limit=limit)
     defended = defense.apply(model, train_set)
     rows = [
         [label, accuracy(m, test.x, test.y), robust_accuracy(atk, m, test.x, test.y)["accuracy"]]

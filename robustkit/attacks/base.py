@@ -10,7 +10,7 @@ from torch import nn
 
 from ..core.checks import check_images, check_labels, inspect_model, model_device, preserved_state
 from ..core.params import Configurable, Param, flag, positive_int
-from ..modelling.batches import slices
+from ..modelling.batches import labelled_batches, slices
 
 
 def eps_param(default: float | None, norm: str, optional: bool = False) -> Param:
@@ -67,9 +67,20 @@ class Attack(Configurable):
         return f"{type(self).__name__}[{self.backend}]({args})"
 
     def __call__(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None
+        self, model: nn.Module, x: Any, y: torch.Tensor | None = None, target: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Return adversarial versions of ``x`` (same shape, dtype and device, in [0, 1])."""
+        """Return adversarial versions of ``x`` (same shape, dtype and device, in [0, 1]).
+
+        ``x`` is a tensor of images with labels ``y``, or an ImageSet or Dataset/DataLoader of
+        ``(image, label)`` pairs, attacked batch by batch (the result holds every image).
+        """
+        if not isinstance(x, torch.Tensor) or y is None:
+            if target is not None:
+                raise TypeError("target= needs images as a tensor x with labels y")
+            batches = [self(model, xb, yb) for xb, yb in labelled_batches(x, y, 256)]
+            if not batches:
+                raise ValueError("the data is empty; pass at least one image")
+            return torch.cat(batches)
         check_images(x)
         num_classes = inspect_model(model, x)
         check_labels(y, len(x), num_classes)

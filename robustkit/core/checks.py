@@ -13,7 +13,7 @@ from torch import nn
 
 PIXEL_HINT = (
     "robustkit works in pixel space: pass images in [0, 1] and put mean/std normalisation "
-    "inside the model (robustkit.models.with_normalization)"
+    "inside the model (robustkit.with_normalization)"
 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
@@ -12,8 +13,8 @@ from torch import nn
 from ..core.checks import check_images, model_device, preserved_state, probe
 from ..core.errors import NotFittedError
 from ..core.params import Configurable
-from ..modelling.batches import map_batches
-from ..modelling.data import Data, ImageSet, as_image_set
+from ..modelling.batches import image_batches, labelled_batches
+from ..modelling.data import Data
 
 
 class Detector(Configurable):
@@ -37,38 +38,50 @@ class Detector(Configurable):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if self._needs_data() and data is None:
             raise ValueError(f"detector {self.name!r} learns from ID training data: call fit(model, train_data)")
-        train = None
-        if data is not None:
-            train = as_image_set(data)
-            check_images(train.x, "the fit data's images")
         self.model, self._fitted = model, False
-        self._fit(train, batch_size)
+        self._fit(data, batch_size)
         self._fitted = True
         return self
+
+    @staticmethod
+    def fit_batches(data: Data, batch_size: int = 512) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The fit data as checked ``(images, labels)`` batches, one in memory at a time."""
+        for xb, yb in labelled_batches(data, None, batch_size):
+            check_images(xb, "the fit data's images")
+            yield xb, yb
 
     def _needs_data(self) -> bool:
         return self.needs_data
 
-    def _fit(self, data: ImageSet | None, batch_size: int) -> None:
-        """Learn from ID data (nothing by default)."""
+    def _fit(self, data: Data | None, batch_size: int) -> None:
+        """Learn from ID data (nothing by default); stream it with `fit_batches`."""
 
     def is_fitted(self) -> bool:
         return self._fitted
 
-    def score(self, x: torch.Tensor) -> torch.Tensor:
-        """Outlier scores of shape (N,), on the CPU; higher = more suspicious."""
+    def score(self, x: Any, batch_size: int = 512) -> torch.Tensor:
+        """Outlier scores of shape (N,), on the CPU; higher = more suspicious.
+
+        ``x`` is a tensor of images, an ImageSet or a Dataset/DataLoader (labels ignored),
+        scored ``batch_size`` images at a time.
+        """
         if not self._fitted:
             raise NotFittedError(f"detector {self.name!r} has not been fitted: call .fit(model, train_data) first")
-        check_images(x)
         module = self._module()
-        probe(module, x)
-        with preserved_state(module):
-            module.eval()
-            return self._score(x.to(model_device(module))).detach().float().cpu()
+        scores = []
+        for xb in image_batches(x, batch_size):
+            check_images(xb)
+            probe(module, xb)
+            with preserved_state(module):
+                module.eval()
+                scores.append(self._score(xb.to(model_device(module))).detach().float().cpu())
+        if not scores:
+            raise ValueError("no images to score; pass at least one image")
+        return torch.cat(scores)
 
-    def score_batches(self, x: torch.Tensor, batch_size: int = 512) -> np.ndarray:
-        """`score` over ``x`` in batches, as a numpy array."""
-        return map_batches(self.score, x, batch_size).numpy()
+    def score_batches(self, x: Any, batch_size: int = 512) -> np.ndarray:
+        """`score` as a numpy array."""
+        return self.score(x, batch_size).numpy()
 
     def _module(self) -> nn.Module:
         """The network ``score`` runs (the classifier by default)."""

@@ -9,7 +9,7 @@ with a forward hook, so any classifier that ends in a linear layer works); pass
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -19,7 +19,6 @@ from ..core.backends import require
 from ..core.checks import model_device, preserved_state
 from ..core.papers import HENDRYCKS_2017, HENDRYCKS_2022, LEE_2018, LIANG_2018, LIU_2020, SUN_2022, WANG_2022
 from ..core.params import Param, component, positive_int
-from ..modelling.batches import map_batches
 from .base import Detector
 
 TEMPERATURE = Param("temperature", 1.0, "softmax temperature T", low=0, low_open=True)
@@ -132,15 +131,20 @@ class _FeatureDetector(Detector):
     def _make(self, pood: Any) -> Any:
         return getattr(pood, self.pood_name)(None)
 
-    def _fit(self, data, batch_size):
-        pood = require("pytorch_ood.detector")
+    def _features(self, data, batch_size) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(features, labels)`` per batch of the fit data, on the model's device."""
         model = self._module()
         device = model_device(model)
         with preserved_state(model), torch.no_grad():
             model.eval()
-            z = map_batches(self._encode, data.x, batch_size, device)
+            for xb, yb in self.fit_batches(data, batch_size):
+                yield self._encode(xb.to(device)), yb.to(device)
+
+    def _fit(self, data, batch_size):
+        pood = require("pytorch_ood.detector")
+        pairs = list(self._features(data, batch_size))  # N×D features; the images are not kept
         self._backend = self._make(pood)
-        self._backend.fit_features(z.to(device), data.y.to(device))
+        self._backend.fit_features(torch.cat([z for z, _ in pairs]), torch.cat([y for _, y in pairs]))
 
     @torch.no_grad()
     def _score(self, x):
@@ -148,12 +152,46 @@ class _FeatureDetector(Detector):
 
 
 class Mahalanobis(_FeatureDetector):
-    """Class-conditional Gaussians with a shared covariance (pytorch_ood.detector.Mahalanobis)."""
+    """Class-conditional Gaussians with a shared covariance (pytorch_ood.detector.Mahalanobis).
+
+    The class means and the pooled scatter matrix are accumulated batch by batch (in float64),
+    so fitting holds neither the images nor the features; the result is set on pytorch-ood's
+    detector exactly as its ``fit_features`` would (scatter not divided by N, ridge 1e-6).
+    """
 
     name = "mahalanobis"
     pood_name = "Mahalanobis"
     parameters = (FEATURES,)
     paper = LEE_2018
+
+    def _fit(self, data, batch_size):
+        pood = require("pytorch_ood.detector")
+        sums: torch.Tensor | None = None
+        counts = outer = None
+        for z, y in self._features(data, batch_size):
+            z = z.double()
+            if sums is None:
+                sums = torch.zeros(0, z.shape[1], dtype=torch.float64, device=z.device)
+                counts = torch.zeros(0, dtype=torch.float64, device=z.device)
+                outer = torch.zeros(z.shape[1], z.shape[1], dtype=torch.float64, device=z.device)
+            classes = int(y.max()) + 1
+            if classes > len(sums):
+                sums = torch.cat([sums, sums.new_zeros(classes - len(sums), z.shape[1])])
+                counts = torch.cat([counts, counts.new_zeros(classes - len(counts))])
+            sums.index_add_(0, y, z)
+            counts.index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
+            outer += z.T @ z
+        assert sums is not None and counts is not None and outer is not None
+        missing = (counts == 0).nonzero().flatten().tolist()
+        if missing:
+            raise ValueError(f"mahalanobis needs every class in the fit data; classes {missing} have no images")
+        mu = sums / counts[:, None]
+        scatter = outer - (mu.T * counts) @ mu  # Σ_i z_i z_iᵀ − Σ_c n_c μ_c μ_cᵀ = Σ_c Σ_{i∈c} (z_i−μ_c)(z_i−μ_c)ᵀ
+        scatter += torch.eye(len(scatter), dtype=torch.float64, device=scatter.device) * 1e-6
+        self._backend = pood.Mahalanobis(None)
+        self._backend.mu = mu.float()
+        self._backend.cov = scatter.float()
+        self._backend.precision = torch.linalg.inv(scatter).float()
 
 
 class KNN(_FeatureDetector):

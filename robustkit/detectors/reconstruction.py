@@ -7,8 +7,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..core.checks import check_images
 from ..core.papers import SAKURADA_2014
 from ..core.params import Param, component
+from ..modelling.data import as_image_set
 from ..modelling.train import TrainConfig, train_autoencoder
 from .base import Detector
 
@@ -50,7 +52,9 @@ class ReconstructionError(Detector):
     def _fit(self, data, batch_size):
         if self.params["autoencoder"] is not None:
             return
-        self.autoencoder = train_autoencoder(data, self.params["train_config"], self.params["cache"])
+        train = as_image_set(data)  # the training loop keeps its data in memory
+        check_images(train.x, "the fit data's images")
+        self.autoencoder = train_autoencoder(train, self.params["train_config"], self.params["cache"])
 
     def _module(self) -> nn.Module:
         assert self.autoencoder is not None

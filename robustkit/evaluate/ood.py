@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 
 @dataclass
@@ -45,8 +44,12 @@ def ood_metrics(id_scores: Sequence[float] | np.ndarray, ood_scores: Sequence[fl
     }
 
 
-def ood(detector: Any, id_x: torch.Tensor, ood_x: torch.Tensor, batch_size: int = 512) -> OODResult:
-    """Score ID and OOD images with a fitted detector and compute `ood_metrics`."""
+def ood(detector: Any, id_x: Any, ood_x: Any, batch_size: int = 512) -> OODResult:
+    """Score ID and OOD images with a fitted detector and compute `ood_metrics`.
+
+    ``id_x`` and ``ood_x`` are image tensors, ImageSets or Datasets/DataLoaders (labels are
+    ignored), scored in batches.
+    """
     id_scores = detector.score_batches(id_x, batch_size)
     ood_scores = detector.score_batches(ood_x, batch_size)
     return OODResult(ood_metrics(id_scores, ood_scores), id_scores, ood_scores)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,18 +10,55 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..attacks.base import Attack, attack_batches
+from ..attacks.base import Attack
 from ..attacks.reference import gradient_sign_and_logits
 from ..core.checks import check_images, check_labels, inspect_model, model_device, parse_eps, preserved_state, probe
-from ..modelling.batches import map_batches, slices
+from ..modelling.batches import image_batches, labelled_batches, map_batches
+from ..modelling.data import as_image_set
 from ..registry import ATTACKS, attack_class
 
 
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Predicted classes of ``x`` (eval mode; the model's state is restored)."""
-    check_images(x)
-    probe(model, x)
-    return _predict(model, x, batch_size)
+def _checked_batches(
+    model: nn.Module,
+    x: Any,
+    y: torch.Tensor | None,
+    batch_size: int,
+    target: torch.Tensor | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    """Validated ``(images, labels, targets)`` batches from any data robustkit takes.
+
+    The model's class count is probed once, on the first batch; one batch is in memory at a time.
+    """
+    if target is not None and not isinstance(x, torch.Tensor):
+        raise TypeError("target= needs images as a tensor x (one target per row of x)")
+    if target is not None and isinstance(x, torch.Tensor) and len(target) != len(x):
+        raise ValueError(f"target has {len(target)} labels for {len(x)} images; pass one target per image")
+    num_classes, offset = None, 0
+    for xb, yb in labelled_batches(x, y, batch_size):
+        check_images(xb)
+        if num_classes is None:
+            num_classes = inspect_model(model, xb)
+        check_labels(yb, len(xb), num_classes)
+        tb = None
+        if target is not None:
+            tb = target[offset : offset + len(xb)]
+            check_labels(tb, len(xb), num_classes, name="target")
+        offset += len(xb)
+        yield xb, yb, tb
+    if num_classes is None:
+        raise ValueError("the data is empty; pass at least one image")
+
+
+def predict(model: nn.Module, x: Any, batch_size: int = 512) -> torch.Tensor:
+    """Predicted classes of ``x`` (a tensor, or a Dataset/DataLoader; eval mode, state restored)."""
+    preds = []
+    for xb in image_batches(x, batch_size):
+        check_images(xb)
+        probe(model, xb)
+        preds.append(_predict(model, xb, batch_size))
+    if not preds:
+        raise ValueError("the data is empty; pass at least one image")
+    return torch.cat(preds)
 
 
 @torch.no_grad()
@@ -32,11 +69,17 @@ def _predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.
         return map_batches(lambda b: model(b).argmax(1), x, batch_size, model_device(model))
 
 
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
-    """Fraction of ``x`` the model classifies as ``y``."""
-    check_images(x)
-    check_labels(y, len(x), inspect_model(model, x))
-    return _rate(_predict(model, x, batch_size) == y.cpu())
+def accuracy(model: nn.Module, x: Any, y: torch.Tensor | None = None, batch_size: int = 512) -> float:
+    """Fraction of the images the model classifies correctly.
+
+    ``x`` is a tensor of images (with labels ``y``), an ImageSet, or a Dataset/DataLoader of
+    ``(image, label)`` pairs, streamed in batches.
+    """
+    hits = total = 0
+    for xb, yb, _ in _checked_batches(model, x, y, batch_size):
+        hits += int((_predict(model, xb, batch_size) == yb.cpu()).sum())
+        total += len(xb)
+    return hits / total
 
 
 def _rate(hits: torch.Tensor) -> float:
@@ -54,22 +97,30 @@ def random_targets(y: torch.Tensor, num_classes: int, seed: int = 0) -> torch.Te
 def robust_accuracy(
     attack: Attack,
     model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    x: Any,
+    y: torch.Tensor | None = None,
     target: torch.Tensor | None = None,
     batch_size: int = 256,
     eval_model: nn.Module | None = None,
 ) -> dict[str, float]:
     """Accuracy under ``attack`` (and, when targeted, the rate of reaching the target).
 
-    ``eval_model`` (default: ``model``) classifies the adversarial images: pass a defended
-    model here and its bare classifier as ``model`` for an oblivious evaluation.
+    ``x`` is a tensor (with ``y``), an ImageSet or a Dataset/DataLoader, streamed in batches:
+    adversarial images are never all held at once. ``eval_model`` (default: ``model``)
+    classifies the adversarial images: pass a defended model here and its bare classifier
+    as ``model`` for an oblivious evaluation.
     """
-    adv = attack_batches(attack, model, x, y, target, batch_size)
-    preds = predict(eval_model or model, adv)
-    out = {"accuracy": _rate(preds == y.cpu())}
+    hits = target_hits = total = 0
+    for xb, yb, tb in _checked_batches(model, x, y, batch_size, target):
+        adv = attack(model, xb, yb, target=tb)
+        preds = _predict(eval_model or model, adv)
+        hits += int((preds == yb.cpu()).sum())
+        if tb is not None:
+            target_hits += int((preds == tb.cpu()).sum())
+        total += len(xb)
+    out = {"accuracy": hits / total}
     if target is not None:
-        out["target_rate"] = _rate(preds == target.cpu())
+        out["target_rate"] = target_hits / total
     return out
 
 
@@ -101,9 +152,9 @@ class Sweep:
 def eps_sweep(
     attack: Attack,
     model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    eps_values: Sequence[float | str],
+    x: Any,
+    y: torch.Tensor | None = None,
+    eps_values: Sequence[float | str] | None = None,
     target: torch.Tensor | None = None,
     batch_size: int = 256,
 ) -> Sweep:
@@ -113,19 +164,16 @@ def eps_sweep(
     batch, whose forward pass also gives the clean predictions: one forward and one
     backward, then one forward per nonzero eps. Every other attack runs once per eps.
     """
+    if eps_values is None or (isinstance(eps_values, torch.Tensor) and eps_values.dtype == torch.int64):
+        raise TypeError("eps_sweep needs eps_values=[...]; with a Dataset or DataLoader pass it by keyword")
     eps_list = [parse_eps(e) for e in eps_values]
-    check_images(x)
-    num_classes = inspect_model(model, x)
-    check_labels(y, len(x), num_classes)
-    if target is not None:
-        check_labels(target, len(x), num_classes, "target")
     hits = np.zeros(len(eps_list))
     target_hits = np.zeros(len(eps_list))
     passes = {"forward": 0, "backward": 0}
     reuse_gradient = attack.name == "fgsm"
-    for s in slices(len(x), batch_size):
-        xb, yb = x[s], y[s]
-        tb = None if target is None else target[s]
+    n = 0
+    for xb, yb, tb in _checked_batches(model, x, y, batch_size, target):
+        n += len(xb)
         direction, clean = _direction(model, xb, yb, tb) if reuse_gradient else (None, None)
         if direction is not None:
             passes["forward"] += 1
@@ -145,7 +193,6 @@ def eps_sweep(
             hits[j] += int((preds == yb.cpu()).sum())
             if tb is not None:
                 target_hits[j] += int((preds == tb.cpu()).sum())
-    n = len(x)
     return Sweep(
         eps=eps_list,
         accuracy=(hits / n).tolist(),
@@ -165,10 +212,22 @@ class Budget:
     passes: dict[str, int]
 
 
+def _in_memory(x: Any, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tensors ``(x, y)`` for functions whose result is per image (data sets are loaded whole)."""
+    if isinstance(x, torch.Tensor):
+        if not isinstance(y, torch.Tensor):
+            raise TypeError("labels are missing: pass y with a tensor x, or a Dataset/DataLoader of (image, label) pairs")
+        return x, y
+    if y is not None:
+        raise TypeError(f"pass y only with a tensor x: a {type(x).__name__} carries its own labels")
+    data = as_image_set(x)
+    return data.x, data.y
+
+
 def minimal_budget(
     model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    x: Any,
+    y: torch.Tensor | None = None,
     target: torch.Tensor | None = None,
     max_k: int = 64,
 ) -> Budget:
@@ -176,8 +235,10 @@ def minimal_budget(
 
     Untargeted: until the prediction differs from ``y``. Targeted: until it equals
     ``target`` (x' = x − ε·sign ∇ₓL(x, target)). The gradient is computed once; each k
-    costs one forward pass over the images not yet fooled.
+    costs one forward pass over the images not yet fooled. ``x`` may be a Dataset or
+    DataLoader too (loaded whole: the result has one row per image).
     """
+    x, y = _in_memory(x, y)
     check_images(x)
     num_classes = inspect_model(model, x)
     check_labels(y, len(x), num_classes)
@@ -210,8 +271,8 @@ def minimal_budget(
 def agreement(
     name: str,
     model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    x: Any,
+    y: torch.Tensor | None = None,
     backends: Sequence[str] | None = None,
     target: torch.Tensor | None = None,
     **params: Any,
@@ -221,6 +282,7 @@ def agreement(
     One row per backend: adversarial accuracy, max |Δx| and fraction of equal predictions
     against the first backend, mean perturbation norms.
     """
+    x, y = _in_memory(x, y)
     if name not in ATTACKS:
         raise ValueError(f"unknown attack {name!r}; valid names: {', '.join(ATTACKS)}")
     rows, first_adv, first_pred = [], None, None

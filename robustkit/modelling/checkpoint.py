@@ -40,12 +40,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as err:  # torch raises many types for truncated or foreign files
         raise CheckpointError(
             f"{path} is not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:120]}); "
-            "delete it and train again"
+            "is the file complete? robustkit.modelling.loading.load_model reads state_dicts, TorchScript and saved modules"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not a robustkit checkpoint (a bare state_dict or another tool's file?); "
-            "load the weights into a model yourself, or save one with robustkit.checkpoint.save_checkpoint"
+            "pass it as --weights PATH with --model module:factory (robustkit.modelling.loading.load_model)"
         )
     if payload.get("version") != VERSION:
         raise CheckpointError(f"{path} has checkpoint version {payload.get('version')}; expected {VERSION}")
