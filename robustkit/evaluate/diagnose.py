@@ -618,15 +618,18 @@ def diagnose(
     `unstable_predictions` (2 forward); with ``defense_of``: `defense_cost` (1 forward).
     With an attack (A = one run of it on the sample, the unit of ``cost["ratio"]``):
 
+    - the attack at eps itself (1 A: robust accuracy, and the time ``cost["ratio"]`` divides by);
     - `unbounded_attack`: the attack with its budget opened (1 A);
     - `monotone_in_eps` over eps · (0, ½, 1, 2) and the opened budget (2 A more: ½ and 2);
     - `iterative_vs_single_step` for L∞ attacks other than FGSM (1 forward + 1 backward);
     - `incomplete_optimisation` for attacks with ``steps``: 2×steps on the survivors (≤ 2 A);
     - `adaptive_vs_oblivious` with ``defense_of``: the attack crafted on it (1 A).
 
-    So at most 6 A (7 A with ``defense_of``) plus about 10 forward passes; measured on digits
-    with PGD-10 at 8/255 on 256 points: about 4.7 A, since the doubled-steps rerun only
-    attacks the points that survived (benchmarks/bench.py, ``diagnose() / attack``).
+    So at most 6 A (7 A with ``defense_of``) plus about one A of forward and backward passes
+    for PGD-10. Measured on digits (PGD-10 at 8/255, 256 points, 94% of them surviving, 2
+    loaded CPU cores): 5.9 attack runs and 6.9× the attack's own wall time (benchmarks/bench.py,
+    ``bench_diagnose``); fewer survivors make the doubled-steps rerun cheaper. For a cheap
+    attack such as FGSM the fixed forward passes dominate and the ratio is higher.
     ``Diagnosis.cost`` reports each call's seconds, the seconds of one attack run, their ratio,
     and ``attack_runs``: the attack runs it made, counted in runs over the whole sample.
     """
