@@ -345,8 +345,8 @@ def catastrophic_overfitting(history: Sequence[dict[str, float]]) -> Check:
         since = f" since epoch {signs['epoch']}" if signs["epoch"] else ""
         detail = (
             f"catastrophic overfitting{since}: PGD accuracy is {pgd:.1%} while FGSM reads {fgsm:.1%} at the training "
-            "eps, so the model only learned to defeat FGSM; train FGSM from a random start with a smaller step "
-            "(Wong et al.), stop early on PGD accuracy, or train with PGD"
+            "eps, so the model only learned to defeat FGSM; train FGSM from a random start with a step of about "
+            "1.25·eps (Wong et al.), stop early on PGD accuracy, or train with PGD"
         )
         return Check("catastrophic_overfitting", "warn", detail, values, WONG_2020)
     detail = f"no catastrophic overfitting: at the last epoch PGD accuracy is {pgd:.1%}, FGSM {fgsm:.1%}"
