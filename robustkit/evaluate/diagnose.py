@@ -687,14 +687,14 @@ def diagnose(
         robust = acc_of(adv)
         measured.update(attack=attack.describe(), robust_accuracy=robust)
         opened, budget = _opened(attack, x)
-        unbounded_acc = None
-        if wanted("unbounded_attack") or "monotone_in_eps" not in skipped:
+        bounded_eps = attack.eps if attack.bounded else None
+        unbounded_acc = 0.0
+        if "unbounded_attack" not in skipped or ("monotone_in_eps" not in skipped and bounded_eps and budget):
             unbounded_acc = acc_of(attack_batches(opened, model, x, y, batch_size=batch_size))
             runs += 1
             measured["unbounded_accuracy"] = unbounded_acc
-        if "unbounded_attack" not in skipped:
+        if wanted("unbounded_attack"):
             checks.append(_judge_unbounded(unbounded_acc, n, budget, attack))
-        bounded_eps = attack.eps if attack.bounded else None
         why = None if bounded_eps else f"{attack.label()} has no budget to vary (unbounded or eps 0)"
         if wanted("monotone_in_eps", why):
             grid = [(0.0, clean), (bounded_eps, robust)]
