@@ -24,6 +24,7 @@ _PUBLIC = {
     "load_checkpoint": "robustkit.modelling.checkpoint",
     "save_checkpoint": "robustkit.modelling.checkpoint",
     "evaluate": "robustkit.evaluate",
+    "diagnose": "robustkit.evaluate.diagnose",
 }
 
 __all__ = [*_PUBLIC, "__version__"]

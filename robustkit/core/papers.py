@@ -18,3 +18,6 @@ MENG_2017 = "Meng & Chen 2017, MagNet: a Two-Pronged Defense against Adversarial
 ATHALYE_2018 = "Athalye, Carlini & Wagner 2018, Obfuscated Gradients Give a False Sense of Security (BPDA), https://arxiv.org/abs/1802.00420"
 SAKURADA_2014 = "Sakurada & Yairi 2014, Anomaly Detection Using Autoencoders with Nonlinear Dimensionality Reduction, https://doi.org/10.1145/2689746.2689747"
 WONG_2020 = "Wong, Rice & Kolter 2020, Fast is better than free: Revisiting adversarial training, https://arxiv.org/abs/2001.03994"
+CARLINI_2019 = "Carlini et al. 2019, On Evaluating Adversarial Robustness, https://arxiv.org/abs/1902.06705"
+PINTOR_2022 = "Pintor et al. 2022, Indicators of Attack Failure: Debugging and Improving Optimization of Adversarial Examples, https://arxiv.org/abs/2106.09947"
+CARLINI_WAGNER_2016 = "Carlini & Wagner 2016, Defensive Distillation is Not Robust to Adversarial Examples, https://arxiv.org/abs/1607.04311"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -26,13 +28,69 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((preds == y.cpu()).float().mean())
 
 
+GAP_RATIO = 0.5  # PGD at most this fraction of FGSM ...
+GAP_MIN = 0.10  # ... and at least this far below it: collapse at any accuracy level
+DROP_RATIO = 0.5  # PGD below this fraction of its best epoch ...
+HOLD_RATIO = 0.8  # ... while FGSM keeps this fraction of its best
+DROP_FLOOR = 0.1  # the drop rule needs a best PGD accuracy above this
+
+
+def overfitting_signs(history: list[dict[str, float]]) -> dict[str, Any] | None:
+    """Catastrophic-overfitting signs in a training history with ``monitor_fgsm``/``monitor_pgd`` rows.
+
+    Two rules, judged at the last monitored epoch (Wong, Rice & Kolter 2020):
+
+    - *gap*: PGD accuracy ≤ ½ of FGSM accuracy and at least 0.10 below it, at the training
+      eps. It holds at any accuracy level, e.g. PGD 0.00 from the first epoch while FGSM
+      reads 0.46 (CIFAR-10);
+    - *drop*: PGD accuracy fell below ½ of its best epoch (best > 0.1) while FGSM accuracy
+      kept ≥ 0.8 of its best.
+
+    Returns ``None`` for a history without monitored epochs, else the last epoch's numbers,
+    which rules hold, ``collapsed`` (either rule) and ``epoch``: the monitored epoch (1-based)
+    since which a rule has held at every epoch, or ``None`` when none holds at the end.
+    """
+    rows = [h for h in history if "monitor_pgd" in h and "monitor_fgsm" in h]
+    if not rows:
+        return None
+    pgd = [float(h["monitor_pgd"]) for h in rows]
+    fgsm = [float(h["monitor_fgsm"]) for h in rows]
+
+    def gap(i: int) -> bool:
+        return pgd[i] <= GAP_RATIO * fgsm[i] and fgsm[i] - pgd[i] >= GAP_MIN
+
+    def drop(i: int) -> bool:
+        best_pgd, best_fgsm = max(pgd[: i + 1]), max(fgsm[: i + 1])
+        return best_pgd > DROP_FLOOR and pgd[i] < DROP_RATIO * best_pgd and fgsm[i] >= HOLD_RATIO * best_fgsm
+
+    last = len(rows) - 1
+    gap_now, drop_now = gap(last), drop(last)
+    onset = None
+    for i in range(last, -1, -1):  # the first epoch of the trailing run of epochs where a rule holds
+        if not (gap(i) or drop(i)):
+            break
+        onset = i + 1
+    return {
+        "collapsed": gap_now or drop_now,
+        "gap_rule": gap_now,
+        "drop_rule": drop_now,
+        "epoch": onset,
+        "epochs": len(rows),
+        "last_fgsm": fgsm[-1],
+        "last_pgd": pgd[-1],
+        "best_pgd": max(pgd),
+        "best_fgsm": max(fgsm),
+    }
+
+
 class AdversarialTraining(Defense):
     """Train on adversarial examples made from the *current* weights at every batch.
 
     ``mix`` is the fraction of each batch replaced by its adversarial version; ``targeted``
     attacks a random other class. With ``monitor`` (a held-out ImageSet) every epoch
     records clean, FGSM and PGD accuracy on it, and `catastrophic_overfitting` says
-    whether PGD accuracy collapsed while FGSM accuracy did not (Wong et al. 2020).
+    whether PGD accuracy collapsed while FGSM accuracy did not (Wong et al. 2020; the rules
+    are in `overfitting_signs`).
     """
 
     name = "adversarial_training"
@@ -82,12 +140,12 @@ class AdversarialTraining(Defense):
 
     @property
     def catastrophic_overfitting(self) -> bool | None:
-        """True when monitored PGD accuracy fell below half its best while FGSM accuracy held."""
-        pgd = [h["monitor_pgd"] for h in self.history if "monitor_pgd" in h]
-        fgsm = [h["monitor_fgsm"] for h in self.history if "monitor_fgsm" in h]
-        if not pgd:
-            return None
-        return max(pgd) > 0.1 and pgd[-1] < 0.5 * max(pgd) and fgsm[-1] >= 0.8 * max(fgsm)
+        """Whether the monitored PGD accuracy collapsed while FGSM accuracy held (`overfitting_signs`).
+
+        ``None`` without a monitor. The same rules back ``robustkit.evaluate.catastrophic_overfitting``.
+        """
+        signs = overfitting_signs(self.history)
+        return None if signs is None else signs["collapsed"]
 
     def _apply(self, model, data):
         p = self.params

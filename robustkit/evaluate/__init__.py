@@ -1,9 +1,26 @@
-"""Evaluation layer: robustness (accuracy, sweeps, budgets, agreement) and OOD metrics.
+"""Evaluation layer: robustness (accuracy, sweeps, budgets, agreement), OOD metrics and sanity checks.
 
 ``robustkit.evaluate.<name>`` is the public entry point for every function here.
 """
 
 from ..attacks.base import attack_batches
+from .diagnose import (
+    Check,
+    Diagnosis,
+    adaptive_vs_oblivious,
+    catastrophic_overfitting,
+    defense_cost,
+    diagnose,
+    gradients_available,
+    incomplete_optimisation,
+    iterative_vs_single_step,
+    model_learned,
+    monotone_in_eps,
+    ood_auroc,
+    ood_saturated,
+    unbounded_attack,
+    unstable_predictions,
+)
 from .ood import OODResult, ood, ood_metrics
 from .robustness import (
     Budget,
@@ -19,16 +36,31 @@ from .robustness import (
 
 __all__ = [
     "Budget",
+    "Check",
+    "Diagnosis",
     "OODResult",
     "Sweep",
     "accuracy",
+    "adaptive_vs_oblivious",
     "agreement",
     "attack_batches",
+    "catastrophic_overfitting",
+    "defense_cost",
+    "diagnose",
     "eps_sweep",
+    "gradients_available",
+    "incomplete_optimisation",
+    "iterative_vs_single_step",
     "minimal_budget",
+    "model_learned",
+    "monotone_in_eps",
     "ood",
+    "ood_auroc",
     "ood_metrics",
+    "ood_saturated",
     "predict",
     "random_targets",
     "robust_accuracy",
+    "unbounded_attack",
+    "unstable_predictions",
 ]
