@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 import robustkit as rk
+from benchmarks.streaming import bench_streaming
 from robustkit.modelling.data import DatasetInfo
 from robustkit.modelling.models import build_model, model_spec
 
@@ -342,6 +343,7 @@ def main(argv: list[str] | None = None) -> None:
         lambda: bench_pgd_physics(model, x, y, steps, repeats),
         lambda: bench_passes(batch),
         lambda: bench_diagnose(batch, repeats, steps),
+        bench_streaming,
         lambda: bench_ood(model, x, repeats * 4),
         lambda: bench_training(repeats),
         bench_startup,

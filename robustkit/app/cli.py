@@ -18,6 +18,8 @@ import typer
 from ..core.errors import RobustkitError
 from .recipes import load_recipe, recipes
 
+STRICT_EXIT = 3  # robustkit.app.sanity.STRICT_EXIT (not imported here: it loads torch)
+
 app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -116,16 +118,32 @@ def recipe_command(name: str) -> None:
     module = load_recipe(name)
     common, own = _recipe_parameters(module)
     common_names = [p.name for p in common]
+    strict = _option_parameter("strict", False, bool, f"exit with status {STRICT_EXIT} when a sanity check warns or fails")
 
     def entry(**kwargs: Any) -> None:
+        from .report import load_results
         from .runner import RecipeOptions
 
+        is_strict = kwargs.pop("strict")
         options = RecipeOptions(**{k: kwargs.pop(k) for k in common_names})
         path = module.run(options, **kwargs)
         typer.echo(f"report: {path / 'report.md'}")
+        _report_checks(load_results(path), is_strict)
 
-    entry.__signature__ = inspect.Signature(common + own)  # type: ignore[attr-defined]
+    entry.__signature__ = inspect.Signature([*common, strict, *own])  # type: ignore[attr-defined]
     run_app.command(name=name, help=(module.run.__doc__ or module.SUMMARY), short_help=module.SUMMARY)(entry)
+
+
+def _report_checks(results: dict[str, Any], strict: bool) -> None:
+    """Print warned or failed sanity checks in yellow; with ``strict``, exit with `STRICT_EXIT`."""
+    from .sanity import problems
+
+    found = problems(results)
+    for check in found:
+        typer.secho(f"{check['status']}: {check['name']}: {check['detail']}", fg="yellow", err=True)
+    if found and strict:
+        typer.secho(f"--strict: {len(found)} sanity check(s) warned or failed", fg="yellow", err=True)
+        raise SystemExit(STRICT_EXIT)
 
 
 def add_recipe_commands() -> None:
@@ -305,6 +323,7 @@ def attack(
     steps: Annotated[int | None, typer.Option(help="iterations, for iterative attacks")] = None,
     param: Annotated[list[str] | None, typer.Option(help="any other attack parameter as NAME=VALUE (repeatable)")] = None,
     limit: Annotated[int, typer.Option(help="number of test images")] = 512,
+    strict: Annotated[bool, typer.Option(help=f"exit with status {STRICT_EXIT} when a sanity check warns or fails")] = False,
     out: Annotated[Path, typer.Option(help="run folder")] = Path("runs/attack"),
     overwrite: Annotated[bool, typer.Option(help="replace an existing run folder")] = False,
     root: Annotated[Path | None, typer.Option(help="dataset root")] = None,
@@ -323,6 +342,7 @@ def attack(
         f"clean {results['clean_accuracy']:.4f}  robust {results['robust_accuracy']:.4f}  "
         f"report: {folder.path / 'report.md'}"
     )
+    _report_checks(results, strict)
 
 
 @app.command()

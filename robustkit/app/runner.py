@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,11 @@ import torch
 from torch import nn
 
 from ..core.checks import resolve_device
+from ..evaluate.diagnose import Check
 from ..modelling.data import ImageSet, load_dataset
 from ..modelling.models import model_spec
 from ..modelling.train import TrainConfig, train_model
+from . import sanity
 from .report import RunFolder, fmt, table
 
 
@@ -146,17 +149,19 @@ def comparison(rows: list[tuple[str, Any, Any]], written_for: str) -> str:
     return table(["quantity", "here", "write-up"], [[q, ours, ref] for q, ours, ref in rows]) + note
 
 
-def finish(ctx: Context, results: dict[str, Any], lines: list[str]) -> Path:
-    """Write report.md and results.json (with options and model cache info)."""
+def finish(ctx: Context, results: dict[str, Any], lines: list[str], checks: Sequence[Check] = ()) -> Path:
+    """Write report.md (sanity checks before the findings) and results.json (with options,
+    model cache info and the checks)."""
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(ctx.options).items()}
     results = {
         "recipe": ctx.name,
         "options": options,
         "train_config": dataclasses.asdict(ctx.config),
+        "checks": sanity.as_records(checks),
         **results,
         "models": ctx.models,
     }
-    return ctx.folder.finish(results, "\n".join(lines) + "\n")
+    return ctx.folder.finish(results, "\n".join(sanity.with_section(lines, checks)) + "\n")
 
 
 __all__ = ["Context", "RecipeOptions", "comparison", "finish", "fmt", "header", "start", "table"]

@@ -12,11 +12,12 @@ from typing import Any
 from torch import nn
 
 from ..evaluate import accuracy, attack_batches, eps_sweep, ood, predict, robust_accuracy
+from ..evaluate.diagnose import diagnose
 from ..modelling.data import load_dataset
 from ..modelling.train import TrainConfig
 from ..registry import attack as make_attack
 from ..registry import defense_class, detector
-from . import plots
+from . import plots, sanity
 from .report import RunFolder, table
 
 OOD_HEADERS = ["detector", "AUROC", "AUPR-IN", "AUPR-OUT", "FPR95TPR"]
@@ -41,8 +42,15 @@ def attack_run(
     folder = RunFolder(out, overwrite=overwrite)
     adv = attack_batches(atk, model, data.x, data.y)
     clean, robust = accuracy(model, data.x, data.y), accuracy(model, adv, data.y)
-    results: dict[str, Any] = {"attack": atk.describe(), "clean_accuracy": clean, "robust_accuracy": robust}
+    checks = diagnose(model, data, attack=atk).checks  # on a 256-image sample
+    results: dict[str, Any] = {
+        "attack": atk.describe(),
+        "clean_accuracy": clean,
+        "robust_accuracy": robust,
+        "checks": sanity.as_records(checks),
+    }
     lines = [f"# {atk!r} on {dataset}", "", table(["clean accuracy", "robust accuracy"], [[clean, robust]])]
+    lines = [*lines[:2], *sanity.section(checks), *lines[2:]]
     if sweep:
         result = eps_sweep(atk, model, data.x, data.y, sweep.split(","))
         results["sweep"] = result.as_dict()

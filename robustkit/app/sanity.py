@@ -1,0 +1,50 @@
+"""Sanity checks in run folders: the "Sanity checks" section of report.md, results.json's
+``checks``, and what the CLI prints (``--strict`` turns a warning into exit status 3)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..evaluate.diagnose import Check
+
+STRICT_EXIT = 3
+"""Exit status of a command run with ``--strict`` whose sanity checks warned or failed."""
+
+MARK = {"pass": "pass", "warn": "**warn**", "fail": "**FAIL**"}
+
+
+def section(checks: Sequence[Check]) -> list[str]:
+    """Markdown lines for the top of a report: one row per check, and what to make of them."""
+    if not checks:
+        return []
+    problems = [c for c in checks if c.status != "pass"]
+    verdict = (
+        "All checks pass."
+        if not problems
+        else f"{len(problems)} of {len(checks)} checks warn or fail: the numbers below that they concern are not "
+        "trustworthy as they stand (see each check's advice, and docs/checks.md)."
+    )
+    rows = [f"| {c.name} | {MARK[c.status]} | {c.detail.replace('|', '/')} |" for c in checks]
+    return ["## Sanity checks", "", verdict, "", "| check | status | what it means |", "|---|---|---|", *rows, ""]
+
+
+def with_section(lines: list[str], checks: Sequence[Check]) -> list[str]:
+    """``lines`` with the sanity-check section before the first section or finding."""
+    extra = section(checks)
+    if not extra:
+        return lines
+    at = next(
+        (i for i, line in enumerate(lines) if i > 0 and line.startswith(("## ", "Finding", "**Finding"))), len(lines)
+    )
+    return [*lines[:at], *extra, *lines[at:]]
+
+
+def as_records(checks: Sequence[Check]) -> list[dict[str, Any]]:
+    """The checks as JSON records for results.json."""
+    return [c.as_dict() for c in checks]
+
+
+def problems(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The warned or failed check records of a results.json."""
+    return [c for c in results.get("checks", []) if c.get("status") != "pass"]
