@@ -136,3 +136,24 @@ def test_squeezers_match_art_semantics():
     assert med.shape == x.shape
     assert med[0, 1, 4, 4] == pytest.approx(float(x[0, 1, 3:6, 3:6].median()), abs=1e-6)  # per channel, not across
     assert torch.allclose(resample(torch.full((1, 1, 8, 8), 0.3), 2), torch.full((1, 1, 8, 8), 0.3))
+
+
+def test_many_detectors_share_one_forward_pass_and_match_one_at_a_time(model, digits_train, digits_test):
+    """ood() with a list: same numbers as each detector alone, one model pass per batch for the shared ones."""
+    names = ("max_logit", "max_softmax", "energy", "entropy", "mahalanobis", "odin")
+    detectors = {n: rk.detector(n).fit(model, digits_train) for n in names}
+    noise = torch.rand(100, 1, 8, 8)
+    together = ood(list(detectors.values()), digits_test.x, noise, batch_size=1000)
+    for n in names:
+        alone = ood(detectors[n], digits_test.x, noise, batch_size=1000)
+        assert np.allclose(together[n].id_scores, alone.id_scores, atol=1e-5), n
+        assert together[n].metrics["AUROC"] == pytest.approx(alone.metrics["AUROC"], abs=1e-6), n
+    calls = []
+    handle = model.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        ood({n: detectors[n] for n in names[:5]}, digits_test.x, noise, batch_size=1000)
+    finally:
+        handle.remove()
+    assert len(calls) == 4  # ID and OOD: one shape probe and one shared pass each, for five detectors
+    with pytest.raises(TypeError, match="non-empty list"):
+        ood([], digits_test.x, noise)

@@ -27,6 +27,16 @@ class Detector(Configurable):
     kind = "detector"
     needs_data: ClassVar[bool] = False  # whether fit() learns from ID training data
 
+    def reads(self) -> str | None:
+        """``"logits"`` or ``"features"`` when the score is a function of the model's output
+        alone, so several detectors can share one forward pass (`score_outputs`); ``None``
+        when the detector needs its own pass (input perturbations, another network)."""
+        return None
+
+    def score_outputs(self, logits: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Scores from one shared forward pass: the model's logits and penultimate features."""
+        raise NotImplementedError(f"detector {self.name!r} needs its own forward pass")
+
     def __init__(self, **params: Any):
         super().__init__(**params)
         self.model: nn.Module | None = None

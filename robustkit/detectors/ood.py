@@ -41,6 +41,12 @@ class _LogitDetector(Detector):
     def _score(self, x):
         return self._backend.predict_logits(self._module()(x))
 
+    def reads(self) -> str | None:
+        return "logits"
+
+    def score_outputs(self, logits, features):
+        return self._backend.predict_logits(logits)
+
 
 class MaxLogit(_LogitDetector):
     """−max logit (pytorch_ood.detector.MaxLogit)."""
@@ -103,6 +109,11 @@ def last_linear(model: nn.Module) -> nn.Linear | None:
 
 def penultimate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The input of the model's last linear layer for ``x`` (N×D), captured by a forward hook."""
+    return logits_and_features(model, x)[1]
+
+
+def logits_and_features(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass: the logits, and the input of the model's last linear layer (N×D)."""
     head = last_linear(model)
     if head is None:
         raise TypeError(
@@ -112,10 +123,10 @@ def penultimate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     captured: list[torch.Tensor] = []
     handle = head.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0]))
     try:
-        model(x)
+        logits = model(x)
     finally:
         handle.remove()
-    return captured[-1].flatten(1)
+    return logits, captured[-1].flatten(1)
 
 
 class _FeatureDetector(Detector):
@@ -149,6 +160,12 @@ class _FeatureDetector(Detector):
     @torch.no_grad()
     def _score(self, x):
         return self._backend.predict_features(self._encode(x))
+
+    def reads(self) -> str | None:
+        return "features" if self.params["features"] is None else None
+
+    def score_outputs(self, logits, features):
+        return self._backend.predict_features(features)
 
 
 class Mahalanobis(_FeatureDetector):

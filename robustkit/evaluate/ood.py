@@ -7,6 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
+
+from ..core.checks import check_images, model_device, preserved_state, probe
+from ..core.errors import NotFittedError
+from ..detectors.base import Detector
+from ..detectors.ood import logits_and_features
+from ..modelling.batches import image_batches
 
 
 @dataclass
@@ -44,12 +51,57 @@ def ood_metrics(id_scores: Sequence[float] | np.ndarray, ood_scores: Sequence[fl
     }
 
 
-def ood(detector: Any, id_x: Any, ood_x: Any, batch_size: int = 512) -> OODResult:
-    """Score ID and OOD images with a fitted detector and compute `ood_metrics`.
+def ood(
+    detector: Any, id_x: Any, ood_x: Any, batch_size: int = 512
+) -> OODResult | dict[str, OODResult]:
+    """Score ID and OOD images with fitted detectors and compute `ood_metrics`.
 
-    ``id_x`` and ``ood_x`` are image tensors, ImageSets or Datasets/DataLoaders (labels are
-    ignored), scored in batches.
+    ``detector`` is one detector (returns an `OODResult`), or a list or ``{name: detector}``
+    dict of them (returns ``{name: OODResult}``). Detectors that read only the same model's
+    output (logit scores; feature scores on its last linear layer's input) share one forward
+    pass per batch. ``id_x`` and ``ood_x`` are image tensors, ImageSets or Datasets/DataLoaders
+    (labels are ignored), scored in batches.
     """
-    id_scores = detector.score_batches(id_x, batch_size)
-    ood_scores = detector.score_batches(ood_x, batch_size)
-    return OODResult(ood_metrics(id_scores, ood_scores), id_scores, ood_scores)
+    if isinstance(detector, Detector):
+        id_scores = detector.score_batches(id_x, batch_size)
+        ood_scores = detector.score_batches(ood_x, batch_size)
+        return OODResult(ood_metrics(id_scores, ood_scores), id_scores, ood_scores)
+    named = dict(detector) if isinstance(detector, dict) else {d.name: d for d in detector}
+    if not named or not all(isinstance(d, Detector) for d in named.values()):
+        raise TypeError("ood() takes a detector, or a non-empty list or {name: detector} dict of detectors")
+    if not isinstance(detector, dict) and len(named) < len(detector):
+        raise ValueError("two detectors share a name: pass a {name: detector} dict")
+    id_scores, ood_scores = _score_all(named, id_x, batch_size), _score_all(named, ood_x, batch_size)
+    return {
+        name: OODResult(ood_metrics(id_scores[name], ood_scores[name]), id_scores[name], ood_scores[name])
+        for name in named
+    }
+
+
+def _score_all(detectors: dict[str, Detector], x: Any, batch_size: int) -> dict[str, np.ndarray]:
+    """Every detector's scores on ``x``; those reading one model's outputs share its forward pass."""
+    shared: dict[int, list[str]] = {}
+    alone = []
+    for name, det in detectors.items():
+        if not det.is_fitted():
+            raise NotFittedError(f"detector {name!r} has not been fitted: call .fit(model, train_data) first")
+        if det.reads() is not None and det.model is not None:
+            shared.setdefault(id(det.model), []).append(name)
+        else:
+            alone.append(name)
+    out: dict[str, list[torch.Tensor]] = {name: [] for name in detectors}
+    for names in shared.values():
+        model = detectors[names[0]].model
+        assert model is not None
+        device = model_device(model)
+        for xb in image_batches(x, batch_size):
+            check_images(xb)
+            probe(model, xb)
+            with preserved_state(model), torch.no_grad():
+                model.eval()
+                logits, features = logits_and_features(model, xb.to(device))
+                for name in names:
+                    out[name].append(detectors[name].score_outputs(logits, features).detach().float().cpu())
+    for name in alone:
+        out[name].append(detectors[name].score(x, batch_size))
+    return {name: torch.cat(scores).numpy() for name, scores in out.items()}
