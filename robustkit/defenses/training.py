@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -30,9 +32,12 @@ class AdversarialTraining(Defense):
     """Train on adversarial examples made from the *current* weights at every batch.
 
     ``mix`` is the fraction of each batch replaced by its adversarial version; ``targeted``
-    attacks a random other class. With ``monitor`` (a held-out ImageSet) every epoch
-    records clean, FGSM and PGD accuracy on it, and `catastrophic_overfitting` says
-    whether PGD accuracy collapsed while FGSM accuracy did not (Wong et al. 2020).
+    attacks a random other class. ``random_start`` makes FGSM start from a uniform random
+    point of the ε-ball and step ``alpha`` (default 1.25·ε), then project back into the ball:
+    Wong et al. 2020's fix for catastrophic overfitting of plain FGSM training. With
+    ``monitor`` (a held-out ImageSet) every epoch records clean, FGSM and PGD accuracy on it,
+    and `catastrophic_overfitting` says whether FGSM accuracy is not matched by PGD accuracy
+    (`overfitting_verdict`).
     """
 
     name = "adversarial_training"
@@ -41,6 +46,8 @@ class AdversarialTraining(Defense):
         component("attack", (Attack,), "the attack that makes training examples; None: FGSM at eps 2/255"),
         Param("mix", 0.5, "fraction of each batch replaced by adversarial examples", low=0, high=1, low_open=True),
         flag("targeted", False, "attack a random other class instead of the true one"),
+        flag("random_start", False, "FGSM from a random point of the eps-ball, step alpha (Wong et al. 2020)"),
+        Param("alpha", None, "step of random-start FGSM; None: 1.25·eps", low=0, low_open=True, optional=True),
         TRAIN_CONFIG,
         component("monitor", (ImageSet,), "held-out images for per-epoch clean / FGSM / PGD accuracy"),
         CACHE,
@@ -53,11 +60,26 @@ class AdversarialTraining(Defense):
         self.params["attack"] = attack.with_params(seed=None)  # a fresh random start at every batch
         if self.params["targeted"] and not attack.targeted:
             raise ValueError(f"adversarial_training: {attack.label()} has no targeted mode")
+        self._step = None
+        if self.params["random_start"]:
+            if attack.name != "fgsm":
+                raise ValueError(
+                    f"adversarial_training: random_start applies to FGSM, not {attack.label()} "
+                    "(PGD has its own random_start)"
+                )
+            self._step = attack.with_params(eps=self.alpha)
         self.history: list[dict[str, float]] = []
 
     @property
     def attack(self) -> Attack:
         return self.params["attack"]
+
+    @property
+    def alpha(self) -> float | None:
+        """The random-start FGSM step (``None`` without random start)."""
+        if not self.params["random_start"]:
+            return None
+        return self.params["alpha"] if self.params["alpha"] is not None else 1.25 * self.attack.eps
 
     def batch_hook(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Replace the first ``mix`` fraction of the batch by adversarial examples of the current model."""
@@ -67,7 +89,13 @@ class AdversarialTraining(Defense):
             num_classes = inspect_model(model, x)
             shift = torch.randint(1, num_classes, (n_adv,), device=y.device)
             target = (y[:n_adv] + shift) % num_classes
-        adv = self.attack(model, x[:n_adv], y[:n_adv], target=target)
+        if self._step is None:
+            adv = self.attack(model, x[:n_adv], y[:n_adv], target=target)
+        else:  # random start, one FGSM step of size alpha, projection onto the eps-ball
+            eps, clean = self.attack.eps, x[:n_adv]
+            start = (clean + torch.empty_like(clean).uniform_(-eps, eps)).clamp(0, 1)
+            adv = self._step(model, start, y[:n_adv], target=target)
+            adv = (clean + (adv - clean).clamp(-eps, eps)).clamp(0, 1)
         return torch.cat([adv, x[n_adv:]]), y
 
     def epoch_hook(self, model: nn.Module, epoch: int) -> dict[str, float]:
@@ -82,12 +110,8 @@ class AdversarialTraining(Defense):
 
     @property
     def catastrophic_overfitting(self) -> bool | None:
-        """True when monitored PGD accuracy fell below half its best while FGSM accuracy held."""
-        pgd = [h["monitor_pgd"] for h in self.history if "monitor_pgd" in h]
-        fgsm = [h["monitor_fgsm"] for h in self.history if "monitor_fgsm" in h]
-        if not pgd:
-            return None
-        return max(pgd) > 0.1 and pgd[-1] < 0.5 * max(pgd) and fgsm[-1] >= 0.8 * max(fgsm)
+        """Whether the monitor shows catastrophic overfitting (``None`` without a monitor)."""
+        return overfitting_verdict(self.history)["overfitting"]
 
     def _apply(self, model, data):
         p = self.params
@@ -104,6 +128,41 @@ class AdversarialTraining(Defense):
         )  # fmt: skip
         self.history = meta["history"]
         return robust
+
+
+def overfitting_verdict(history: list[dict[str, float]], gap: float = 0.15) -> dict[str, Any]:
+    """Catastrophic overfitting (Wong et al. 2020) read from per-epoch monitor accuracies.
+
+    Two symptoms, at any accuracy level: *collapse*, monitored PGD accuracy fell below half
+    its best (by at least ``gap / 3``) while FGSM accuracy held (≥ 0.8 of its best); *gap*,
+    at the last epoch FGSM accuracy exceeds PGD accuracy by more than ``gap`` and PGD
+    accuracy is under half of FGSM's (FGSM examples no longer approximate the worst case,
+    so FGSM accuracy measures gradient masking, not robustness). Returns ``overfitting``
+    (``None`` without monitor records), ``reason`` (a sentence) and the last
+    ``fgsm``/``pgd``/``clean`` numbers.
+    """
+    records = [h for h in history if "monitor_pgd" in h]
+    if not records:
+        return {"overfitting": None, "reason": "no monitor: overfitting was not checked"}
+    pgd = [h["monitor_pgd"] for h in records]
+    fgsm = [h["monitor_fgsm"] for h in records]
+    last = {"fgsm": fgsm[-1], "pgd": pgd[-1], "clean": records[-1].get("monitor_clean")}
+    best = int(max(range(len(pgd)), key=pgd.__getitem__))
+    if pgd[-1] < 0.5 * pgd[best] and pgd[best] - pgd[-1] >= gap / 3 and fgsm[-1] >= 0.8 * max(fgsm):
+        reason = (
+            f"monitored PGD accuracy collapsed from {pgd[best]:.3f} (epoch {records[best]['epoch']}) to "
+            f"{pgd[-1]:.3f} while FGSM accuracy held at {fgsm[-1]:.3f}"
+        )
+        return {"overfitting": True, "reason": reason, **last}
+    if fgsm[-1] - pgd[-1] > gap and pgd[-1] < 0.5 * fgsm[-1]:
+        first = next(h["epoch"] for h in records if h["monitor_fgsm"] - h["monitor_pgd"] > gap)
+        reason = (
+            f"FGSM accuracy {fgsm[-1]:.3f} but PGD accuracy {pgd[-1]:.3f} on the monitor at the last epoch "
+            f"(the gap first exceeded {gap:g} at epoch {first}): the model defeats FGSM, not the worst case"
+        )
+        return {"overfitting": True, "reason": reason, **last}
+    reason = f"PGD accuracy {pgd[-1]:.3f} tracks FGSM accuracy {fgsm[-1]:.3f} on the monitor (no collapse)"
+    return {"overfitting": False, "reason": reason, **last}
 
 
 class SqueezedTraining(Defense):
