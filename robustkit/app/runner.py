@@ -58,7 +58,10 @@ def profile_for(data: ImageSet) -> Profile:
 class RecipeOptions:
     """Options every recipe takes (the ``help`` metadata is the CLI's help text)."""
 
-    dataset: str = field(default="cifar10", metadata={"help": "digits (offline), cifar10, mnist, imagefolder:PATH, ..."})
+    dataset: str = field(
+        default="cifar10",
+        metadata={"help": "digits (offline), cifar10, mnist, imagefolder:PATH (imagefolder:PATH?size=32 resizes mixed sizes), ..."},
+    )
     epochs: int | None = field(default=None, metadata={"help": "training epochs (default: the dataset profile's)"})
     device: str = field(default="auto", metadata={"help": "auto (CUDA when available), cpu, cuda, cuda:1, ..."})
     seed: int = field(default=0, metadata={"help": "seed for training, attacks and sampling"})
