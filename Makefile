@@ -6,7 +6,7 @@ PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 SYNC = $(UV) sync --all-extras --all-groups --frozen --quiet --compile-bytecode
 
-.PHONY: demo test lint bench docs serve-docs check-docs env
+.PHONY: demo test lint bench fidelity fidelity-root docs serve-docs check-docs env
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -26,6 +26,15 @@ lint: env
 
 bench: env  ## measure overheads (writes benchmarks/results.json)
 	$(UV) run python -m benchmarks
+
+ROOT ?=
+SEEDS ?= 1
+OUT ?= runs/fidelity
+fidelity-root:
+	@test -n "$(ROOT)" || { echo "usage: make fidelity ROOT=/path/holding/cifar-10-batches-py [SEEDS=3] [OUT=runs/fidelity]"; exit 2; }
+
+fidelity: fidelity-root env  ## every recipe on real CIFAR beside the write-ups and a plain PyTorch loop: make fidelity ROOT=/data/cifar [SEEDS=3]
+	$(UV) run python -m benchmarks.fidelity --root $(ROOT) --seeds $(SEEDS) --out $(OUT) --docs docs/fidelity.md
 
 docs: env  ## run the recipes on digits for the worked examples, then build the site strictly
 	$(UV) run python docs/build_examples.py

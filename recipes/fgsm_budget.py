@@ -6,10 +6,11 @@ from typing import Annotated
 import torch
 
 from robustkit.app import plots
-from robustkit.app.runner import RecipeOptions, comparison, finish, header, start, table
+from robustkit.app.runner import Headline, RecipeOptions, comparison, finish, header, over_seeds, start, table
 from robustkit.evaluate import minimal_budget, predict, random_targets
 
 NAME = "fgsm-budget"
+TITLE = "Minimal FGSM budget"
 SUMMARY = "Per image, the smallest untargeted and targeted FGSM budget k/255 that changes the prediction."
 ORDER = 2
 DEFAULT_DATASET = "cifar10"
@@ -23,6 +24,49 @@ def _class_index(value: str, classes: tuple) -> int:
     raise ValueError(f"unknown class {value!r}; valid: {', '.join(classes)} (or an index)")
 
 
+def _median(values: list) -> float | None:
+    return float(torch.tensor(values, dtype=torch.float).median()) if values else None
+
+
+def numbers(results: dict) -> dict[str, float | None]:
+    """Median budget k (of the successful images) and success rate, untargeted and targeted."""
+    out: dict[str, float | None] = {}
+    for mode in ("untargeted", "targeted"):
+        out[f"{mode}/median_k"] = _median([r["k"] for r in results[mode]["images"] if r["k"]])
+        out[f"{mode}/success_rate"] = results[mode]["success_rate"]
+    return out
+
+
+def findings(n: dict) -> list[str]:
+    """The report's findings, computed from `numbers` alone."""
+    ks, kt = n.get("untargeted/median_k"), n.get("targeted/median_k")
+    out = []
+    if ks is not None and kt is not None:
+        out.append(
+            f"Targeted success needs a larger budget than untargeted here too (median {kt:g} vs {ks:g} /255), as in the write-up."
+            if kt >= ks
+            else f"Targeted budgets were not larger than untargeted ones on these images (median {kt:g} vs {ks:g} /255), unlike the write-up."
+        )
+    for mode in ("untargeted", "targeted"):
+        rate = n.get(f"{mode}/success_rate")
+        if rate is not None and rate < 1:
+            out.append(f"{mode.capitalize()} FGSM failed within the budget cap on {1 - rate:.0%} of the images.")
+    return out
+
+
+HEADLINES = [
+    Headline("untargeted/median_k", "median untargeted budget (k/255)", 2),
+    Headline("targeted/median_k", "median targeted budget (k/255)", None, "8–21"),
+    Headline("untargeted/success_rate", "untargeted success rate"),
+    Headline("targeted/success_rate", "targeted success rate"),
+]
+
+
+def headlines(results: dict | None = None) -> list[Headline]:
+    """The headline numbers and the write-up's value for each (``None``: it has none)."""
+    return HEADLINES
+
+
 def run(
     options: RecipeOptions,
     images: Annotated[int, "number of correctly classified test images searched (the first ones)"] = 5,
@@ -31,6 +75,12 @@ def run(
     max_k: Annotated[int, "largest budget tried, in units of 1/255"] = 64,
 ) -> Path:
     """Search k = 1, 2, ... max_k for correctly classified test images (``--index 3,7`` or the first ``--images``)."""
+    return over_seeds(
+        NAME, TITLE, options, lambda o: _once(o, images, index, target, max_k), numbers, findings, headlines,
+    )
+
+
+def _once(options: RecipeOptions, images: int, index: str | None, target: str | None, max_k: int) -> Path:
     ctx = start(NAME, options)
     model = ctx.classifier()
     classes = ctx.test.info.classes
@@ -49,7 +99,7 @@ def run(
         t = torch.full_like(y, _class_index(target, classes))
         if (t == y).any():
             raise ValueError(f"target class {target!r} is the true class of some picked images; choose another")
-    results, lines = {}, header(ctx, "Minimal FGSM budget", SUMMARY)
+    results, lines = {}, header(ctx, TITLE, SUMMARY)
     for mode, tgt in (("untargeted", None), ("targeted", t)):
         budget = minimal_budget(model, x, y, target=tgt, max_k=max_k)
         adv_pred = predict(model, budget.x_adv)
@@ -89,24 +139,22 @@ def run(
             for r in per_image
         ]
         lines += [f"## {mode.capitalize()}", "", table(headers, rows), "", f"![{mode}]({mode}_examples.png)", ""]
-    ks = [r["k"] for r in results["untargeted"]["images"] if r["k"]]
-    kt = [r["k"] for r in results["targeted"]["images"] if r["k"]]
-    median = lambda v: float(torch.tensor(v, dtype=torch.float).median()) if v else None  # noqa: E731
+    n = numbers(results)
+    results["findings"] = findings(n)
     lines += [
+        "## Findings",
+        "",
+        *[f"- {f}" for f in results["findings"]],
+        "",
         "## Against the write-up",
         "",
         comparison(
             [
-                ("median untargeted budget (k/255)", median(ks), 2),
-                ("median targeted budget (k/255)", median(kt), "8–21 (bird→deer 8, cat→automobile 10, truck→deer 21)"),
+                ("median untargeted budget (k/255)", n["untargeted/median_k"], 2),
+                ("median targeted budget (k/255)", n["targeted/median_k"], "8–21 (bird→deer 8, cat→automobile 10, truck→deer 21)"),
             ],
             options.dataset,
         ),
-        "",
-        f"Finding: targeted success needs a larger budget than untargeted here too "
-        f"(median {median(kt)} vs {median(ks)}), as in the write-up."
-        if ks and kt and median(kt) >= median(ks)
-        else "Finding: targeted budgets were not larger than untargeted ones on these images.",
     ]
     return finish(ctx, results, lines)
 

@@ -6,15 +6,93 @@ from typing import Annotated
 import torch
 
 from robustkit.app import plots
-from robustkit.app.runner import RecipeOptions, comparison, finish, header, start, table
+from robustkit.app.runner import Headline, RecipeOptions, finish, header, headline_table, over_seeds, start, table
 from robustkit.evaluate import eps_sweep, predict
 from robustkit.registry import attack
 
 NAME = "fgsm-sweep"
+TITLE = "FGSM sweep"
 SUMMARY = "FGSM accuracy-vs-ε curves (untargeted, and targeted at one class) with example grids."
 ORDER = 3
 DEFAULT_DATASET = "cifar10"
 GRID = "0,0.005,0.01,0.02,0.05,0.1,0.2,0.3"
+WRITE_UP = {0.0: 0.60, 0.01: 0.30, 0.02: 0.20}  # the second write-up's untargeted curve (a 60%-accuracy model)
+RISE = 0.01  # a rise in accuracy larger than this (10 images in 1000) is remarked
+
+
+def numbers(results: dict) -> dict[str, float | None]:
+    """The sweep as flat numbers: ``acc@ε`` (untargeted), ``targeted_acc@ε`` and ``target_rate@ε``."""
+    out: dict[str, float | None] = {}
+    for e, a in zip(results["untargeted"]["eps"], results["untargeted"]["accuracy"], strict=True):
+        out[f"acc@{e:g}"] = a
+    targeted = results["targeted"]
+    for e, a, r in zip(targeted["eps"], targeted["accuracy"], targeted["target_rate"], strict=True):
+        out[f"targeted_acc@{e:g}"], out[f"target_rate@{e:g}"] = a, r
+    return out
+
+
+def _curve(n: dict, prefix: str) -> list[tuple[float, float]]:
+    return sorted((float(k.split("@")[1]), v) for k, v in n.items() if k.startswith(prefix + "@") and v is not None)
+
+
+def rise_after_minimum(curve: list[tuple[float, float]]) -> tuple[float, float, float, float] | None:
+    """``(ε_min, acc_min, ε_later, acc_later)`` when accuracy climbs more than RISE above an earlier
+    minimum (the largest such climb), else ``None``."""
+    best = None
+    for i, (e_low, low) in enumerate(curve):
+        for e_high, high in curve[i + 1 :]:
+            if high - low > RISE and (best is None or high - low > best[3] - best[1]):
+                best = (e_low, low, e_high, high)
+    return best
+
+
+def findings(n: dict) -> list[str]:
+    """The report's findings, computed from `numbers` alone."""
+    out = []
+    clean, at01 = n.get("acc@0"), n.get("acc@0.01")
+    if clean and at01 is not None:
+        ours, theirs = at01 / clean, WRITE_UP[0.01] / WRITE_UP[0.0]
+        verdict = (
+            "about the write-up's fall"
+            if abs(ours - theirs) <= 0.15
+            else ("a smaller fall than the write-up's" if ours > theirs else "a larger fall than the write-up's")
+        )
+        out.append(
+            f"FGSM at ε=0.01 keeps {ours:.0%} of the clean accuracy ({at01:.3f} of {clean:.3f}); the write-up's "
+            f"60%-accuracy model kept {theirs:.0%} (0.30 of 0.60): {verdict}."
+        )
+    rise = rise_after_minimum(_curve(n, "acc"))
+    if rise:
+        e0, a0, e1, a1 = rise
+        out.append(
+            f"Accuracy is not monotone in ε: it falls to {a0:.3f} at ε={e0:g} and rises again to {a1:.3f} at "
+            f"ε={e1:g}. A single FGSM step is not the worst case in the ε-ball: at large ε the image is mostly "
+            "the ±ε sign pattern clipped to [0, 1], and the predictions on it drift back toward chance. An "
+            "attack that searches the ball (PGD) would not rise; the curve beyond the minimum says nothing "
+            "about robustness."
+        )
+    else:
+        out.append(f"Untargeted accuracy falls monotonically with ε (no rise larger than {RISE:g}).")
+    rates = _curve(n, "target_rate")
+    if rates:
+        e_best, r_best = max(rates, key=lambda er: er[1])
+        tail = rates[-1]
+        sentence = f"The targeted attack reaches its class most often at ε={e_best:g} ({r_best:.3f} of the images)"
+        if tail[1] < r_best - RISE:
+            sentence += f" and less often at larger budgets ({tail[1]:.3f} at ε={tail[0]:g}): one step overshoots"
+        out.append(sentence + ".")
+    return out
+
+
+def headlines(results: dict | None = None) -> list[Headline]:
+    """The headline numbers and the write-up's value for each."""
+    return [
+        Headline("acc@0", "clean accuracy", WRITE_UP[0.0]),
+        Headline("acc@0.01", "accuracy at ε=0.01", WRITE_UP[0.01]),
+        Headline("acc@0.02", "accuracy at ε=0.02", WRITE_UP[0.02]),
+        Headline("acc@0.1", "accuracy at ε=0.1"),
+        Headline("acc@0.3", "accuracy at ε=0.3"),
+    ]
 
 
 def run(
@@ -23,6 +101,10 @@ def run(
     target: Annotated[str | None, "class of the targeted sweep (default: horse, or the last class)"] = None,
 ) -> Path:
     """Sweep FGSM over ``--eps``; ``--target`` names the targeted class (default: horse, or the last class)."""
+    return over_seeds(NAME, TITLE, options, lambda o: _once(o, eps, target), numbers, findings, headlines)
+
+
+def _once(options: RecipeOptions, eps: str, target: str | None) -> Path:
     ctx = start(NAME, options)
     model = ctx.classifier()
     classes = ctx.test.info.classes
@@ -54,17 +136,22 @@ def run(
         ]
         plots.image_grid(rows, ctx.folder.figure(f"grid_eps_{e}"), title=f"FGSM ε={e}: predictions")
     at = dict(zip(untargeted.eps, untargeted.accuracy, strict=True))
-    lines = header(ctx, "FGSM sweep", SUMMARY) + [
+    results = {
+        "target": target,
+        "untargeted": untargeted.as_dict(),
+        "targeted": targeted.as_dict(),
+        "clean_accuracy": at.get(0.0),
+    }
+    n = numbers(results)
+    results["findings"] = findings(n)
+    lines = header(ctx, TITLE, SUMMARY) + [
+        "## Findings",
+        "",
+        *[f"- {f}" for f in results["findings"]],
+        "",
         "## Against the write-up (a 60%-accuracy CIFAR-10 model)",
         "",
-        comparison(
-            [
-                ("clean accuracy", at.get(0.0), 0.60),
-                ("accuracy at ε=0.01", at.get(0.01), 0.30),
-                ("accuracy at ε=0.02", at.get(0.02), 0.20),
-            ],
-            options.dataset,
-        ),
+        headline_table([h for h in headlines() if h.reference is not None], n, options.dataset),
         "",
         "## Sweep",
         "",
@@ -83,12 +170,6 @@ def run(
         "",
         "![0.01](grid_eps_0.01.png) ![0.1](grid_eps_0.1.png) ![0.3](grid_eps_0.3.png)",
     ]
-    results = {
-        "target": target,
-        "untargeted": untargeted.as_dict(),
-        "targeted": targeted.as_dict(),
-        "clean_accuracy": at.get(0.0),
-    }
     return finish(ctx, results, lines)
 
 

@@ -17,17 +17,17 @@ KEYS = {
     "ood-baselines": {"metrics", "clean_accuracy", "ood_set"},
     "fgsm-budget": {"untargeted", "targeted"},
     "fgsm-sweep": {"untargeted", "targeted", "clean_accuracy"},
-    "adversarial-training-ood": {"sweeps", "ood", "clean_accuracy", "catastrophic_overfitting", "finding"},
-    "squeeze-distill": {"accuracy", "detector", "gradient_masking_suspected"},
+    "adversarial-training-ood": {"sweeps", "ood", "clean_accuracy", "catastrophic_overfitting", "training"},
+    "squeeze-distill": {"accuracy", "detector", "gradient_masking_suspected", "clean"},
     "ae-purification": {"accuracy", "eps"},
-    "defense-matrix": {"accuracy", "eps"},
+    "defense-matrix": {"accuracy", "eps", "deepfool", "adversarial_training"},
 }
 
 FIGURES = {  # the figures EXPERIMENTS.md names (recipes 6 and 7 specify tables only)
     "ood-baselines": ["roc.png", "pr.png", "hist_max_logit.png", "sorted_max_logit.png", "hist_reconstruction.png"],
     "fgsm-budget": ["untargeted_examples.png", "targeted_examples.png"],
     "fgsm-sweep": ["eps_curve.png", "grid_eps_0.01.png", "grid_eps_0.1.png", "grid_eps_0.3.png"],
-    "adversarial-training-ood": ["eps_curves.png", "hist_robust_max_softmax.png", "roc_standard_max_logit.png"],
+    "adversarial-training-ood": ["eps_curves.png", "hist_robust_0.1_max_softmax.png", "roc_standard_max_logit.png"],
     "squeeze-distill": ["squeezing_roc.png"],
     "ae-purification": [],
     "defense-matrix": [],
@@ -51,6 +51,9 @@ def test_recipe_on_digits(tmp_path, name):
         assert (folder / figure).stat().st_size > 1000
     report = (folder / "report.md").read_text()
     assert report.startswith("# ") and "| " in report
+    assert results["findings"] and "## Findings" in report
+    assert all(sentence in report for sentence in results["findings"])  # the report states what the function computed
+    assert load_recipe(name).findings(load_recipe(name).numbers(results)) == results["findings"]
     if name == "fgsm-sweep":
         assert results["untargeted"]["accuracy"][0] == results["clean_accuracy"]
         assert all(0 <= a <= 1 for a in results["untargeted"]["accuracy"])
@@ -58,6 +61,10 @@ def test_recipe_on_digits(tmp_path, name):
         assert all(0 <= m["AUROC"] <= 1 for m in results["metrics"].values())
     if name in ("ae-purification", "defense-matrix"):
         assert _in_unit(results["accuracy"])
+    if name == "ae-purification":
+        assert set(results["accuracy"]) == {"no defense", "AE, oblivious", "AE, adaptive (BPDA)", "AE, adaptive (through the AE)"}
+    if name == "squeeze-distill":
+        assert set(results["clean"]) == {"baseline", "teacher", "distilled"}
     if name == "fgsm-budget":
         for image in results["untargeted"]["images"]:
             assert image["success"] == (image["k"] is not None)
@@ -170,3 +177,50 @@ def test_recipe_usage_errors_and_flags(tmp_path):
     )
     assert ok.returncode == 0, ok.stderr
     assert (tmp_path / "run" / "results.json").is_file()
+
+
+def test_seeds_give_mean_and_spread_and_share_the_cache(tmp_path):
+    options = RecipeOptions(dataset="digits", epochs=1, out=tmp_path / "s", progress=False, limit=60, seeds=2,
+                            cache=tmp_path / "cache")  # fmt: skip
+    folder = load_recipe("fgsm-sweep").run(options, eps="0,0.05,0.1")
+    results = json.loads((folder / "results.json").read_text())
+    assert results["seeds"] == [0, 1] and len(results["per_seed"]) == 2
+    per_seed = [json.loads((folder / f"seed-{s}" / "results.json").read_text()) for s in (0, 1)]
+    assert [r["options"]["seed"] for r in per_seed] == [0, 1]
+    clean = [r["clean_accuracy"] for r in per_seed]
+    assert results["mean"]["acc@0"] == pytest.approx(sum(clean) / 2)
+    report = (folder / "report.md").read_text()
+    assert "2 seeds" in report and "±" in report and "(seed-1/report.md)" in report and "## Findings (from the means)" in report
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2  # one model per seed
+    again = load_recipe("fgsm-sweep").run(
+        RecipeOptions(dataset="digits", epochs=1, out=tmp_path / "t", progress=False, limit=60, seeds=2,
+                      cache=tmp_path / "cache"), eps="0,0.05,0.1")  # fmt: skip
+    assert json.loads((again / "results.json").read_text())["mean"] == results["mean"]
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2  # the second run trained nothing
+
+
+def test_fidelity_benchmark_on_a_cifar10_format_folder(tmp_path, monkeypatch):
+    from benchmarks import fidelity
+
+    monkeypatch.setenv("ROBUSTKIT_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, n in (("data_batch_1", 64), ("test_batch", 32)):
+        labels = rng.integers(0, 10, n)
+        data = rng.integers(0, 60, (n, 3, 32, 32)) + (labels * 20)[:, None, None, None]
+        pickle.dump({"data": data.astype(np.uint8).reshape(n, -1), "labels": labels.tolist()}, open(folder / name, "wb"))
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    pickle.dump({"label_names": names}, open(folder / "batches.meta", "wb"))
+    page = tmp_path / "fidelity.md"
+    page.write_text("# Fidelity\n\nbefore\n<!-- fidelity:begin -->\nold\n<!-- fidelity:end -->\nafter\n")
+    out = fidelity.main(["--root", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--recipes", "fgsm-sweep",
+                         "--docs", str(page)])  # fmt: skip
+    rows = {r["key"]: r for r in out["rows"]}
+    assert rows["acc@0"]["write_up"] == 0.6 and rows["acc@0"]["plain_pytorch"]["mean"] is not None
+    assert 0 <= rows["acc@0.01"]["robustkit"]["mean"] <= 1
+    table = (tmp_path / "out" / "fidelity.md").read_text()
+    assert "| fgsm-sweep | clean accuracy | 0.6 |" in table and "64 CIFAR-10 training images (about 0%" in table
+    assert json.loads((tmp_path / "out" / "fidelity.json").read_text())["rows"]
+    text = page.read_text()
+    assert "old" not in text and "| fgsm-sweep |" in text and text.endswith("after\n") and "before" in text

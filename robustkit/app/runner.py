@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from ..modelling.data import ImageSet, load_dataset
 from ..modelling.models import model_spec
 from ..modelling.train import TrainConfig, train_model
 from . import sanity
-from .report import RunFolder, fmt, table
+from .report import RunFolder, fmt, load_results, table
 
 
 @dataclass(frozen=True)
@@ -33,9 +34,14 @@ class Profile:
 PROFILES = {
     "small": Profile("small_cnn", TrainConfig(epochs=10, batch_size=64, lr=2e-3), None, 0.1),
     "mnist": Profile("small_cnn", TrainConfig(epochs=3, batch_size=128), 1000, 0.1),
+    # All training images every epoch (no validation split: with 15 epochs on a few thousand
+    # images, early stopping on a 10% split stopped training while it still improved), random
+    # crop and flip, AdamW (decoupled weight decay) with a one-cycle learning rate.
     "natural": Profile(
         "cnn6",
-        TrainConfig(epochs=15, batch_size=64, lr=1e-3, weight_decay=5e-4, augment=True, patience=3),
+        TrainConfig(
+            epochs=15, batch_size=64, lr=1e-3, weight_decay=5e-4, optimizer="adamw", schedule="onecycle", augment=True
+        ),
         1000,
         8 / 255,
     ),
@@ -54,10 +60,17 @@ def profile_for(data: ImageSet) -> Profile:
 class RecipeOptions:
     """Options every recipe takes (the ``help`` metadata is the CLI's help text)."""
 
-    dataset: str = field(default="cifar10", metadata={"help": "digits (offline), cifar10, mnist, imagefolder:PATH, ..."})
+    dataset: str = field(
+        default="cifar10",
+        metadata={"help": "digits (offline), cifar10, mnist, imagefolder:PATH (imagefolder:PATH?size=32 resizes mixed sizes), ..."},
+    )
     epochs: int | None = field(default=None, metadata={"help": "training epochs (default: the dataset profile's)"})
     device: str = field(default="auto", metadata={"help": "auto (CUDA when available), cpu, cuda, cuda:1, ..."})
     seed: int = field(default=0, metadata={"help": "seed for training, attacks and sampling"})
+    seeds: int = field(
+        default=1,
+        metadata={"help": "runs with seeds seed, seed+1, ...; the report gives each headline number as mean ± std"},
+    )
     out: Path | None = field(default=None, metadata={"help": "run folder (default: runs/<recipe>-<dataset>)"})
     root: Path | None = field(default=None, metadata={"help": "dataset root (default: $ROBUSTKIT_DATA or ~/.cache/robustkit/data)"})
     download: bool = field(default=False, metadata={"help": "download the dataset if it is missing"})
@@ -99,12 +112,75 @@ class Context:
         self.models[f"{arch}"] = {"cache": meta.get("cache"), "cached": meta.get("cached")}
         return model
 
-    def autoencoder_config(self) -> TrainConfig:
-        return dataclasses.replace(self.config, objective="reconstruct", augment=False, patience=None, batch_size=128)
+    def autoencoder_config(self, epochs: int | None = None) -> TrainConfig:
+        """The classifier's config turned into a reconstruction one: no augmentation, no early
+        stop, no weight decay (an L2 pull toward zero weights blurs reconstructions)."""
+        return dataclasses.replace(
+            self.config,
+            objective="reconstruct",
+            augment=False,
+            patience=None,
+            batch_size=128,
+            weight_decay=0.0,
+            epochs=epochs or self.config.epochs,
+        )
+
+    def robust_classifier(
+        self,
+        model: nn.Module,
+        eps: float | str,
+        *,
+        random_start: bool = True,
+        targeted: bool = False,
+        fallback_steps: int | None = 7,
+    ) -> tuple[nn.Module, dict[str, Any]]:
+        """Adversarial training at ``eps`` with a monitor, and what happened.
+
+        FGSM (from a random start unless ``random_start=False``: Wong et al. 2020) makes the
+        training examples; 256 training images are monitored every epoch (clean, FGSM, PGD
+        accuracy). When the monitor shows catastrophic overfitting and ``fallback_steps`` is
+        set, the model is trained again with PGD of that many steps, and that one is returned.
+        The record says which attack trained the returned model (``used``), each run's attack,
+        verdict and history (``runs``), whether the fallback ran, and the models (``models``,
+        one per run; not JSON).
+        """
+        from ..defenses.training import overfitting_verdict
+        from ..registry import attack, defense
+
+        def train(atk: Any, rs: bool) -> tuple[nn.Module, dict[str, Any]]:
+            trainer = defense(
+                "adversarial_training",
+                attack=atk,
+                random_start=rs,
+                targeted=targeted,
+                train_config=self.config,
+                monitor=self.train.take(256),
+                cache=self.options.cache,
+                progress=self.options.progress,
+            )
+            net = trainer.apply(model, self.train)
+            label = f"FGSM{' with random start' if rs else ''}" if atk.name == "fgsm" else f"PGD-{atk.params['steps']}"
+            verdict = overfitting_verdict(trainer.history)
+            return net, {"attack": label, "verdict": verdict, "history": trainer.history}
+
+        robust, first = train(attack("fgsm", eps=eps), random_start)
+        record: dict[str, Any] = {"runs": [first], "used": first["attack"], "fallback": False, "models": [robust]}
+        if first["verdict"]["overfitting"] and fallback_steps:
+            robust, second = train(attack("pgd", eps=eps, steps=fallback_steps), False)
+            record.update(runs=[first, second], used=second["attack"], fallback=True, models=[record["models"][0], robust])
+        return robust, record
 
     def load(self, name: str, **kwargs: Any) -> ImageSet:
         """Another dataset (an OOD set), with the recipe's root and download options."""
         return load_dataset(name, root=self.options.root, download=self.options.download, **kwargs)
+
+
+def default_out(name: str, dataset: str) -> Path:
+    """``runs/<recipe>-<dataset>``, the dataset name made safe for a folder name."""
+    slug = dataset
+    for char, sub in ((":", "-"), ("/", "_"), (",", "_"), ("?", "_"), ("=", "")):
+        slug = slug.replace(char, sub)
+    return Path("runs") / f"{name}-{slug}"
 
 
 def start(name: str, options: RecipeOptions) -> Context:
@@ -118,8 +194,7 @@ def start(name: str, options: RecipeOptions) -> Context:
     config = dataclasses.replace(profile.train, seed=options.seed)
     if options.epochs is not None:
         config = dataclasses.replace(config, epochs=options.epochs)
-    slug = options.dataset.replace(":", "-").replace("/", "_").replace(",", "_")
-    out = options.out or Path("runs") / f"{name}-{slug}"
+    out = options.out or default_out(name, options.dataset)
     folder = RunFolder(out, overwrite=options.overwrite)
     return Context(name, options, train, test, profile, config, folder)
 
@@ -164,4 +239,141 @@ def finish(ctx: Context, results: dict[str, Any], lines: list[str], checks: Sequ
     return ctx.folder.finish(results, "\n".join(sanity.with_section(lines, checks)) + "\n")
 
 
-__all__ = ["Context", "RecipeOptions", "comparison", "finish", "fmt", "header", "start", "table"]
+def attack_correct(attack: Any, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Adversarial examples for the images ``model`` classifies correctly; the others unchanged.
+
+    The usual definition of robust accuracy (an attacker leaves a misclassified image alone).
+    It matters for attacks that ignore the label: DeepFool pushes an image across the nearest
+    boundary of its *predicted* class, which can turn a misclassified image into a correct one.
+    """
+    from ..evaluate import attack_batches, predict
+
+    correct = predict(model, x) == y.cpu()
+    adv = x.clone()
+    if correct.any():
+        adv[correct] = attack_batches(attack, model, x[correct], y[correct])
+    return adv
+
+
+# ------------------------------------------------------------------ findings and spread
+
+
+@dataclass(frozen=True)
+class Headline:
+    """One headline number of a recipe: its key in `numbers`, a label, the write-up's value
+    for the same comparison (``None``: the write-up has none) and what that value is."""
+
+    key: str
+    label: str
+    reference: float | None = None
+    note: str = ""
+
+
+def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation of the values that are not ``None`` (std ``None`` for one)."""
+    present = [float(v) for v in values if v is not None]
+    if not present:
+        return None, None
+    mean = sum(present) / len(present)
+    if len(present) == 1:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in present) / (len(present) - 1))
+
+
+def spread_text(mean: float | None, std: float | None, digits: int = 3) -> str:
+    """``0.612 ± 0.011`` (or just the mean when there is no spread)."""
+    if mean is None:
+        return "–"
+    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def headline_table(headlines: Sequence[Headline], numbers: dict[str, Any], dataset: str = "cifar10") -> str:
+    """Our headline numbers beside the write-up's for the same comparison (``–``: it has none)."""
+    rows = []
+    for h in headlines:
+        ref = "–" if h.reference is None else fmt(h.reference)
+        rows.append([h.label, numbers.get(h.key), f"{ref} {h.note}".strip()])
+    return comparison([(r[0], r[1], r[2]) for r in rows], dataset)
+
+
+def over_seeds(
+    name: str,
+    title: str,
+    options: RecipeOptions,
+    once: Callable[[RecipeOptions], Path],
+    numbers: Callable[[dict[str, Any]], dict[str, Any]],
+    findings: Callable[[dict[str, Any]], list[str]],
+    headlines: Callable[[dict[str, Any]], list[Headline]],
+) -> Path:
+    """Run ``once`` with seeds ``seed … seed+seeds-1`` and summarise the headline numbers.
+
+    With ``options.seeds == 1`` this is ``once(options)``. Otherwise each run writes its own
+    folder ``OUT/seed-<k>`` (trained models come from the shared cache when present), and
+    ``OUT/report.md`` gives every headline number as mean ± std over the runs, with the
+    findings recomputed from the means by the recipe's ``findings`` function.
+    """
+    if options.seeds < 1:
+        raise ValueError(f"seeds={options.seeds} must be ≥ 1")
+    if options.seeds == 1:
+        return once(options)
+    folder = RunFolder(options.out or default_out(name, options.dataset), overwrite=options.overwrite)
+    seeds = [options.seed + k for k in range(options.seeds)]
+    per_seed: list[dict[str, Any]] = []
+    first: dict[str, Any] = {}
+    for seed in seeds:
+        run = dataclasses.replace(options, seed=seed, seeds=1, out=folder.path / f"seed-{seed}", overwrite=True)
+        results = load_results(once(run))
+        first = first or results
+        per_seed.append(numbers(results))
+    keys = list(dict.fromkeys(k for n in per_seed for k in n))
+    summary = {k: mean_std([n.get(k) for n in per_seed]) for k in keys}
+    means = {k: v[0] for k, v in summary.items()}
+    rows = []
+    for h in headlines(first):
+        mean, std = summary.get(h.key, (None, None))
+        ref = "–" if h.reference is None else fmt(h.reference)
+        rows.append([h.label, spread_text(mean, std), ", ".join(spread_text(n.get(h.key), None) for n in per_seed),
+                     f"{ref} {h.note}".strip()])  # fmt: skip
+    lines = [
+        f"# {title} — {len(seeds)} seeds",
+        "",
+        f"Dataset `{options.dataset}`; seeds {', '.join(map(str, seeds))} (each seeds the training, the "
+        "attacks' random starts and any sampled data). Each run's own report: "
+        + ", ".join(f"[seed {s}](seed-{s}/report.md)" for s in seeds)
+        + ".",
+        "",
+        f"## Headline numbers (mean ± sample std over {len(seeds)} runs)",
+        "",
+        table(["headline", "mean ± std", "per seed", "write-up"], rows),
+        "",
+        "## Findings (from the means)",
+        "",
+        *[f"- {sentence}" for sentence in findings(means)],
+    ]
+    results = {
+        "recipe": name,
+        "seeds": seeds,
+        "per_seed": per_seed,
+        "mean": means,
+        "std": {k: v[1] for k, v in summary.items()},
+        "findings": findings(means),
+    }
+    return folder.finish(results, "\n".join(lines) + "\n")
+
+
+__all__ = [
+    "Context",
+    "Headline",
+    "RecipeOptions",
+    "attack_correct",
+    "comparison",
+    "finish",
+    "fmt",
+    "header",
+    "headline_table",
+    "mean_std",
+    "over_seeds",
+    "spread_text",
+    "start",
+    "table",
+]

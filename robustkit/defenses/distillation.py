@@ -5,6 +5,13 @@ probability targets into argmax labels whenever the loss is CrossEntropyLoss, so
 student would silently learn hard labels. robustkit trains both networks in its own loop:
 the teacher at temperature T, the student on the teacher's softmax(z/T) at T; the student
 is returned as a plain model, i.e. evaluated at T = 1.
+
+Training at T: the cross-entropy of z/T has gradients T (hard labels) to T² (soft labels)
+times smaller than at T = 1, and the logits z must grow T-fold for the same confidence.
+`robustkit.modelling.train.fit` multiplies the loss by T² (Hinton et al. 2015), so a
+coupled weight decay cannot outweigh the data term (which left the teacher at chance on
+CIFAR-10 at T = 20), and the teacher and student train with the caller's config otherwise
+(the same epochs as the undefended model); use ``optimizer="adamw"`` for decoupled decay.
 """
 
 from __future__ import annotations
@@ -48,16 +55,23 @@ class DefensiveDistillation(Defense):
     def __init__(self, **params):
         super().__init__(**params)
         self.teacher: nn.Module | None = None
+        self.history: dict[str, list[dict[str, float]]] = {}
+
+    @property
+    def student_config(self):
+        """The training config of teacher and student: the caller's, at temperature T."""
+        return dataclasses.replace(self.train_config, temperature=self.params["temperature"])
 
     def _apply(self, model, data):
         spec = spec_of(model)
         if spec is None:
             raise TypeError("distillation trains new networks of the model's architecture: pass a robustkit model")
         p = self.params
-        config = dataclasses.replace(self.train_config, temperature=p["temperature"])
+        config = self.student_config
         common = {"cache": p["cache"], "progress": p["progress"], "device": model_device(model)}
-        teacher, _ = train_model(spec, data, config, key_extra={"role": "teacher"}, **common)
+        teacher, meta_t = train_model(spec, data, config, key_extra={"role": "teacher"}, **common)
         targets = soft_labels(teacher, data.x, p["temperature"])
-        student, _ = train_model(spec, data, config, targets=targets, key_extra={"role": "student"}, **common)
+        student, meta_s = train_model(spec, data, config, targets=targets, key_extra={"role": "student"}, **common)
         self.teacher = teacher
+        self.history = {"teacher": meta_t.get("history", []), "student": meta_s.get("history", [])}
         return student

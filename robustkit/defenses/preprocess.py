@@ -7,16 +7,18 @@ gradients straight through (BPDA with the identity), the autoencoder is differen
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from ..core.checks import model_device
 from ..core.papers import MENG_2017, XU_2018
-from ..core.params import Param, component
+from ..core.params import Param, component, flag
 from ..modelling.squeezers import bit_depth, median_filter, resample
-from ..modelling.train import train_autoencoder
-from .base import CACHE, TRAIN_CONFIG, Defense
+from ..modelling.train import TrainConfig, train_autoencoder
+from .base import CACHE, PROGRESS, TRAIN_CONFIG, Defense
 
 
 class PreprocessedModel(nn.Module):
@@ -88,22 +90,36 @@ class AutoencoderPurification(Defense):
     """Classify the autoencoder's reconstruction of the input (MagNet's reformer).
 
     Pass ``autoencoder=`` or let ``apply(model, train_data)`` train (or load from the
-    cache) robustkit's ConvAutoencoder on clean training data.
+    cache) one of robustkit's on clean training data: by default the residual denoiser
+    (``arch="denoiser"``, trained on noisy inputs against clean targets, which keeps clean
+    accuracy), or the bottleneck ``autoencoder``. ``straight_through`` makes gradients skip
+    the autoencoder (BPDA with the identity) instead of differentiating through it.
     """
 
     name = "ae_purification"
     parameters = (
         component("autoencoder", (nn.Module,), "a trained autoencoder; None: train robustkit's on the data"),
+        Param("arch", "denoiser", "architecture trained when no autoencoder is given", types=(str,),
+              choices=("denoiser", "autoencoder")),
+        Param("noise", 0.1, "std of the Gaussian input noise the denoiser is trained to remove", low=0),
+        flag("straight_through", False, "backward pass treats the autoencoder as the identity (BPDA)"),
         TRAIN_CONFIG,
         CACHE,
-    )
+        PROGRESS,
+    )  # fmt: skip
     paper = MENG_2017
 
     def _apply(self, model, data):
-        autoencoder = self.params["autoencoder"]
+        p = self.params
+        autoencoder = p["autoencoder"]
         if autoencoder is None:
             if data is None:
                 raise ValueError("ae_purification needs autoencoder= or training data to train one: apply(model, data)")
-            autoencoder = train_autoencoder(data, self.params["train_config"], self.params["cache"])
+            config = p["train_config"] or TrainConfig(epochs=20, batch_size=128, objective="reconstruct")
+            noise = p["noise"] if p["arch"] == "denoiser" else 0.0
+            config = dataclasses.replace(config, objective="reconstruct", noise=noise)
+            autoencoder = train_autoencoder(
+                data, config, p["cache"], arch=p["arch"], device=model_device(model), progress=p["progress"]
+            )
         self.autoencoder = autoencoder.eval()
-        return PreprocessedModel(self.autoencoder, model, straight_through=False)
+        return PreprocessedModel(self.autoencoder, model, straight_through=p["straight_through"])

@@ -31,8 +31,8 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 GAP_RATIO = 0.5  # PGD at most this fraction of FGSM ...
 GAP_MIN = 0.10  # ... and at least this far below it: collapse at any accuracy level
 DROP_RATIO = 0.5  # PGD below this fraction of its best epoch ...
+DROP_MIN = 0.05  # ... and at least this far below it (so noise at chance level is no collapse) ...
 HOLD_RATIO = 0.8  # ... while FGSM keeps this fraction of its best
-DROP_FLOOR = 0.1  # the drop rule needs a best PGD accuracy above this
 
 
 def overfitting_signs(history: list[dict[str, float]]) -> dict[str, Any] | None:
@@ -43,8 +43,8 @@ def overfitting_signs(history: list[dict[str, float]]) -> dict[str, Any] | None:
     - *gap*: PGD accuracy ≤ ½ of FGSM accuracy and at least 0.10 below it, at the training
       eps. It holds at any accuracy level, e.g. PGD 0.00 from the first epoch while FGSM
       reads 0.46 (CIFAR-10);
-    - *drop*: PGD accuracy fell below ½ of its best epoch (best > 0.1) while FGSM accuracy
-      kept ≥ 0.8 of its best.
+    - *drop*: PGD accuracy fell below ½ of its best epoch, and by at least 0.05, while FGSM
+      accuracy kept ≥ 0.8 of its best (at any level: 0.09 → 0.01 counts).
 
     Returns ``None`` for a history without monitored epochs, else the last epoch's numbers,
     which rules hold, ``collapsed`` (either rule) and ``epoch``: the monitored epoch (1-based)
@@ -61,7 +61,7 @@ def overfitting_signs(history: list[dict[str, float]]) -> dict[str, Any] | None:
 
     def drop(i: int) -> bool:
         best_pgd, best_fgsm = max(pgd[: i + 1]), max(fgsm[: i + 1])
-        return best_pgd > DROP_FLOOR and pgd[i] < DROP_RATIO * best_pgd and fgsm[i] >= HOLD_RATIO * best_fgsm
+        return pgd[i] < DROP_RATIO * best_pgd and best_pgd - pgd[i] >= DROP_MIN and fgsm[i] >= HOLD_RATIO * best_fgsm
 
     last = len(rows) - 1
     gap_now, drop_now = gap(last), drop(last)
@@ -87,10 +87,12 @@ class AdversarialTraining(Defense):
     """Train on adversarial examples made from the *current* weights at every batch.
 
     ``mix`` is the fraction of each batch replaced by its adversarial version; ``targeted``
-    attacks a random other class. With ``monitor`` (a held-out ImageSet) every epoch
-    records clean, FGSM and PGD accuracy on it, and `catastrophic_overfitting` says
-    whether PGD accuracy collapsed while FGSM accuracy did not (Wong et al. 2020; the rules
-    are in `overfitting_signs`).
+    attacks a random other class. ``random_start`` makes FGSM start from a uniform random
+    point of the ε-ball and step ``alpha`` (default 1.25·ε), then project back into the ball:
+    Wong et al. 2020's fix for catastrophic overfitting of plain FGSM training. With
+    ``monitor`` (a held-out ImageSet) every epoch records clean, FGSM and PGD accuracy on it,
+    and `catastrophic_overfitting` says whether FGSM accuracy is not matched by PGD accuracy
+    (`overfitting_signs`).
     """
 
     name = "adversarial_training"
@@ -99,6 +101,8 @@ class AdversarialTraining(Defense):
         component("attack", (Attack,), "the attack that makes training examples; None: FGSM at eps 2/255"),
         Param("mix", 0.5, "fraction of each batch replaced by adversarial examples", low=0, high=1, low_open=True),
         flag("targeted", False, "attack a random other class instead of the true one"),
+        flag("random_start", False, "FGSM from a random point of the eps-ball, step alpha (Wong et al. 2020)"),
+        Param("alpha", None, "step of random-start FGSM; None: 1.25·eps", low=0, low_open=True, optional=True),
         TRAIN_CONFIG,
         component("monitor", (ImageSet,), "held-out images for per-epoch clean / FGSM / PGD accuracy"),
         CACHE,
@@ -111,11 +115,26 @@ class AdversarialTraining(Defense):
         self.params["attack"] = attack.with_params(seed=None)  # a fresh random start at every batch
         if self.params["targeted"] and not attack.targeted:
             raise ValueError(f"adversarial_training: {attack.label()} has no targeted mode")
+        self._step = None
+        if self.params["random_start"]:
+            if attack.name != "fgsm":
+                raise ValueError(
+                    f"adversarial_training: random_start applies to FGSM, not {attack.label()} "
+                    "(PGD has its own random_start)"
+                )
+            self._step = attack.with_params(eps=self.alpha)
         self.history: list[dict[str, float]] = []
 
     @property
     def attack(self) -> Attack:
         return self.params["attack"]
+
+    @property
+    def alpha(self) -> float | None:
+        """The random-start FGSM step (``None`` without random start)."""
+        if not self.params["random_start"]:
+            return None
+        return self.params["alpha"] if self.params["alpha"] is not None else 1.25 * self.attack.eps
 
     def batch_hook(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Replace the first ``mix`` fraction of the batch by adversarial examples of the current model."""
@@ -125,7 +144,13 @@ class AdversarialTraining(Defense):
             num_classes = inspect_model(model, x)
             shift = torch.randint(1, num_classes, (n_adv,), device=y.device)
             target = (y[:n_adv] + shift) % num_classes
-        adv = self.attack(model, x[:n_adv], y[:n_adv], target=target)
+        if self._step is None:
+            adv = self.attack(model, x[:n_adv], y[:n_adv], target=target)
+        else:  # random start, one FGSM step of size alpha, projection onto the eps-ball
+            eps, clean = self.attack.eps, x[:n_adv]
+            start = (clean + torch.empty_like(clean).uniform_(-eps, eps)).clamp(0, 1)
+            adv = self._step(model, start, y[:n_adv], target=target)
+            adv = (clean + (adv - clean).clamp(-eps, eps)).clamp(0, 1)
         return torch.cat([adv, x[n_adv:]]), y
 
     def epoch_hook(self, model: nn.Module, epoch: int) -> dict[str, float]:
@@ -162,6 +187,29 @@ class AdversarialTraining(Defense):
         )  # fmt: skip
         self.history = meta["history"]
         return robust
+
+
+def overfitting_verdict(history: list[dict[str, float]]) -> dict[str, Any]:
+    """`overfitting_signs` as a verdict for a report: ``overfitting`` (``None`` without monitor
+    records), ``reason`` (a sentence) and the last ``fgsm``/``pgd``/``clean`` numbers."""
+    signs = overfitting_signs(history)
+    if signs is None:
+        return {"overfitting": None, "reason": "no monitor: overfitting was not checked"}
+    fgsm, pgd = signs["last_fgsm"], signs["last_pgd"]
+    last = {"fgsm": fgsm, "pgd": pgd, "clean": history[-1].get("monitor_clean")}
+    if signs["drop_rule"]:
+        reason = (
+            f"monitored PGD accuracy collapsed from {signs['best_pgd']:.3f} to {pgd:.3f} "
+            f"while FGSM accuracy held at {fgsm:.3f}"
+        )
+    elif signs["gap_rule"]:
+        reason = (
+            f"FGSM accuracy {fgsm:.3f} but PGD accuracy {pgd:.3f} on the monitor at the last epoch (since epoch "
+            f"{signs['epoch']}): the model defeats FGSM, not the worst case"
+        )
+    else:
+        reason = f"PGD accuracy {pgd:.3f} tracks FGSM accuracy {fgsm:.3f} on the monitor (no collapse)"
+    return {"overfitting": signs["collapsed"], "reason": reason, **last}
 
 
 class SqueezedTraining(Defense):

@@ -329,7 +329,7 @@ def catastrophic_overfitting(history: Sequence[dict[str, float]]) -> Check:
     training eps) and applies `robustkit.defenses.training.overfitting_signs`, the rules behind
     ``AdversarialTraining.catastrophic_overfitting``: at the last epoch PGD ≤ ½·FGSM and at least
     0.10 below it (at any accuracy level: PGD 0.00 with FGSM 0.46 counts), or PGD below half its
-    best epoch (best > 0.1) while FGSM keeps 80% of its best. Either warns.
+    best epoch and at least 0.05 below it while FGSM keeps 80% of its best. Either warns.
 
     Paper: Wong, Rice & Kolter 2020, Fast is better than free: Revisiting adversarial training, https://arxiv.org/abs/2001.03994
     """

@@ -244,27 +244,60 @@ def _fakedata(
     return _from_uint8(images.reshape(size, *shape), labels, info, split)
 
 
+def _imagefolder_options(arg: str) -> tuple[Path, int | None]:
+    """``PATH`` or ``PATH?size=N`` → (path, size or None)."""
+    path, _, query = arg.partition("?")
+    size = None
+    for item in filter(None, query.split("&")):
+        key, _, value = item.partition("=")
+        if key != "size":
+            raise ValueError(f"imagefolder: unknown option {key!r} in {arg!r}; valid: size (e.g. imagefolder:PATH?size=32)")
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"imagefolder: size must be a positive integer, got {value!r} in {arg!r}")
+        size = int(value)
+    return Path(path).expanduser(), size
+
+
+def _square(image: Any, size: int) -> Any:
+    """Resize a PIL image so its shorter side is ``size`` (antialiased), then centre-crop to size×size."""
+    from PIL import Image
+
+    w, h = image.size
+    scale = size / min(w, h)
+    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+    image = image.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=None)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
 def _imagefolder(split: str, arg: str | None = None, **_: object) -> ImageSet:
+    """``imagefolder:PATH`` (all images one size) or ``imagefolder:PATH?size=N`` (any sizes:
+    each image is resized so its shorter side is N, then centre-cropped to N×N)."""
     import torchvision
     from torchvision.transforms.functional import pil_to_tensor
 
     if not arg:
-        raise ValueError("imagefolder needs a path: 'imagefolder:PATH'")
-    base = Path(arg).expanduser()
+        raise ValueError("imagefolder needs a path: 'imagefolder:PATH' (or 'imagefolder:PATH?size=32' to resize)")
+    base, size = _imagefolder_options(arg)
     folder = base / split if (base / split).is_dir() else base
     if not folder.is_dir():
         raise DatasetNotFoundError(f"image folder {folder} does not exist; expected PATH/<class>/<image files>")
     ds = torchvision.datasets.ImageFolder(str(folder))
     if len(ds) == 0:
         raise DatasetNotFoundError(f"no images under {folder}; expected PATH/<class>/<image files>")
-    first = pil_to_tensor(ds[0][0].convert("RGB"))
+
+    def read(path: str) -> torch.Tensor:
+        image = ds.loader(path).convert("RGB")
+        return pil_to_tensor(image if size is None else _square(image, size))
+
+    first = read(ds.samples[0][0])
     images = np.empty((len(ds), *first.shape), dtype=np.uint8)
     for i, (path, _) in enumerate(ds.samples):
-        image = pil_to_tensor(ds.loader(path).convert("RGB"))
+        image = read(path)
         if image.shape != first.shape:
             raise ValueError(
                 f"{path} is {tuple(image.shape)} but the first image is {tuple(first.shape)}; "
-                "resize the folder's images to one size first"
+                f"load the folder as 'imagefolder:{base}?size=32' to resize every image to 32×32"
             )
         images[i] = image.numpy()
     out = _from_uint8(images, np.asarray(ds.targets), None, split)

@@ -144,13 +144,38 @@ class ConvAutoencoder(nn.Module):
         return self.decoder(self.encoder(x))
 
 
+class ResidualDenoiser(nn.Module):
+    """A residual denoising autoencoder: ``clamp(x + g(x), 0, 1)``, ``g`` a stack of 3×3
+    convolutions at full resolution (no bottleneck to lose detail through).
+
+    ``g`` starts near zero, so the untrained model is close to the identity; trained on
+    noisy inputs against clean targets (``TrainConfig(noise=...)``) it learns to remove
+    small perturbations while passing the image through. Meant for purification (MagNet's
+    reformer is such a full-resolution denoiser), not for reconstruction-error scores.
+    """
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 0, image_size: int = 32, width: int = 32):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(inplace=True)]
+        for _ in range(3):
+            layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True)]
+        last = nn.Conv2d(width, in_channels, 3, padding=1)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.residual = nn.Sequential(*layers, last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x + self.residual(x)).clamp(0, 1)
+
+
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "small_cnn": SmallCNN,
     "cnn6": CNN6,
     "resnet18": ResNet18,
     "autoencoder": ConvAutoencoder,
+    "denoiser": ResidualDenoiser,
 }
-RECONSTRUCTORS = ("autoencoder",)
+RECONSTRUCTORS = ("autoencoder", "denoiser")
 
 
 def default_arch(shape: Sequence[int]) -> str:

@@ -39,15 +39,25 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.0
-    optimizer: Literal["adam", "sgd"] = "adam"
+    """L2 penalty: coupled (added to the gradient) for adam and sgd, decoupled for adamw."""
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    schedule: Literal["constant", "onecycle", "cosine"] = "constant"
+    """Learning rate over the run, stepped every batch: constant, one-cycle (warm-up to ``lr``
+    in the first 30%, then cosine annealing; Smith & Topin 2019) or cosine annealing to 0."""
     patience: int | None = None
     """Stop after this many epochs without validation improvement (``None``: never)."""
     val_fraction: float = 0.1
     augment: bool = False
     """Random crop (pad 4) and horizontal flip, for natural images."""
     temperature: float = 1.0
-    """Softmax temperature of the loss (defensive distillation trains at T > 1)."""
+    """Softmax temperature of the loss (defensive distillation trains at T > 1). The gradient
+    of the cross-entropy at T shrinks as 1/T (1/T² for soft targets), so the loss is multiplied
+    by T² (Hinton et al. 2015) before the backward pass; otherwise a coupled weight decay
+    outweighs the data term. The history records the unscaled loss."""
     objective: Literal["classify", "reconstruct"] = "classify"
+    noise: float = 0.0
+    """Reconstruction only: std of Gaussian noise added to the inputs, the target staying
+    clean (a denoising autoencoder; 0: plain reconstruction)."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -55,8 +65,12 @@ class TrainConfig:
             raise ValueError(f"epochs ({self.epochs}) and batch_size ({self.batch_size}) must be ≥ 1")
         if not self.lr > 0 or self.temperature <= 0:
             raise ValueError(f"lr ({self.lr}) and temperature ({self.temperature}) must be > 0")
-        if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: adam, sgd")
+        if self.optimizer not in ("adam", "adamw", "sgd"):
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: adam, adamw, sgd")
+        if self.schedule not in ("constant", "onecycle", "cosine"):
+            raise ValueError(f"unknown schedule {self.schedule!r}; valid: constant, onecycle, cosine")
+        if self.weight_decay < 0 or self.noise < 0:
+            raise ValueError(f"weight_decay ({self.weight_decay}) and noise ({self.noise}) must be ≥ 0")
         if self.objective not in ("classify", "reconstruct"):
             raise ValueError(f"unknown objective {self.objective!r}; valid: classify, reconstruct")
         if not 0 < self.val_fraction < 1:
@@ -76,11 +90,15 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> 
     return torch.where(flip[:, None, None, None], out.flip(3), out).contiguous()
 
 
-def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """The batch loss and the number of correct predictions (a tensor: no sync per batch)."""
+def _loss(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig, target: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch loss (unscaled: cross-entropy at T, or MSE) and the number of correct
+    predictions (a tensor: no sync per batch). ``target`` replaces ``x`` as the
+    reconstruction target (the clean images of a denoising autoencoder)."""
     out = model(x)
     if config.objective == "reconstruct":
-        return F.mse_loss(out, x), torch.zeros((), dtype=torch.int64)
+        return F.mse_loss(out, x if target is None else target), torch.zeros((), dtype=torch.int64)
     loss = F.cross_entropy(out / config.temperature, y)
     hard = y if y.ndim == 1 else y.argmax(1)
     return loss, (out.argmax(1) == hard).sum()
@@ -124,12 +142,12 @@ def fit(
         n_val = max(1, int(len(x) * config.val_fraction))
         x_val, y_val = x[order[:n_val]].to(device), y[order[:n_val]].to(device)
         x, y = x[order[n_val:]], y[order[n_val:]]
-    opt_cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.SGD
-    opt_args: dict[str, Any] = {"momentum": 0.9} if config.optimizer == "sgd" else {}
-    optimizer = opt_cls(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, **opt_args)
+    optimizer = make_optimizer(model, config)
+    batches = (len(x) + config.batch_size - 1) // config.batch_size
+    scheduler = make_scheduler(optimizer, config, config.epochs * batches)
+    scale = config.temperature**2 if config.objective == "classify" else 1.0
     history: list[dict[str, float]] = []
     best_score, best_state, stale = float("-inf"), None, 0
-    batches = (len(x) + config.batch_size - 1) // config.batch_size
     model.train()
     with Progress(transient=True, disable=not progress) as bar:
         task = bar.add_task("training", total=config.epochs * batches)
@@ -144,10 +162,16 @@ def fit(
                 xb, yb = xb.to(device), yb.to(device)
                 if batch_hook is not None:
                     xb, yb = batch_hook(model, xb, yb)
-                loss, batch_hits = _loss(model, xb, yb, config)
+                clean = None
+                if config.objective == "reconstruct" and config.noise > 0:
+                    noise = torch.randn(xb.shape, generator=generator).to(device)
+                    clean, xb = xb, (xb + config.noise * noise).clamp(0, 1)
+                loss, batch_hits = _loss(model, xb, yb, config, clean)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss * scale).backward()
                 optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
                 loss_sum += loss.detach().cpu() * len(index)
                 hits += batch_hits.cpu()
                 if progress:
@@ -174,6 +198,25 @@ def fit(
     optimizer.zero_grad(set_to_none=True)
     model.eval()
     return history
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer a config names, over all of ``model``'s parameters."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, momentum=0.9)
+    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return cls(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int) -> Any:
+    """The per-batch learning-rate schedule a config names (``None`` for a constant rate)."""
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.lr, total_steps=max(2, total_steps), pct_start=0.3, cycle_momentum=False
+        )
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+    return None
 
 
 def cache_root() -> Path:
@@ -237,8 +280,26 @@ def train_model(
     return model, {**meta, "cache": None if path is None else str(path), "cached": False}
 
 
-def train_autoencoder(data: ImageSet, config: TrainConfig | None = None, cache: bool | str | Path = True) -> nn.Module:
-    """robustkit's ConvAutoencoder trained on ``data`` (or loaded from the cache)."""
-    config = config or TrainConfig(epochs=20, batch_size=128, objective="reconstruct")
-    autoencoder, _ = train_model(model_spec("autoencoder", data.info), data, config, cache=cache)
+def train_autoencoder(
+    data: ImageSet,
+    config: TrainConfig | None = None,
+    cache: bool | str | Path = True,
+    arch: str = "autoencoder",
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> nn.Module:
+    """A reconstruction model trained on ``data`` (or loaded from the cache).
+
+    ``arch`` is ``autoencoder`` (robustkit's ConvAutoencoder, for reconstruction-error
+    scores) or ``denoiser`` (a residual denoising autoencoder, for purification; trained on
+    inputs with Gaussian noise of std ``config.noise``). Default config: 20 epochs, batch
+    128, and for the denoiser noise 0.1.
+    """
+    if config is None:
+        config = TrainConfig(epochs=20, batch_size=128, objective="reconstruct", noise=0.1 if arch == "denoiser" else 0.0)
+    if config.objective != "reconstruct":
+        config = dataclasses.replace(config, objective="reconstruct")
+    autoencoder, _ = train_model(
+        model_spec(arch, data.info), data, config, cache=cache, device=device, progress=progress
+    )
     return autoencoder

@@ -1,0 +1,132 @@
+"""Every recipe's findings are a pure function of its numbers: contradicting numbers change them."""
+
+import pytest
+
+from robustkit.app.recipes import load_recipe
+
+
+def findings(name, numbers, **kwargs):
+    return " ".join(load_recipe(name).findings(numbers, **kwargs))
+
+
+SWEEP = {"acc@0": 0.6, "acc@0.01": 0.3, "acc@0.02": 0.2, "acc@0.1": 0.035, "acc@0.2": 0.02, "acc@0.3": 0.01}
+
+
+def test_fgsm_sweep_remarks_a_rising_curve_and_the_write_up():
+    falling = findings("fgsm-sweep", SWEEP)
+    assert "falls monotonically" in falling and "about the write-up's fall" in falling
+    rising = findings("fgsm-sweep", {**SWEEP, "acc@0.2": 0.05, "acc@0.3": 0.055})
+    assert "not monotone" in rising and "rises again to 0.055" in rising and "0.035 at ε=0.1" in rising
+    assert "falls monotonically" not in rising
+    robust = findings("fgsm-sweep", {**SWEEP, "acc@0.01": 0.58})
+    assert "a smaller fall than the write-up's" in robust
+
+
+def test_fgsm_sweep_targeted_overshoot():
+    n = {**SWEEP, "target_rate@0.05": 0.5, "target_rate@0.1": 0.6, "target_rate@0.3": 0.2}
+    assert "ε=0.1 (0.600" in findings("fgsm-sweep", n) and "overshoots" in findings("fgsm-sweep", n)
+    n["target_rate@0.3"] = 0.7
+    assert "overshoots" not in findings("fgsm-sweep", n)
+
+
+OOD = {"clean": 0.6, "max_logit/AUROC": 0.91, "max_softmax/AUROC": 0.88, "mahalanobis/AUROC": 0.95,
+       "reconstruction/AUROC": 0.94, "max_logit/AUPR-IN": 0.9}  # fmt: skip
+
+
+def test_ood_baselines_remarks_auroc_below_one_half():
+    good = findings("ood-baselines", OOD)
+    assert "AUROC ≥ 0.5" in good and "**mahalanobis**" in good and "close to the write-up's 0.91" in good
+    bad = findings("ood-baselines", {**OOD, "max_logit/AUROC": 0.295, "mahalanobis/AUROC": 0.164})
+    assert "below 0.5 for mahalanobis 0.164, max_logit 0.295" in bad and "*more* in-distribution" in bad
+    assert "below the write-up's 0.91 by 0.61" in bad and "**reconstruction**" in bad
+    subset = findings("ood-baselines", {**OOD, "max_logit/AUROC": 0.64}, family="cifar100")
+    assert "close to the write-up's 0.63" in subset and "0.91" not in subset
+
+
+def _ato(before, after, overfit=0.0, fallback=0.0, size=1000, ood_set="fakedata", model="robust@2/255"):
+    return {
+        "clean|standard": 0.6, f"clean|{model}": 0.55, f"overfit|{model}": overfit, f"fallback|{model}": fallback,
+        f"n_ood|{ood_set}": size, f"{ood_set}|standard|max_softmax|AUROC": before,
+        f"{ood_set}|{model}|max_softmax|AUROC": after,
+    }  # fmt: skip
+
+
+def test_adversarial_training_ood_says_what_happened_beside_the_matching_write_up():
+    collapse = findings("adversarial-training-ood", _ato(0.9, 0.3))
+    assert "collapse" in collapse and "as the first write-up saw" in collapse
+    helped = findings("adversarial-training-ood", _ato(0.8, 0.9))
+    assert "helped OOD detection" in helped and "unlike the first write-up" in helped
+    subset = findings(
+        "adversarial-training-ood", _ato(0.63, 0.64, size=35, ood_set="cifar100:bottle", model="robust@0.1")
+    )
+    assert "unchanged" in subset and "about three of the 35 OOD images" in subset
+    assert "unlike the second write-up, which saw OOD detection improve" in subset
+    overfit = findings("adversarial-training-ood", _ato(0.9, 0.9, overfit=1.0, fallback=1.0))
+    assert "overfit catastrophically" in overfit and "trained again with PGD" in overfit
+    assert "overfit" not in findings("adversarial-training-ood", _ato(0.9, 0.9))
+
+
+SQUEEZE = {"baseline/clean": 0.6, "teacher/clean": 0.59, "student/clean": 0.58, "chance": 0.1,
+           "baseline/pgd_linf": 0.01, "distilled/pgd_linf": 0.02, "detector/clean_fpr": 0.01,
+           "detector/pgd_linf/tpr": 0.8, "detector/ddn/tpr": 0.1}  # fmt: skip
+
+
+def test_squeeze_distill_findings_follow_the_numbers():
+    ok = findings("squeeze-distill", SQUEEZE)
+    assert "keeps clean accuracy" in ok and "did not change PGD" in ok and "catches most pgd_linf" in ok
+    costly = findings("squeeze-distill", {**SQUEEZE, "student/clean": 0.4})
+    assert "costs clean accuracy" in costly and "20.0 points lost" in costly
+    dead = findings("squeeze-distill", {**SQUEEZE, "teacher/clean": 0.105, "student/clean": 0.14})
+    assert "teacher did not learn" in dead and "keeps clean accuracy" not in dead
+    masked = findings("squeeze-distill", {**SQUEEZE, "distilled/pgd_linf": 0.6})
+    assert "gradient masking" in masked
+    missed = findings("squeeze-distill", {**SQUEEZE, "detector/pgd_linf/tpr": 0.2})
+    assert "fewer than half" in missed
+
+
+AE = {"clean_kept": 0.95, "no defense/clean": 0.6, "AE, oblivious/clean": 0.57, "no defense/pgd": 0.0,
+      "AE, oblivious/pgd": 0.3, "AE, adaptive (BPDA)/pgd": 0.05, "AE, adaptive (through the AE)/pgd": 0.02}  # fmt: skip
+
+
+def test_ae_purification_findings_follow_the_numbers():
+    ok = findings("ae-purification", AE)
+    assert "95.0%" in ok and "a small cost" in ok and "takes 0.280 of it back" in ok and "through the AE" in ok
+    costly = findings("ae-purification", {**AE, "clean_kept": 0.45, "AE, oblivious/clean": 0.27})
+    assert "a large cost" in costly
+    weak = findings("ae-purification", {**AE, "AE, adaptive (BPDA)/pgd": 0.31, "AE, adaptive (through the AE)/pgd": 0.3})
+    assert "do no better than the oblivious one" in weak
+
+
+MATRIX = {"none/deepfool": 0.05, "none/clean": 0.6, "none/pgd": 0.0, "deepfool_steps": 50, "deepfool_seconds": 30,
+          "overfit": 0.0, "fallback": 0.0, "adversarial training (FGSM)/clean": 0.5,
+          "adversarial training (FGSM)/fgsm": 0.3, "adversarial training (FGSM)/pgd": 0.25,
+          "feature squeezing/fgsm": 0.45, "feature squeezing (adaptive, BPDA)/fgsm": 0.1}  # fmt: skip
+
+
+def test_defense_matrix_findings_follow_the_numbers():
+    ok = findings("defense-matrix", MATRIX)
+    assert "leaves 5.0%" in ok and "stopped early" not in ok and "did not overfit" in ok
+    assert "overstates it" in ok and "(FGSM) has clean accuracy 0.500" in ok
+    capped = findings("defense-matrix", {**MATRIX, "none/deepfool": 0.196})
+    assert "stopped early" in capped
+    co = {**MATRIX, "overfit": 1.0, "fallback": 1.0, "adversarial training (FGSM)/fgsm": 0.7,
+          "adversarial training (FGSM)/pgd": 0.0, "monitor_fgsm": 0.46, "monitor_pgd": 0.0,
+          "adversarial training (PGD)/clean": 0.3, "adversarial training (PGD)/pgd": 0.15}  # fmt: skip
+    text = findings("defense-matrix", co)
+    assert "overfit catastrophically (monitor: FGSM accuracy 0.460, PGD 0.000)" in text
+    assert "PGD-trained row replaces it" in text and "gradient masking" in text and "(PGD) has clean accuracy 0.300" in text
+    weak = findings("defense-matrix", {**MATRIX, "feature squeezing (adaptive, BPDA)/fgsm": 0.6})
+    assert "weak attack" in weak
+
+
+@pytest.mark.parametrize(
+    ("numbers", "expected"),
+    [
+        ({"untargeted/median_k": 2, "targeted/median_k": 10, "untargeted/success_rate": 1, "targeted/success_rate": 1}, "as in the write-up"),
+        ({"untargeted/median_k": 12, "targeted/median_k": 10, "untargeted/success_rate": 1, "targeted/success_rate": 0.5}, "unlike the write-up"),
+    ],
+)  # fmt: skip
+def test_fgsm_budget_findings_follow_the_numbers(numbers, expected):
+    text = findings("fgsm-budget", numbers)
+    assert expected in text
+    assert ("failed within the budget cap on 50%" in text) == (numbers["targeted/success_rate"] == 0.5)
