@@ -5,9 +5,19 @@ from typing import Annotated
 
 from robustkit.app import plots
 from robustkit.app.runner import Headline, RecipeOptions, comparison, finish, header, over_seeds, start, table
+from robustkit.app.sanity import labelled
 from robustkit.core.checks import parse_eps
 from robustkit.core.errors import DatasetNotFoundError
-from robustkit.evaluate import accuracy, eps_sweep, ood
+from robustkit.evaluate import (
+    accuracy,
+    catastrophic_overfitting,
+    defense_cost,
+    eps_sweep,
+    model_learned,
+    monotone_in_eps,
+    ood,
+    ood_auroc,
+)
 from robustkit.registry import attack, detector
 
 NAME = "adversarial-training-ood"
@@ -305,7 +315,15 @@ def _once(options, train, targeted, random_start, sets, explicit, eps) -> Path:
         "",
         *[f"![{f}]({f})" for f in ctx.folder.figures if f.startswith(("hist", "roc"))],
     ]
-    return finish(ctx, results, lines)
+    n_test, classes = len(ctx.test), len(ctx.test.info.classes)
+    checks = [model_learned(clean["standard"], classes, n_test)]
+    for label, record in training.items():
+        checks.append(labelled(defense_cost(clean["standard"], clean[label]), label))
+        used = next(run for run in record["runs"] if run["attack"] == record["used"])
+        checks.append(labelled(catastrophic_overfitting(used["history"]), f"{label}, {used['attack']}"))
+    checks += [labelled(monotone_in_eps(s["eps"], s["accuracy"], n_test), f"FGSM sweep, {k}") for k, s in sweeps.items()]
+    checks += [labelled(ood_auroc(m), k.replace("|", " / ")) for k, m in metrics.items() if k.endswith("max_logit")]
+    return finish(ctx, results, lines, checks)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,15 @@ from pathlib import Path
 from typing import Annotated
 
 from robustkit.app.runner import Headline, RecipeOptions, finish, header, over_seeds, start, table
-from robustkit.evaluate import accuracy, attack_batches, robust_accuracy
+from robustkit.app.sanity import labelled
+from robustkit.evaluate import (
+    accuracy,
+    adaptive_vs_oblivious,
+    attack_batches,
+    defense_cost,
+    model_learned,
+    robust_accuracy,
+)
 from robustkit.registry import attack, defense
 
 NAME = "ae-purification"
@@ -129,7 +137,14 @@ def _once(options: RecipeOptions, eps: str, arch: str, noise: float, ae_epochs: 
         "",
         table(["setting", "clean", "FGSM", "PGD"], [[k, *v.values()] for k, v in table_rows.items()]),
     ]
-    return finish(ctx, results, lines)
+    oblivious = table_rows["AE, oblivious"]["pgd"]
+    checks = [
+        model_learned(table_rows["no defense"]["clean"], len(ctx.test.info.classes), len(y)),
+        defense_cost(table_rows["no defense"]["clean"], clean_purified),
+        labelled(adaptive_vs_oblivious(table_rows["AE, adaptive (BPDA)"]["pgd"], oblivious, len(y)), "PGD, BPDA"),
+        labelled(adaptive_vs_oblivious(table_rows["AE, adaptive (through the AE)"]["pgd"], oblivious, len(y)), "PGD, through the AE"),
+    ]
+    return finish(ctx, results, lines, checks)
 
 
 if __name__ == "__main__":

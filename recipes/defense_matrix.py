@@ -15,7 +15,15 @@ from robustkit.app.runner import (
     start,
     table,
 )
-from robustkit.evaluate import accuracy
+from robustkit.app.sanity import labelled
+from robustkit.evaluate import (
+    accuracy,
+    adaptive_vs_oblivious,
+    catastrophic_overfitting,
+    defense_cost,
+    iterative_vs_single_step,
+    model_learned,
+)
 from robustkit.registry import attack, defense
 
 NAME = "defense-matrix"
@@ -204,7 +212,7 @@ def _once(options, eps, squeezer, attack_limit, deepfool_steps, random_start, pg
         "model, as in the write-up; adaptive: attacked through the filter (BPDA). Adversarial training: FGSM"
         f"{' with random start' if random_start else ''} on half of every batch, monitored on 256 training images.",
         "",
-        "## Checks",
+        "## Adversarial training",
         "",
         table(["adversarial training", "catastrophic overfitting", "why", ""], training_rows),
         "",
@@ -223,7 +231,17 @@ def _once(options, eps, squeezer, attack_limit, deepfool_steps, random_start, pg
         "",
         comparison(compare, options.dataset),
     ]
-    return finish(ctx, results, lines)
+    n, none = len(y), matrix["none"]
+    used = next(r for r in training["runs"] if r["attack"] == training["used"])
+    squeezing, bpda = matrix["feature squeezing"], matrix["feature squeezing (adaptive, BPDA)"]
+    checks = [
+        model_learned(none["clean"], len(ctx.test.info.classes), n),
+        labelled(iterative_vs_single_step(none["pgd"], none["fgsm"], n), "undefended"),
+        labelled(catastrophic_overfitting(used["history"]), f"adversarial training, {used['attack']}"),
+        *[labelled(defense_cost(none["clean"], row["clean"]), d) for d, row in matrix.items() if d != "none"],
+        *[labelled(adaptive_vs_oblivious(bpda[a], squeezing[a], n), f"squeezing, {a}") for a in ("fgsm", "pgd")],
+    ]
+    return finish(ctx, results, lines, checks)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import torch
 
 from robustkit.app import plots
 from robustkit.app.runner import Headline, RecipeOptions, comparison, finish, header, over_seeds, start, table
-from robustkit.evaluate import minimal_budget, predict, random_targets
+from robustkit.evaluate import minimal_budget, model_learned, predict, random_targets
 
 NAME = "fgsm-budget"
 TITLE = "Minimal FGSM budget"
@@ -156,7 +156,8 @@ def _once(options: RecipeOptions, images: int, index: str | None, target: str | 
             options.dataset,
         ),
     ]
-    return finish(ctx, results, lines)
+    clean = len(correct) / len(ctx.test)
+    return finish(ctx, results, lines, [model_learned(clean, len(classes), len(ctx.test))])
 
 
 if __name__ == "__main__":

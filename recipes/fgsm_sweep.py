@@ -7,7 +7,7 @@ import torch
 
 from robustkit.app import plots
 from robustkit.app.runner import Headline, RecipeOptions, finish, header, headline_table, over_seeds, start, table
-from robustkit.evaluate import eps_sweep, predict
+from robustkit.evaluate import eps_sweep, model_learned, monotone_in_eps, predict
 from robustkit.registry import attack
 
 NAME = "fgsm-sweep"
@@ -170,7 +170,11 @@ def _once(options: RecipeOptions, eps: str, target: str | None) -> Path:
         "",
         "![0.01](grid_eps_0.01.png) ![0.1](grid_eps_0.1.png) ![0.3](grid_eps_0.3.png)",
     ]
-    return finish(ctx, results, lines)
+    checks = [
+        model_learned(at[0.0], len(classes), len(ctx.test)),
+        monotone_in_eps(untargeted.eps, untargeted.accuracy, len(ctx.test)),
+    ]
+    return finish(ctx, results, lines, checks)
 
 
 if __name__ == "__main__":

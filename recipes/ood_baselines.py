@@ -5,8 +5,9 @@ from typing import Annotated
 
 from robustkit.app import plots
 from robustkit.app.runner import Headline, RecipeOptions, finish, header, headline_table, over_seeds, start, table
+from robustkit.app.sanity import labelled
 from robustkit.detectors.reconstruction import ReconstructionError
-from robustkit.evaluate import accuracy, ood
+from robustkit.evaluate import accuracy, model_learned, ood, ood_auroc, ood_saturated
 from robustkit.registry import detector
 
 NAME = "ood-baselines"
@@ -139,7 +140,10 @@ def _once(options: RecipeOptions, ood_set: str) -> Path:
         "",
         *[f"![{d}](sorted_{d}.png) ![{d}](hist_{d}.png)" for d in metrics],
     ]
-    return finish(ctx, results, lines)
+    checks = [model_learned(clean, len(ctx.test.info.classes), len(ctx.test))]
+    checks += [labelled(ood_auroc(m), name) for name, m in metrics.items()]
+    checks.append(labelled(ood_saturated(*scores["max_softmax"]), "max_softmax"))
+    return finish(ctx, results, lines, checks)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,19 @@ import numpy as np
 
 from robustkit.app import plots
 from robustkit.app.runner import Headline, RecipeOptions, finish, header, over_seeds, start, table
+from robustkit.app.sanity import labelled
 from robustkit.defenses.distillation import DefensiveDistillation
 from robustkit.detectors.squeezing import FeatureSqueezing
-from robustkit.evaluate import accuracy, attack_batches, ood_metrics, predict
+from robustkit.evaluate import (
+    accuracy,
+    attack_batches,
+    defense_cost,
+    gradients_available,
+    model_learned,
+    ood_metrics,
+    predict,
+    unbounded_attack,
+)
 from robustkit.modelling.squeezers import default_squeezers
 from robustkit.registry import attack
 
@@ -181,7 +191,7 @@ def _once(options: RecipeOptions, temperature: float, threshold: float, squeezer
         f"{' (decoupled weight decay)' if config.optimizer == 'adamw' else ''}; squeezers {', '.join(names)}; "
         f"threshold {threshold:g}.",
         "",
-        "## Checks",
+        "## Clean accuracy",
         "",
         table(
             ["", "undefended", "teacher (at T=1)", "student (at T=1)"],
@@ -212,7 +222,15 @@ def _once(options: RecipeOptions, temperature: float, threshold: float, squeezer
         "",
         *(["![roc](squeezing_roc.png) ![pr](squeezing_pr.png)"] if roc else []),
     ]
-    return finish(ctx, results, lines)
+    classes = len(ctx.test.info.classes)
+    checks = [
+        model_learned(clean_all["baseline"], classes, len(ctx.test)),
+        labelled(model_learned(clean_all["teacher"], classes, len(ctx.test)), "distillation teacher"),
+        labelled(defense_cost(clean_all["baseline"], clean_all["distilled"]), "distillation"),
+        labelled(gradients_available(distilled, x, y), "distilled model"),
+        labelled(unbounded_attack(attacks["pgd_l2"], distilled, x, y), "PGD L2 on the distilled model"),
+    ]
+    return finish(ctx, results, lines, checks)
 
 
 if __name__ == "__main__":

@@ -320,11 +320,17 @@ def over_seeds(
     seeds = [options.seed + k for k in range(options.seeds)]
     per_seed: list[dict[str, Any]] = []
     first: dict[str, Any] = {}
+    worst: dict[str, Check] = {}  # per check, the worst status over the seeds
     for seed in seeds:
         run = dataclasses.replace(options, seed=seed, seeds=1, out=folder.path / f"seed-{seed}", overwrite=True)
         results = load_results(once(run))
         first = first or results
         per_seed.append(numbers(results))
+        for record in results.get("checks", []):
+            check = Check(**{**record, "detail": f"seed {seed}: {record['detail']}"})
+            known = worst.get(check.name)
+            if known is None or sanity.STATUSES.index(check.status) > sanity.STATUSES.index(known.status):
+                worst[check.name] = check
     keys = list(dict.fromkeys(k for n in per_seed for k in n))
     summary = {k: mean_std([n.get(k) for n in per_seed]) for k in keys}
     means = {k: v[0] for k, v in summary.items()}
@@ -350,6 +356,7 @@ def over_seeds(
         "",
         *[f"- {sentence}" for sentence in findings(means)],
     ]
+    lines = sanity.with_section(lines, list(worst.values()))
     results = {
         "recipe": name,
         "seeds": seeds,
@@ -357,6 +364,7 @@ def over_seeds(
         "mean": means,
         "std": {k: v[1] for k, v in summary.items()},
         "findings": findings(means),
+        "checks": sanity.as_records(list(worst.values())),
     }
     return folder.finish(results, "\n".join(lines) + "\n")
 

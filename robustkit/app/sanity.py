@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from ..evaluate.diagnose import Check
+from ..evaluate.diagnose import STATUSES, Check
+
+__all__ = ["STATUSES", "STRICT_EXIT", "as_records", "labelled", "problems", "section", "with_section"]
 
 STRICT_EXIT = 3
 """Exit status of a command run with ``--strict`` whose sanity checks warned or failed."""
@@ -38,6 +41,11 @@ def with_section(lines: list[str], checks: Sequence[Check]) -> list[str]:
         (i for i, line in enumerate(lines) if i > 0 and line.startswith(("## ", "Finding", "**Finding"))), len(lines)
     )
     return [*lines[:at], *extra, *lines[at:]]
+
+
+def labelled(check: Check, what: str) -> Check:
+    """The check with what it is about in its name, e.g. ``ood_auroc (energy)``."""
+    return dataclasses.replace(check, name=f"{check.name} ({what})")
 
 
 def as_records(checks: Sequence[Check]) -> list[dict[str, Any]]:
