@@ -34,6 +34,17 @@ FIGURES = {  # the figures EXPERIMENTS.md names (recipes 6 and 7 specify tables 
 }
 
 
+EXPECTED_CHECKS = {
+    "ood-baselines": {"model_learned", "ood_auroc", "ood_saturated"},
+    "fgsm-budget": {"model_learned"},
+    "fgsm-sweep": {"model_learned", "monotone_in_eps"},
+    "adversarial-training-ood": {"model_learned", "defense_cost", "catastrophic_overfitting", "monotone_in_eps", "ood_auroc"},
+    "squeeze-distill": {"model_learned", "defense_cost", "gradients_available", "unbounded_attack"},
+    "ae-purification": {"model_learned", "defense_cost", "adaptive_vs_oblivious"},
+    "defense-matrix": {"model_learned", "iterative_vs_single_step", "catastrophic_overfitting", "defense_cost", "adaptive_vs_oblivious"},
+}
+
+
 def _in_unit(value):
     if isinstance(value, dict):
         return all(_in_unit(v) for v in value.values())
@@ -54,6 +65,10 @@ def test_recipe_on_digits(tmp_path, name):
     assert results["findings"] and "## Findings" in report
     assert all(sentence in report for sentence in results["findings"])  # the report states what the function computed
     assert load_recipe(name).findings(load_recipe(name).numbers(results)) == results["findings"]
+    names = {c["name"].split(" (")[0] for c in results["checks"]}
+    assert EXPECTED_CHECKS[name] <= names, names  # the checks that apply ran ...
+    assert all(c["status"] in ("pass", "warn", "fail") and c["detail"] and c["paper"] for c in results["checks"])
+    assert report.index("## Sanity checks") < report.index("## Findings")  # ... and come before the findings
     if name == "fgsm-sweep":
         assert results["untargeted"]["accuracy"][0] == results["clean_accuracy"]
         assert all(0 <= a <= 1 for a in results["untargeted"]["accuracy"])
@@ -224,3 +239,23 @@ def test_fidelity_benchmark_on_a_cifar10_format_folder(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "out" / "fidelity.json").read_text())["rows"]
     text = page.read_text()
     assert "old" not in text and "| fgsm-sweep |" in text and text.endswith("after\n") and "before" in text
+
+
+def test_strict_passes_a_clean_recipe_and_exits_3_on_a_legitimate_warning(tmp_path, capsys):
+    """fgsm-budget on digits is clean. squeeze-distill on digits legitimately warns: the distilled model's
+    saturated softmax zeroes input gradients and PGD-L2 with its budget opened cannot reach 0% (the
+    gradient masking of Carlini & Wagner 2016); --strict turns that into exit status 3."""
+    from robustkit.app.sanity import STRICT_EXIT
+
+    common = ["--dataset", "digits", "--no-progress", "--limit", "120", "--epochs", "3", "--strict"]
+    main(["run", "fgsm-budget", *common, "--out", str(tmp_path / "clean")])
+    clean = json.loads((tmp_path / "clean" / "results.json").read_text())
+    assert clean["checks"] and all(c["status"] == "pass" for c in clean["checks"])
+    assert "warn" not in capsys.readouterr().err
+    with pytest.raises(SystemExit) as done:
+        main(["run", "squeeze-distill", *common, "--out", str(tmp_path / "masked")])
+    assert done.value.code == STRICT_EXIT
+    err = capsys.readouterr().err
+    statuses = {c["name"]: c["status"] for c in json.loads((tmp_path / "masked" / "results.json").read_text())["checks"]}
+    assert statuses["unbounded_attack (PGD L2 on the distilled model)"] in ("warn", "fail")
+    assert "unbounded_attack (PGD L2 on the distilled model)" in err and "--strict" in err
