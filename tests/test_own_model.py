@@ -215,3 +215,39 @@ def test_cli_commands_take_a_users_model_and_weights(tmp_path, monkeypatch, caps
         assert results["robust_accuracy"] <= results["clean_accuracy"]
     if command == "crosscheck":
         assert "reference" in out and "torchattacks" in out
+
+
+def _digits_net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(8 * 8 * 8, 10)
+    )
+
+
+def test_distillation_and_squeezed_training_train_fresh_copies_of_a_users_architecture(digits_train, digits_test):
+    from robustkit.defenses.base import fresh_network
+
+    net = _digits_net()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    fresh = fresh_network(net, seed=1)
+    assert all(not torch.equal(before[k], v) for k, v in fresh.state_dict().items())  # re-initialised ...
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # ... and the original untouched
+    config = rk.TrainConfig(epochs=4, lr=3e-3)
+    loader = DataLoader(TensorDataset(digits_train.x, digits_train.y), batch_size=128)
+    distiller = rk.defense("distillation", temperature=20, train_config=config, progress=False)
+    student = distiller.apply(net, loader)
+    squeezed = rk.defense("squeezed_training", squeezer="bit_depth:3", train_config=config, progress=False).apply(net, loader)
+    for trained in (distiller.teacher, student, squeezed):
+        assert accuracy(trained, digits_test.x, digits_test.y) > 0.6  # learned (chance: 0.1)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    with pytest.raises(TypeError, match="reset_parameters"):
+
+        class Scaled(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.scale = torch.nn.Parameter(torch.ones(1))
+
+            def forward(self, x):
+                return x.flatten(1)[:, :10] * self.scale
+
+        fresh_network(Scaled(), seed=0)

@@ -7,6 +7,7 @@ from abc import abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
 from torch import nn
 
 from ..core.params import Configurable, Param, component, flag
@@ -52,3 +53,26 @@ def spec_of(model: nn.Module) -> dict[str, Any] | None:
 def fresh_copy(model: nn.Module) -> nn.Module:
     """A deep copy to fine-tune, leaving the caller's model untouched."""
     return copy.deepcopy(model)
+
+
+def fresh_network(model: nn.Module, seed: int) -> nn.Module:
+    """A new network of the same architecture: a deep copy with every parameter re-initialised.
+
+    Each submodule's own ``reset_parameters`` (what PyTorch's layers run when built) draws the
+    new weights, seeded with ``seed``; a model with parameters that no submodule can reset is
+    refused, since training would start from the caller's weights.
+    """
+    net = copy.deepcopy(model)
+    resettable = [m for m in net.modules() if callable(getattr(m, "reset_parameters", None))]
+    covered = {id(p) for m in resettable for p in m.parameters(recurse=False)}
+    stale = [name for name, p in net.named_parameters() if id(p) not in covered]
+    if stale:
+        raise TypeError(
+            f"cannot re-initialise parameters {stale[:5]} (their module has no reset_parameters); "
+            "pass a robustkit model or one built from standard torch.nn layers"
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for module in resettable:
+            module.reset_parameters()
+    return net.train()

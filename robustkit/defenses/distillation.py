@@ -25,8 +25,8 @@ from ..core.checks import model_device, preserved_state
 from ..core.papers import PAPERNOT_2016
 from ..core.params import Param
 from ..modelling.batches import map_batches
-from ..modelling.train import train_model
-from .base import CACHE, PROGRESS, TRAIN_CONFIG, Defense, spec_of
+from ..modelling.train import fit, train_model
+from .base import CACHE, PROGRESS, TRAIN_CONFIG, Defense, fresh_network, spec_of
 
 
 @torch.no_grad()
@@ -64,10 +64,16 @@ class DefensiveDistillation(Defense):
 
     def _apply(self, model, data):
         spec = spec_of(model)
-        if spec is None:
-            raise TypeError("distillation trains new networks of the model's architecture: pass a robustkit model")
         p = self.params
         config = self.student_config
+        if spec is None:  # a user's architecture: fresh copies, trained uncached on its device
+            teacher = fresh_network(model, config.seed).to(model_device(model))
+            history_t = fit(teacher, data.x, data.y, config, progress=p["progress"])
+            targets = soft_labels(teacher, data.x, p["temperature"])
+            student = fresh_network(model, config.seed + 1).to(model_device(model))
+            history_s = fit(student, data.x, targets, config, progress=p["progress"])
+            self.teacher, self.history = teacher, {"teacher": history_t, "student": history_s}
+            return student
         common = {"cache": p["cache"], "progress": p["progress"], "device": model_device(model)}
         teacher, meta_t = train_model(spec, data, config, key_extra={"role": "teacher"}, **common)
         targets = soft_labels(teacher, data.x, p["temperature"])

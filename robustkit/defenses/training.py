@@ -17,7 +17,7 @@ from ..modelling.batches import map_batches
 from ..modelling.data import ImageSet
 from ..modelling.squeezers import squeezer as parse_squeezer
 from ..modelling.train import fit, train_model
-from .base import CACHE, PROGRESS, TRAIN_CONFIG, Defense, fresh_copy, spec_of
+from .base import CACHE, PROGRESS, TRAIN_CONFIG, Defense, fresh_copy, fresh_network, spec_of
 from .preprocess import PreprocessedModel
 
 
@@ -230,12 +230,12 @@ class SqueezedTraining(Defense):
 
     def _apply(self, model, data):
         spec = spec_of(model)
-        if spec is None:
-            raise TypeError(
-                "squeezed_training trains a new network of the model's architecture: pass a robustkit model"
-            )
         squeezed = ImageSet(map_batches(self.squeeze, data.x, 2048), data.y, data.info, data.split)
         p = self.params
+        if spec is None:  # a user's architecture: a fresh copy, trained uncached on its device
+            net = fresh_network(model, self.train_config.seed).to(model_device(model))
+            fit(net, squeezed.x, squeezed.y, self.train_config, progress=p["progress"])
+            return PreprocessedModel(self.squeeze, net.eval(), straight_through=True)
         net, _ = train_model(
             spec, squeezed, self.train_config, key_extra=self.cache_key(), cache=p["cache"],
             progress=p["progress"], device=model_device(model),
