@@ -251,3 +251,21 @@ def test_distillation_and_squeezed_training_train_fresh_copies_of_a_users_archit
                 return x.flatten(1)[:, :10] * self.scale
 
         fresh_network(Scaled(), seed=0)
+
+
+def test_a_recipe_runs_on_the_users_model_and_weights(tmp_path, capsys):
+    """--model module:factory --weights state_dict: the recipe uses the user's classifier instead of training one."""
+    net = _digits_net()
+    torch.save(net.state_dict(), tmp_path / "mine.pt")
+    out = tmp_path / "run"
+    main(["run", "fgsm-sweep", "--dataset", "digits", "--limit", "60", "--no-progress", "--eps", "0,0.1",
+          "--model", f"{__file__}:_digits_net", "--weights", str(tmp_path / "mine.pt"), "--out", str(out)])  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert results["models"] == {"user": {"model": f"{__file__}:_digits_net", "weights": str(tmp_path / "mine.pt")}}
+    assert results["untargeted"]["accuracy"][0] == accuracy(net, *_first(60))
+    assert "not trained here" in (out / "report.md").read_text()
+
+
+def _first(n):
+    data = rk.load_dataset("digits", "test")
+    return data.x[:n], data.y[:n]

@@ -77,6 +77,17 @@ class RecipeOptions:
     limit: int | None = field(default=None, metadata={"help": "number of test images (default: the profile's)"})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing run folder"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
+    model: str | None = field(
+        default=None,
+        metadata={"help": "module:factory building your own classifier (with --weights): used instead of training one"},
+    )
+    weights: Path | None = field(
+        default=None,
+        metadata={"help": "your classifier's file: state_dict (with --model), TorchScript or robustkit checkpoint"},
+    )
+    unsafe_pickle: bool = field(
+        default=False, metadata={"help": "allow a whole pickled module in --weights (loading it runs code from the file)"}
+    )
     cache: bool | Path = field(default=True, metadata={"help": "model cache: True, False or a folder", "cli": False})
 
 
@@ -98,7 +109,21 @@ class Context:
         return resolve_device(self.options.device)
 
     def classifier(self, arch: str | None = None, **config_changes: Any) -> nn.Module:
-        """The standard classifier for this dataset (trained once, then from the cache)."""
+        """The standard classifier for this dataset (trained once, then from the cache), or the
+        user's own (``--model`` / ``--weights``) when one is given."""
+        o = self.options
+        if arch is None and not config_changes and (o.model or o.weights):
+            from ..core.checks import inspect_model
+            from ..modelling.loading import load_model
+
+            model = load_model(o.weights, o.model, unsafe_pickle=o.unsafe_pickle, device=self.device)
+            classes = inspect_model(model, self.test.x[:1])
+            if classes != self.test.info.num_classes:
+                raise ValueError(
+                    f"your model has {classes} outputs but {o.dataset} has {self.test.info.num_classes} classes"
+                )
+            self.models["user"] = {"model": o.model, "weights": None if o.weights is None else str(o.weights)}
+            return model
         arch = arch or self.profile.arch
         config = dataclasses.replace(self.config, **config_changes)
         model, meta = train_model(
@@ -208,8 +233,12 @@ def header(ctx: Context, title: str, summary: str) -> list[str]:
         summary,
         "",
         f"Dataset `{o.dataset}` ({len(ctx.train)} train / {len(ctx.test)} test images), "
-        f"model `{ctx.profile.arch}`, {ctx.config.epochs} epoch{'s' if ctx.config.epochs != 1 else ''}, "
-        f"seed {o.seed}, device `{ctx.device}`.",
+        + (
+            f"your model `{o.model or o.weights}` (not trained here), "
+            if (o.model or o.weights)
+            else f"model `{ctx.profile.arch}`, {ctx.config.epochs} epoch{'s' if ctx.config.epochs != 1 else ''}, "
+        )
+        + f"seed {o.seed}, device `{ctx.device}`.",
         "",
     ]
 
