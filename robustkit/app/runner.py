@@ -40,7 +40,7 @@ PROFILES = {
     "natural": Profile(
         "cnn6",
         TrainConfig(
-            epochs=15, batch_size=64, lr=1e-3, weight_decay=5e-4, optimizer="adamw", schedule="onecycle", augment=True
+            epochs=15, batch_size=64, lr=2e-3, weight_decay=5e-4, optimizer="adamw", schedule="onecycle", augment=True
         ),
         1000,
         8 / 255,
