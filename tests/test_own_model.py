@@ -215,6 +215,9 @@ def test_cli_commands_take_a_users_model_and_weights(tmp_path, monkeypatch, caps
         assert results["robust_accuracy"] <= results["clean_accuracy"]
     if command == "crosscheck":
         assert "reference" in out and "torchattacks" in out
+    if command == "ood":
+        results = json.loads((tmp_path / "runs" / "ood" / "results.json").read_text())
+        assert {c["name"] for c in results["checks"]} == {"ood_auroc (max_logit)", "ood_saturated (max_logit)"}
 
 
 def _digits_net():
@@ -269,3 +272,12 @@ def test_a_recipe_runs_on_the_users_model_and_weights(tmp_path, capsys):
 def _first(n):
     data = rk.load_dataset("digits", "test")
     return data.x[:n], data.y[:n]
+
+
+def test_diagnose_samples_a_loader_without_loading_it_whole(model, digits_test):
+    """The same seeded sample from a DataLoader (streamed) as from the tensors."""
+    loader = DataLoader(TensorDataset(digits_test.x, digits_test.y), batch_size=50)
+    from_loader = rk.diagnose(model, loader, sample=64, seed=3)
+    from_tensors = rk.diagnose(model, (digits_test.x, digits_test.y), sample=64, seed=3)
+    assert from_loader.sample == from_tensors.sample == 64
+    assert from_loader.measured["clean_accuracy"] == from_tensors.measured["clean_accuracy"]

@@ -355,6 +355,7 @@ def ood(
     ood_data: Annotated[str, typer.Option("--ood", help="OOD dataset (fakedata: noise of the ID shape)")] = "fakedata",
     detectors: Annotated[str, typer.Option(help="comma-separated detector names")] = "max_logit,max_softmax,energy",
     limit: Annotated[int | None, typer.Option(help="images per set")] = 1000,
+    strict: Annotated[bool, typer.Option(help=f"exit with status {STRICT_EXIT} when a sanity check warns or fails")] = False,
     out: Annotated[Path, typer.Option(help="run folder")] = Path("runs/ood"),
     overwrite: Annotated[bool, typer.Option(help="replace an existing run folder")] = False,
     root: Annotated[Path | None, typer.Option(help="dataset root")] = None,
@@ -364,8 +365,9 @@ def ood(
 
     names = [d.strip() for d in detectors.split(",") if d.strip()]
     net = _load_model(weights, model, unsafe_pickle, device)
-    _, rows = ood_run(net, id_data, ood_data, names, out, limit=limit, overwrite=overwrite, root=root)
+    _, rows, results = ood_run(net, id_data, ood_data, names, out, limit=limit, overwrite=overwrite, root=root)
     _print_table(f"{id_data} vs {ood_data}", OOD_HEADERS, rows)
+    _report_checks(results, strict)
 
 
 @app.command()

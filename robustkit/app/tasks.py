@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 from ..evaluate import accuracy, attack_batches, eps_sweep, ood, predict, robust_accuracy
-from ..evaluate.diagnose import diagnose
+from ..evaluate.diagnose import diagnose, ood_auroc, ood_saturated
 from ..modelling.data import load_dataset
 from ..modelling.train import TrainConfig
 from ..registry import attack as make_attack
@@ -87,18 +87,20 @@ def ood_run(
     kwargs = {"shape": id_set.info.shape, "size": len(id_set)} if ood_data == "fakedata" else {}
     ood_set = load_dataset(ood_data, "test", root=root, limit=limit, **kwargs)
     folder = RunFolder(out, overwrite=overwrite)
-    scores, metrics, rows = {}, {}, []
-    for name, det in built.items():
-        result = ood(det.fit(model, train_set), id_set.x, ood_set.x)
+    results = ood({name: det.fit(model, train_set) for name, det in built.items()}, id_set.x, ood_set.x)
+    scores, metrics, rows, checks = {}, {}, [], []
+    for name, result in results.items():
         scores[name] = (result.id_scores, result.ood_scores)
         metrics[name] = result.metrics
         rows.append([name, *result.metrics.values()])
+        checks += [sanity.labelled(ood_auroc(result), name), sanity.labelled(ood_saturated(*scores[name]), name)]
         plots.score_histogram(result.id_scores, result.ood_scores, folder.figure(f"hist_{name}"), title=name)
     plots.roc_pr(scores, folder.figure("roc"), folder.figure("pr"))
     figures = " ".join(f"![{f}]({f})" for f in folder.figures)
-    report = f"# OOD: {id_data} vs {ood_data}\n\n{table(OOD_HEADERS, rows)}\n\n{figures}\n"
-    folder.finish({"id": id_data, "ood": ood_data, "metrics": metrics}, report)
-    return folder, rows
+    lines = [f"# OOD: {id_data} vs {ood_data}", "", *sanity.section(checks), table(OOD_HEADERS, rows), "", figures]
+    record = {"id": id_data, "ood": ood_data, "metrics": metrics, "checks": sanity.as_records(checks)}
+    folder.finish(record, "\n".join(lines) + "\n")
+    return folder, rows, record
 
 
 def parse_value(text: str) -> Any:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 from ..attacks.base import Attack, attack_batches
 from ..attacks.reference import FGSM
@@ -38,7 +39,7 @@ from ..core.checks import check_images, check_labels, inspect_model, model_devic
 from ..core.papers import ATHALYE_2018, CARLINI_2019, CARLINI_WAGNER_2016, HENDRYCKS_2022, PINTOR_2022, WONG_2020
 from ..core.params import jsonable
 from ..defenses.training import overfitting_signs
-from ..modelling.batches import map_batches, slices
+from ..modelling.batches import labelled_batches, map_batches, slices
 from ..modelling.data import Data, as_image_set
 from ..registry import attack as make_attack
 from .ood import OODResult
@@ -637,8 +638,7 @@ def diagnose(
     unknown = sorted(set(skip) - set(CHECKS))
     if unknown:
         raise ValueError(f"skip: unknown checks {', '.join(unknown)}; valid names: {', '.join(CHECKS)}")
-    data = as_image_set(data)
-    x, y = _sample(data.x, data.y, sample, seed)
+    x, y = _sample_data(data, sample, seed)
     check_images(x)
     num_classes = inspect_model(model, x)
     check_labels(y, len(x), num_classes)
@@ -815,6 +815,24 @@ def _judge_unbounded(accuracy: float, n: int, budget: float | None, attack: Atta
         f"with its budget opened ({opened}) the attack reaches {accuracy:.1%} accuracy: it finds adversarial examples"
     )
     return Check("unbounded_attack", "pass", detail, values, papers)
+
+
+def _sample_data(data: Data, sample: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The seeded sample of any data robustkit takes; a Dataset or DataLoader is streamed and only
+    the sampled rows are kept (a shuffled loader gives another, equally random, sample)."""
+    if isinstance(data, (DataLoader, Dataset)) and sample is not None:
+        total = len(data.dataset if isinstance(data, DataLoader) else data)  # type: ignore[arg-type]
+        if isinstance(sample, int) and not isinstance(sample, bool) and 0 < sample < total:
+            keep = set(torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:sample].tolist())
+            xs, ys, offset = [], [], 0
+            for xb, yb in labelled_batches(data, None, 256):
+                rows = [i for i in range(len(xb)) if offset + i in keep]
+                xs.append(xb[rows])
+                ys.append(yb[rows])
+                offset += len(xb)
+            return torch.cat(xs), torch.cat(ys)
+    data = as_image_set(data)
+    return _sample(data.x, data.y, sample, seed)
 
 
 def _sample(x: torch.Tensor, y: torch.Tensor, sample: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.checks import model_device
+from ..core.checks import model_device, resolve_device
 from ..core.errors import CheckpointError
 from .batches import slices
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -246,7 +246,7 @@ def train_model(
     epoch_hook: EpochHook | None = None,
     key_extra: dict | None = None,
     cache: bool | str | Path = True,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "auto",
     progress: bool = True,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Build and train the model ``spec`` describes, or load it from the cache.
@@ -255,6 +255,7 @@ def train_model(
     describe anything else that changes the result (a hook's attack, a teacher).
     Returns ``(model in eval mode, metadata)``; metadata holds the history and cache path.
     """
+    device = resolve_device(device)
     extra = dict(key_extra or {})
     if targets is not None:
         extra["targets"] = hashlib.blake2b(targets.numpy().tobytes(), digest_size=8).hexdigest()
@@ -285,7 +286,7 @@ def train_autoencoder(
     config: TrainConfig | None = None,
     cache: bool | str | Path = True,
     arch: str = "autoencoder",
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "auto",
     progress: bool = False,
 ) -> nn.Module:
     """A reconstruction model trained on ``data`` (or loaded from the cache).
