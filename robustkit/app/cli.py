@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 import sys
 import typing
 from pathlib import Path
@@ -51,8 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         raise SystemExit(1) from None
     except KeyboardInterrupt:
-        typer.echo("error: interrupted; nothing half-written is kept, rerun to resume from the cache", err=True)
-        raise SystemExit(130) from None
+        _interrupted()
     except EXPECTED as err:
         if debug:
             raise
@@ -66,8 +66,18 @@ def main(argv: list[str] | None = None) -> None:
         raise
     if isinstance(code, int) and code:  # typer returns 130 for Ctrl-C when not standalone
         if code == 130:
-            typer.echo("error: interrupted; nothing half-written is kept, rerun to resume from the cache", err=True)
+            _interrupted()
         raise SystemExit(code)
+
+
+def _interrupted() -> None:
+    """Ctrl-C: say so and exit 130 at once. Every file was already closed or removed while the
+    exception unwound (atomic writes), and exiting here keeps a late KeyboardInterrupt during
+    interpreter shutdown from turning the exit status into death by signal."""
+    typer.echo("error: interrupted; nothing half-written is kept, rerun to resume from the cache", err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
 
 
 def recipe_main(name: str) -> None:
