@@ -205,7 +205,13 @@ def header(ctx: Context, title: str, summary: str) -> list[str]:
         "",
         summary,
         "",
-        f"Dataset `{o.dataset}` ({len(ctx.train)} train / {len(ctx.test)} test images), "
+        f"Dataset `{o.dataset}` ({len(ctx.train)} train / {len(ctx.test)} test images"
+        + (
+            f": part of CIFAR-10, about {len(ctx.train) / 50_000:.0%} of its 50 000 training images"
+            if o.dataset == "cifar10" and len(ctx.train) < 50_000
+            else ""
+        )
+        + "), "
         f"model `{ctx.profile.arch}`, {ctx.config.epochs} epoch{'s' if ctx.config.epochs != 1 else ''}, "
         f"seed {o.seed}, device `{ctx.device}`.",
         "",
