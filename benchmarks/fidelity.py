@@ -86,7 +86,7 @@ def plain_max_logit_auroc(model: torch.nn.Module, id_x: torch.Tensor, ood_x: tor
     return float(roc_auc_score(labels, scores))
 
 
-def plain_numbers(root: Path, seeds: list[int], cache: Path | None) -> dict[str, dict[str, float]]:
+def plain_numbers(root: Path, seeds: list[int], cache: Path | None, epochs: int | None = None) -> dict[str, dict[str, float]]:
     """The plain baseline's numbers per seed, keyed like the recipes' `numbers`."""
     from robustkit.app.runner import PROFILES
     from robustkit.modelling.data import load_dataset
@@ -96,7 +96,7 @@ def plain_numbers(root: Path, seeds: list[int], cache: Path | None) -> dict[str,
     config = PROFILES["natural"].train
     out = {}
     for seed in seeds:
-        model = plain_classifier(train, config.epochs, config.batch_size, seed=seed, cache=cache)
+        model = plain_classifier(train, epochs or config.epochs, config.batch_size, seed=seed, cache=cache)
         sweep = plain_fgsm_sweep(model, test.x, test.y)
         fake = load_dataset("fakedata", "test", shape=test.info.shape, size=len(test), seed=seed)
         numbers = {f"acc@{e:g}": a for e, a in sweep.items()}
@@ -150,16 +150,20 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         f"Measured on `{meta['root']}`: {meta['train_images']} CIFAR-10 training images (about {share:.0%} of "
         f"CIFAR-10's {FULL_CIFAR10_TRAIN}) and the first {meta['test_images']} test images; seeds "
-        f"{', '.join(map(str, meta['seeds']))}; {meta['minutes']:.0f} min with the model cache as it was. The "
-        "write-ups trained on all of CIFAR-10 for 50–70 epochs; robustkit's CIFAR profile trains 15.",
+        f"{', '.join(map(str, meta['seeds']))} (mean ± sample std where a row has several runs); "
+        f"{meta['minutes']:.0f} min with the model cache as it was. The write-ups trained on all of CIFAR-10 for "
+        f"50–70 epochs; here every model trained {meta['epochs']}.",
         "",
-        "| recipe | headline | write-up | robustkit | plain PyTorch |",
-        "|---|---|---|---|---|",
+        "| recipe | headline | write-up | robustkit | runs | plain PyTorch |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
         ref = "–" if r["write_up"] is None else f"{r['write_up']:g}"
         ref = f"{ref} {r['write_up_note']}".strip() if r["write_up_note"] else ref
-        lines.append(f"| {r['recipe']} | {r['headline']} | {ref} | {_cell(r['robustkit'])} | {_cell(r['plain_pytorch'])} |")
+        runs = sum(v is not None for v in r["robustkit"]["per_seed"])
+        lines.append(
+            f"| {r['recipe']} | {r['headline']} | {ref} | {_cell(r['robustkit'])} | {runs} | {_cell(r['plain_pytorch'])} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -170,6 +174,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seeds", type=int, default=1, help="runs per recipe (seeds 0..N-1)")
     parser.add_argument("--recipes", default=None, help="comma-separated recipes (default: all)")
     parser.add_argument("--docs", type=Path, default=None, help="also replace the table in this markdown page")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the CIFAR profile's)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="take a recipe's finished run from OUT/<recipe> instead of running it again")  # fmt: skip
     args = parser.parse_args(argv)
 
     from robustkit.app.recipes import load_recipe, recipes
@@ -180,17 +187,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.time()
     names = args.recipes.split(",") if args.recipes else list(recipes())
     seeds = list(range(args.seeds))
-    plain = plain_numbers(args.root, seeds, cache_root())
+    plain = plain_numbers(args.root, seeds, cache_root(), args.epochs)
+    ran_seeds: set[int] = set()
     rows = []
     for name in names:
         t0 = time.time()
-        options = RecipeOptions(dataset="cifar10", root=args.root, out=args.out / name, overwrite=True,
-                                progress=False, seeds=args.seeds)  # fmt: skip
-        folder = load_recipe(name).run(options)
+        folder = args.out / name
+        if not (args.reuse and (folder / "results.json").is_file()):
+            options = RecipeOptions(dataset="cifar10", root=args.root, out=folder, overwrite=True,
+                                    progress=False, seeds=args.seeds, epochs=args.epochs)  # fmt: skip
+            folder = load_recipe(name).run(options)
         rows += _recipe_rows(name, folder, plain)
+        done = json.loads((folder / "results.json").read_text())
+        ran_seeds.update(done.get("seeds") or [done["options"]["seed"]])
         print(f"{name:<26} {time.time() - t0:7.0f} s", flush=True)
     train = load_dataset("cifar10", "train", root=args.root)
-    meta = {"root": str(args.root), "train_images": len(train), "test_images": 1000, "seeds": seeds,
+    from robustkit.app.runner import PROFILES
+
+    test = load_dataset("cifar10", "test", root=args.root).take(PROFILES["natural"].test_limit)
+    meta = {"root": str(args.root), "train_images": len(train), "test_images": len(test), "seeds": sorted(ran_seeds),
+            "epochs": args.epochs or PROFILES["natural"].train.epochs,
             "minutes": (time.time() - started) / 60, "plain_pytorch": plain}  # fmt: skip
     table = markdown(rows, meta)
     args.out.mkdir(parents=True, exist_ok=True)

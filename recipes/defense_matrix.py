@@ -143,18 +143,19 @@ def run(
     squeezer: Annotated[str, "squeezer of the squeezing defense, e.g. median_filter:2 or bit_depth:4"] = "median_filter:2",
     attack_limit: Annotated[int, "number of test images attacked"] = 500,
     deepfool_steps: Annotated[int | None, "DeepFool iterations at most (default: the attack's, 50)"] = None,
+    deepfool_backend: Annotated[str, "DeepFool from torchattacks (one image at a time, stops per image) or art (whole batch until the last image flips)"] = "torchattacks",
     random_start: Annotated[bool, "adversarial training uses FGSM from a random start (Wong et al. 2020); --no-random-start is the write-up's plain FGSM"] = True,
     pgd_fallback: Annotated[int, "PGD steps of the adversarial training that replaces FGSM when it overfits catastrophically (0: none)"] = 7,
 ) -> Path:
     """The write-up's table: adversarial examples for the squeezing row are made on the clean model."""
     return over_seeds(
         NAME, TITLE, options,
-        lambda o: _once(o, eps, squeezer, attack_limit, deepfool_steps, random_start, pgd_fallback),
+        lambda o: _once(o, eps, squeezer, attack_limit, deepfool_steps, deepfool_backend, random_start, pgd_fallback),
         numbers, findings, headlines,
     )  # fmt: skip
 
 
-def _once(options, eps, squeezer, attack_limit, deepfool_steps, random_start, pgd_fallback) -> Path:
+def _once(options, eps, squeezer, attack_limit, deepfool_steps, deepfool_backend, random_start, pgd_fallback) -> Path:
     ctx = start(NAME, options)
     model = ctx.classifier()
     fgsm = attack("fgsm", eps=eps)
@@ -164,7 +165,10 @@ def _once(options, eps, squeezer, attack_limit, deepfool_steps, random_start, pg
         "squeezed_training", squeezer=squeezer, train_config=ctx.config, cache=options.cache, progress=options.progress
     ).apply(model, ctx.train)
     x, y = ctx.test.x[:attack_limit], ctx.test.y[:attack_limit]
-    deepfool = attack("deepfool", **({} if deepfool_steps is None else {"steps": deepfool_steps}))
+    # On the CIFAR-10 prefix model both backends at 50 steps leave ≤ 3% (torchattacks 2.3%, ART 0.0% of 256
+    # images) but ART took 8× longer (254 s vs 30 s): it steps the whole batch, 10 class gradients each,
+    # until its last image flips.
+    deepfool = attack("deepfool", deepfool_backend, **({} if deepfool_steps is None else {"steps": deepfool_steps}))
     pgd = attack("pgd", eps=fgsm.eps, steps=10, seed=options.seed)
     attacks = {"deepfool": deepfool, "fgsm": fgsm, "pgd": pgd}
     started = time.time()

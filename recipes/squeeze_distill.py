@@ -186,10 +186,10 @@ def _once(options: RecipeOptions, temperature: float, threshold: float, squeezer
     config = distiller.student_config
     lines = header(ctx, TITLE, SUMMARY) + [
         f"PGD L∞ ε={eps:.4f}, PGD L2 ε={eps * 10:.3f} (20 steps), DDN (100 steps, unbounded); {len(x)} test images.",
-        f"Distillation at T={temperature:g}: teacher and student each trained {config.epochs} epochs like the "
-        f"undefended model, loss × T² (Hinton et al. 2015), optimizer {config.optimizer}"
-        f"{' (decoupled weight decay)' if config.optimizer == 'adamw' else ''}; squeezers {', '.join(names)}; "
-        f"threshold {threshold:g}.",
+        f"Distillation at T={temperature:g}: teacher and student each trained {config.epochs} epochs with the "
+        "undefended model's settings, the head initialised T× larger and trained at the matching learning rate "
+        "(so training at T is training at T = 1 with T× larger logits; no extra epochs); "
+        f"squeezers {', '.join(names)}; threshold {threshold:g}.",
         "",
         "## Clean accuracy",
         "",

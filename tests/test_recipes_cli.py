@@ -231,12 +231,12 @@ def test_fidelity_benchmark_on_a_cifar10_format_folder(tmp_path, monkeypatch):
     page = tmp_path / "fidelity.md"
     page.write_text("# Fidelity\n\nbefore\n<!-- fidelity:begin -->\nold\n<!-- fidelity:end -->\nafter\n")
     out = fidelity.main(["--root", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--recipes", "fgsm-sweep",
-                         "--docs", str(page)])  # fmt: skip
+                         "--docs", str(page), "--epochs", "2"])  # fmt: skip
     rows = {r["key"]: r for r in out["rows"]}
     assert rows["acc@0"]["write_up"] == 0.6 and rows["acc@0"]["plain_pytorch"]["mean"] is not None
     assert 0 <= rows["acc@0.01"]["robustkit"]["mean"] <= 1
     table = (tmp_path / "out" / "fidelity.md").read_text()
-    assert "| fgsm-sweep | clean accuracy | 0.6 |" in table and "64 CIFAR-10 training images (about 0%" in table
+    assert "| fgsm-sweep | clean accuracy | 0.6 |" in table and "| 1 |" in table and "64 CIFAR-10 training images (about 0%" in table
     assert json.loads((tmp_path / "out" / "fidelity.json").read_text())["rows"]
     text = page.read_text()
     assert "old" not in text and "| fgsm-sweep |" in text and text.endswith("after\n") and "before" in text

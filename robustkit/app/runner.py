@@ -232,7 +232,13 @@ def header(ctx: Context, title: str, summary: str) -> list[str]:
         "",
         summary,
         "",
-        f"Dataset `{o.dataset}` ({len(ctx.train)} train / {len(ctx.test)} test images), "
+        f"Dataset `{o.dataset}` ({len(ctx.train)} train / {len(ctx.test)} test images"
+        + (
+            f": part of CIFAR-10, about {len(ctx.train) / 50_000:.0%} of its 50 000 training images"
+            if o.dataset == "cifar10" and len(ctx.train) < 50_000
+            else ""
+        )
+        + "), "
         + (
             f"your model `{o.model or o.weights}` (not trained here), "
             if (o.model or o.weights)

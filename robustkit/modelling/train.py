@@ -50,10 +50,7 @@ class TrainConfig:
     augment: bool = False
     """Random crop (pad 4) and horizontal flip, for natural images."""
     temperature: float = 1.0
-    """Softmax temperature of the loss (defensive distillation trains at T > 1). The gradient
-    of the cross-entropy at T shrinks as 1/T (1/T² for soft targets), so the loss is multiplied
-    by T² (Hinton et al. 2015) before the backward pass; otherwise a coupled weight decay
-    outweighs the data term. The history records the unscaled loss."""
+    """Softmax temperature of the loss (defensive distillation trains at T > 1); see `fit`."""
     objective: Literal["classify", "reconstruct"] = "classify"
     noise: float = 0.0
     """Reconstruction only: std of Gaussian noise added to the inputs, the target staying
@@ -130,6 +127,16 @@ def fit(
 
     Returns the history, one dict per epoch. With ``config.patience`` the best weights on a
     held-out split are restored at the end.
+
+    At temperature T the loss is the cross-entropy of z/T. Its gradients are T (hard labels)
+    to T² (soft labels) times smaller than at T = 1, and z must grow T-fold to reach the same
+    confidence, which Adam, moving each weight by about the learning rate per step, does
+    slowly. A model with a linear ``head`` (every robustkit classifier) therefore trains its
+    head with T× the learning rate and a weight decay scaled to match (`head_scaling`); with
+    the head initialised T× larger (`train_model` does that) the optimisation of z/T is then
+    the optimisation of z at T = 1, step for step, and the trained logits are T× larger.
+    Other models get the loss multiplied by T² (Hinton et al. 2015), so that at least a
+    coupled weight decay cannot outweigh the data term. The history records the unscaled loss.
     """
     from rich.progress import Progress
 
@@ -145,7 +152,8 @@ def fit(
     optimizer = make_optimizer(model, config)
     batches = (len(x) + config.batch_size - 1) // config.batch_size
     scheduler = make_scheduler(optimizer, config, config.epochs * batches)
-    scale = config.temperature**2 if config.objective == "classify" else 1.0
+    hot = config.objective == "classify" and config.temperature != 1
+    scale = config.temperature**2 if hot and temperature_head(model) is None else 1.0
     history: list[dict[str, float]] = []
     best_score, best_state, stale = float("-inf"), None, 0
     model.train()
@@ -200,19 +208,49 @@ def fit(
     return history
 
 
+def temperature_head(model: nn.Module) -> nn.Linear | None:
+    """The last layer that training at a temperature rescales: a classifier's ``head``, if linear."""
+    head = getattr(model, "head", None)
+    return head if isinstance(head, nn.Linear) else None
+
+
+def head_scaling(optimizer: str, temperature: float) -> tuple[float, float]:
+    """(learning-rate factor, weight-decay factor) for the head W = T·V at temperature T, such
+    that each step changes V exactly as the optimizer changes the head at T = 1 (Adam is
+    invariant to a gradient's scale, SGD is not; AdamW decays by lr·wd, Adam adds wd·W to the gradient)."""
+    t = temperature
+    return {"adam": (t, 1 / t**2), "adamw": (t, 1 / t), "sgd": (t**2, 1 / t**2)}[optimizer]
+
+
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer a config names, over all of ``model``'s parameters."""
+    """The optimizer a config names, over all of ``model``'s parameters (the head in its own
+    group at a temperature other than 1: `head_scaling`)."""
+    head = temperature_head(model) if config.objective == "classify" and config.temperature != 1 else None
+    groups: list[dict[str, Any]] = [{"params": list(model.parameters())}]
+    if head is not None:
+        lr_factor, wd_factor = head_scaling(config.optimizer, config.temperature)
+        in_head = {id(p) for p in head.parameters()}
+        groups = [
+            {"params": [p for p in model.parameters() if id(p) not in in_head]},
+            {"params": list(head.parameters()), "lr": config.lr * lr_factor,
+             "weight_decay": config.weight_decay * wd_factor},
+        ]  # fmt: skip
     if config.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, momentum=0.9)
+        return torch.optim.SGD(groups, lr=config.lr, weight_decay=config.weight_decay, momentum=0.9)
     cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    return cls(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return cls(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int) -> Any:
-    """The per-batch learning-rate schedule a config names (``None`` for a constant rate)."""
+    """The per-batch learning-rate schedule a config names (``None`` for a constant rate); each
+    parameter group follows it from its own learning rate."""
     if config.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, total_steps=max(2, total_steps), pct_start=0.3, cycle_momentum=False
+            optimizer,
+            max_lr=[group["lr"] for group in optimizer.param_groups],
+            total_steps=max(2, total_steps),
+            pct_start=0.3,
+            cycle_momentum=False,
         )
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
@@ -257,6 +295,8 @@ def train_model(
     """
     device = resolve_device(device)
     extra = dict(key_extra or {})
+    if config.objective == "classify" and config.temperature != 1:
+        extra["temperature_training"] = "head scaled by T"  # how T is trained, since this changed
     if targets is not None:
         extra["targets"] = hashlib.blake2b(targets.numpy().tobytes(), digest_size=8).hexdigest()
     key = cache_key(spec, data, config, extra)
@@ -273,6 +313,11 @@ def train_model(
     with torch.random.fork_rng(devices=[]):  # initial weights depend on the seed alone, like the cache key
         torch.manual_seed(config.seed)
         model = build_model(spec).to(device)
+    head = temperature_head(model) if config.objective == "classify" and config.temperature != 1 else None
+    if head is not None:  # z/T starts where z starts at T = 1 (see fit)
+        with torch.no_grad():
+            head.weight.mul_(config.temperature)
+            head.bias.mul_(config.temperature)
     labels = data.y if targets is None else targets
     history = fit(model, data.x, labels, config, batch_hook, epoch_hook, progress)
     meta = {"key": key, "train": dataclasses.asdict(config), "history": history, "extra": extra}
