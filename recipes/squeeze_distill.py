@@ -30,6 +30,8 @@ ORDER = 5
 DEFAULT_DATASET = "cifar10"
 COST = 0.05  # a defense that loses more clean accuracy than this (5 points) is called costly
 MASKING = 0.2  # distilled PGD accuracy this far above the baseline's: gradient masking suspected
+FLAGGED = 0.1  # a detector flagging more clean inputs than this is not usable at its threshold
+CHANGE = 0.05  # a PGD accuracy change smaller than this (about two binomial std. errors at 200 images) is noise
 
 
 def numbers(results: dict) -> dict[str, float | None]:
@@ -49,6 +51,7 @@ def numbers(results: dict) -> dict[str, float | None]:
     for attack_name, d in results["detector"].items():
         if isinstance(d, dict):
             out[f"detector/{attack_name}/tpr"] = d["tpr_at_threshold"]
+            out[f"detector/{attack_name}/tpr_at_5fpr"] = d.get("tpr_at_5pct_fpr")
     return out
 
 
@@ -82,8 +85,19 @@ def findings(n: dict) -> list[str]:
                 "signature of gradient masking by a saturated softmax at T = 1 (Carlini & Wagner 2016), not of "
                 "real robustness; attacks on logits or with rescaled logits undo it."
             )
+        elif d - b > CHANGE:
+            out.append(
+                f"Distillation raises PGD L∞ accuracy from {b:.3f} to {d:.3f} ({(d - b) * 100:+.1f} points). Read it "
+                "with the sanity checks above: a distilled model's gain is often masked gradients (a saturated "
+                "softmax at T = 1, Carlini & Wagner 2016) rather than robustness."
+            )
+        elif b - d > CHANGE:
+            out.append(f"Distillation lowers PGD L∞ accuracy from {b:.3f} to {d:.3f} ({(d - b) * 100:+.1f} points).")
         else:
-            out.append(f"Distillation did not change PGD L∞ accuracy much ({d:.3f} vs the baseline's {b:.3f}).")
+            out.append(
+                f"Distillation did not change PGD L∞ accuracy by more than {CHANGE * 100:.0f} points "
+                f"({d:.3f} vs the baseline's {b:.3f})."
+            )
     tprs = {k.split("/")[1]: v for k, v in n.items() if k.startswith("detector/") and k.endswith("/tpr") and v is not None}
     fpr = n.get("detector/clean_fpr")
     if tprs and fpr is not None:
@@ -94,6 +108,12 @@ def findings(n: dict) -> list[str]:
             f"adversarial examples, {listed}; "
             + (f"it catches most {', '.join(caught)} examples." if caught else "it catches fewer than half of any attack's examples.")
         )
+        at5 = {a: n.get(f"detector/{a}/tpr_at_5fpr") for a in tprs}
+        if fpr > FLAGGED and all(v is not None for v in at5.values()):
+            out.append(
+                f"That threshold flags {fpr:.0%} of clean inputs, too many for use; at 5% false positives (Xu et al. "
+                f"2018 set the threshold on clean data) it catches {', '.join(f'{a} {v:.2f}' for a, v in at5.items())}."
+            )
     return out
 
 

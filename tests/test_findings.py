@@ -80,6 +80,14 @@ def test_squeeze_distill_findings_follow_the_numbers():
     assert "teacher did not learn" in dead and "keeps clean accuracy" not in dead
     masked = findings("squeeze-distill", {**SQUEEZE, "distilled/pgd_linf": 0.6})
     assert "gradient masking" in masked
+    raised = findings("squeeze-distill", {**SQUEEZE, "baseline/pgd_linf": 0.0, "distilled/pgd_linf": 0.135})
+    assert "raises PGD L∞ accuracy from 0.000 to 0.135 (+13.5 points)" in raised and "did not change" not in raised
+    lowered = findings("squeeze-distill", {**SQUEEZE, "baseline/pgd_linf": 0.2, "distilled/pgd_linf": 0.1})
+    assert "lowers PGD L∞ accuracy" in lowered
+    noisy = findings("squeeze-distill", {**SQUEEZE, "detector/clean_fpr": 0.39, "detector/pgd_linf/tpr_at_5fpr": 0.29,
+                                         "detector/ddn/tpr_at_5fpr": 0.03})  # fmt: skip
+    assert "flags 39% of clean inputs" in noisy and "pgd_linf 0.29, ddn 0.03" in noisy
+    assert "too many" not in ok
     missed = findings("squeeze-distill", {**SQUEEZE, "detector/pgd_linf/tpr": 0.2})
     assert "fewer than half" in missed
 
