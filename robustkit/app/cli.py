@@ -212,8 +212,13 @@ def datasets() -> None:
         "cifar10": "CIFAR-10 (python batches; --download fetches them)",
         "cifar100": "CIFAR-100; cifar100:bottle,clock keeps those classes",
         "mnist": "MNIST (idx files; --download fetches them)",
+        "fashionmnist": "Fashion-MNIST (idx files; --download fetches them)",
         "fakedata": "torchvision FakeData noise images, shape of the ID set",
         "imagefolder": "imagefolder:PATH with PATH/<split>/<class>/*.png",
+        "svhn": "SVHN cropped digits (test_32x32.mat; --download fetches it); an OOD set",
+        "textures": "Describable Textures (DTD; --download fetches it), resized; an OOD set",
+        "places365": "Places365 validation images at 256×256 (--download fetches them), resized; an OOD set",
+        "tinyimagenet": "Tiny ImageNet validation images (--download fetches them), resized; an OOD set",
     }
     _print_table(f"datasets (root: {default_root()})", ["name", "what"], [[k, notes[k]] for k in LOADERS])
 
