@@ -405,7 +405,7 @@ def eval_command(
     norm: Annotated[str | None, typer.Option(help="linf or l2 (default: the attack's, linf without --attack)")] = None,
     ood_data: Annotated[
         list[str] | None,
-        typer.Option("--ood", help="OOD set, optionally near:NAME or far:NAME (repeatable; default: OpenOOD v1.5's for the dataset)"),
+        typer.Option("--ood", help="OOD set, optionally near:NAME or far:NAME (repeatable; default: OpenOOD's for the dataset)"),
     ] = None,
     detector: Annotated[
         list[str] | None, typer.Option(help="OOD detector (repeatable; default: max_softmax, max_logit, energy, mahalanobis, vim)")
@@ -453,7 +453,7 @@ def eval_command(
             about = ModelInfo(f"`{model or weights}`" + (f" with `{weights}`" if model and weights else ""), record)
         folder, results, bench = eval_run(
             net, about, dataset, out, attack=threat, ood=ood_data, detectors=detector, limit=limit, seed=seed, root=root,
-            download=download, overwrite=overwrite, progress=progress and lead, write=lead, options=options, device=device,
+            download=download, overwrite=overwrite, progress=progress and lead, write=lead, options=options,
         )  # fmt: skip
         if not lead:
             if strict and any(c["status"] != "pass" for c in results["checks"]):

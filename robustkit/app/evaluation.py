@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core.checks import resolve_device
+from ..core.checks import model_device, resolve_device
 from ..evaluate.benchmark import GROUPS, Benchmark, benchmark, eps_text
 from . import plots, sanity
 from .report import RunFolder, table
@@ -79,7 +79,6 @@ def eval_run(
     progress: bool = True,
     write: bool = True,
     options: dict[str, Any] | None = None,
-    device: str = "auto",
 ) -> tuple[Path | None, dict[str, Any], Benchmark]:
     """Benchmark ``model`` and (when ``write``) write the run folder ``out``; returns the folder
     (``None`` when not written), the results.json record and the `Benchmark`."""
@@ -100,7 +99,7 @@ def eval_run(
         return None, results, bench
     folder = RunFolder(out, overwrite=overwrite)
     figures = _figures(bench, folder)
-    folder.finish(results, "\n".join(report_lines(bench, about, device, figures)) + "\n")
+    folder.finish(results, "\n".join(report_lines(bench, about, str(model_device(model)), figures)) + "\n")
     return folder.path, results, bench
 
 
