@@ -3,7 +3,8 @@
 `benchmark` measures on one test set: clean accuracy; robust accuracy under a threat model
 (by default AutoAttack, standard version, at ε = 8/255 in L∞, as RobustBench reports CIFAR-10:
 Croce et al. 2021); and OOD detection against near and far OOD sets with post-hoc detectors
-(by default the sets of OpenOOD v1.5 for CIFAR-10, CIFAR-100 and MNIST: Zhang et al. 2023),
+(by default the sets of OpenOOD v1.5 for CIFAR-10 and CIFAR-100, Zhang et al. 2023, and of OpenOOD
+v1 for MNIST, Yang et al. 2022),
 with the sanity checks that apply. It computes and returns a `Benchmark`; writing a report is
 the app's job (``robustkit eval``).
 
@@ -28,7 +29,7 @@ from torch import nn
 from ..attacks.base import Attack
 from ..core.checks import inspect_model
 from ..core.errors import DatasetNotFoundError
-from ..core.papers import CROCE_2021, ZHANG_2023
+from ..core.papers import CROCE_2021, YANG_2022, ZHANG_2023
 from ..detectors.base import Detector
 from ..detectors.ood import last_linear
 from ..modelling.data import LOADERS, Data, ImageSet, as_image_set, load_dataset, match_shape
@@ -64,11 +65,12 @@ OOD_SETS: dict[str, dict[str, tuple[str, ...]]] = {
     "cifar100": {"near": ("cifar10", "tinyimagenet"), "far": ("mnist", "svhn", "textures", "places365")},
     "mnist": {"near": ("notmnist", "fashionmnist"), "far": ("textures", "cifar10", "tinyimagenet", "places365")},
 }
-"""OpenOOD v1.5's near and far OOD sets per ID data set (Zhang et al. 2023, Table 1). Any other
-ID set defaults to ``fakedata`` (noise of its shape), which is also the far fallback when none
-of the default far sets can be loaded."""
+"""Near and far OOD sets per ID data set: OpenOOD v1.5's for CIFAR-10 and CIFAR-100 (Zhang et al.
+2023), OpenOOD v1's for MNIST (Yang et al. 2022; v1.5 dropped MNIST as an ID set). Any other ID set
+defaults to ``fakedata`` (noise of its shape), which is also the far fallback when none of the
+default far sets can be loaded."""
 
-PAPERS = f"{CROCE_2021}; {ZHANG_2023}"
+PAPERS = f"{CROCE_2021}; {ZHANG_2023}; {YANG_2022}"
 
 
 @dataclass(frozen=True)
@@ -371,7 +373,7 @@ def benchmark(
     classifies correctly are attacked, so robust accuracy ≤ clean accuracy.
 
     OOD (`ood_sets`): ``ood`` names (``near:``/``far:`` prefixes) or ``{"near": {name: data},
-    "far": {...}}``; default OpenOOD v1.5's sets for the data set (CIFAR-10: near CIFAR-100,
+    "far": {...}}``; default `OOD_SETS` for the data set (CIFAR-10, OpenOOD v1.5: near CIFAR-100,
     Tiny ImageNet; far MNIST, SVHN, Textures, Places365), each brought to the ID shape;
     defaults not on disk (and not downloaded with ``download``) are skipped and listed in
     ``skipped``. ``detectors`` (names or ``{name: Detector}``, default `DEFAULT_DETECTORS`)
