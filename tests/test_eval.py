@@ -124,10 +124,10 @@ def test_missing_default_ood_sets_are_skipped_with_a_note_and_fakedata_stands_in
     data = ImageSet(x, torch.arange(20) % 10, info)
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
-    result = benchmark(net, data, attack="fgsm", eps="2/255", detectors=["energy"], root=tmp_path, limit=20)
+    result = benchmark(net, data, attack="fgsm", eps="2/255", detectors=["energy"], root=tmp_path, limit=50)
     assert set(result.skipped) == {"cifar100", "tinyimagenet", "mnist", "svhn", "textures", "places365", "(far fallback)"}
     assert all("--download" in why for name, why in result.skipped.items() if name != "(far fallback)")
-    assert [(s["name"], s["group"]) for s in result.ood_sets] == [("fakedata", "far")] and len(result.ood) == 1
+    assert [(s["name"], s["group"], s["n"]) for s in result.ood_sets] == [("fakedata", "far", 20)] and len(result.ood) == 1
     assert not any(tmp_path.iterdir())  # nothing downloaded or created
     with pytest.raises(FileNotFoundError, match="--download"):  # a set asked for by name must be there
         benchmark(net, data, attack="fgsm", detectors=["energy"], root=tmp_path, limit=20, ood=["svhn"])

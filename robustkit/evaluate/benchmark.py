@@ -323,7 +323,7 @@ def _load_ood(
             continue
         options: dict[str, Any] = {"seed": seed, "size": max(h, w), "sample": limit}
         if s.name == "fakedata":
-            options.update(shape=test.info.shape, size=len(test) if limit is None else limit)
+            options.update(shape=test.info.shape, size=len(test))  # as many noise images as ID ones
         try:
             data = load_dataset(s.name, "test", root=root, download=download, **options)
         except DatasetNotFoundError as err:
@@ -334,8 +334,7 @@ def _load_ood(
         loaded[s] = match_shape(data.sample(limit, seed), test.info.shape)
     if not any(s.group == "far" for s in loaded) and any(s.default for s in sets):
         fallback = OODSet("fakedata", "far", default=True)
-        size = len(test) if limit is None else limit
-        fake = load_dataset("fakedata", "test", shape=test.info.shape, size=size, seed=seed)
+        fake = load_dataset("fakedata", "test", shape=test.info.shape, size=len(test), seed=seed)
         loaded[fallback] = fake
         skipped["(far fallback)"] = "none of the default far-OOD sets could be loaded, so fakedata (noise) stands in"
     return loaded, skipped
