@@ -1,7 +1,8 @@
 """Run every recipe on digits and turn the runs into the docs' worked examples.
 
 Writes ``docs/examples/<recipe>.md`` (+ its figures in ``docs/examples/<recipe>/``),
-``docs/generated/agreement.md``, ``docs/generated/benchmarks.md`` and ``docs/cli.md``.
+``docs/generated/agreement.md``, ``docs/generated/benchmarks.md``, ``docs/generated/eval-report.md``
+(a ``robustkit eval`` run on digits, in ``docs/examples/eval/``) and ``docs/cli.md``.
 ``--quick`` (1 epoch, 60 test images) is what the test suite uses to check the strict build.
 """
 
@@ -79,6 +80,20 @@ def benchmarks_table() -> str:
         rows.append(f"| {r['what'].replace('|', '/')} | {r['ratio']:.3f} | {r['goal']} | {met} |")
     meta = data["meta"]
     return "\n".join(rows) + f"\n\nBatch {meta['batch']}, {meta['threads']} threads, torch {meta['torch']}.\n"
+
+
+def eval_example(docs_dir: Path, quick: bool) -> str:
+    """Run ``robustkit eval`` on digits (robustkit's cached classifier, PGD at the digits budget 0.1)
+    and return its report for the Evaluate page, headings one level down and figures relinked."""
+    from robustkit.app.cli import main
+
+    folder = docs_dir / "examples" / "eval"
+    args = ["--dataset", "digits", "--attack", "pgd", "--eps", "0.1"] + (["--limit", "60", "--param", "steps=5"] if quick else [])
+    main(["eval", *args, "--no-progress", "--out", str(folder), "--overwrite"])
+    _, _, body = (folder / "report.md").read_text().partition("\n")
+    body = re.sub(r"!\[([^\]]*)\]\(([^)/]+\.png)\)", r"![\1](examples/eval/\2)", body)
+    body = body.replace("\n### ", "\n#### ").replace("\n## ", "\n### ")
+    return f"```bash\nrobustkit eval {' '.join(args)}\n```\n{body}"
 
 
 def _paper_link(paper: str) -> str:
@@ -171,7 +186,7 @@ def cli_reference() -> str:
     add_recipe_commands()
     runner = CliRunner()
     parts = ["# Command line", "", "Every command and its options, as `robustkit COMMAND --help` prints them.", ""]
-    for command in ("", "datasets", "list", "recipes", "run", "demo", "train", "attack", "ood", "defend", "crosscheck"):
+    for command in ("", "datasets", "list", "recipes", "run", "demo", "train", "eval", "attack", "ood", "defend", "crosscheck"):
         args = [command, "--help"] if command else ["--help"]
         out = runner.invoke(app, args, env={"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"}, prog_name="robustkit").output
         heading = f"## `robustkit {command}`" if command else "## `robustkit`"
@@ -205,6 +220,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"example: {examples / name}.md")
     (generated / "agreement.md").write_text(agreement_table(args.quick))
     (generated / "benchmarks.md").write_text(benchmarks_table())
+    (generated / "eval-report.md").write_text(eval_example(args.docs_dir, args.quick))
     (args.docs_dir / "cli.md").write_text(cli_reference())
     (args.docs_dir / "reference.md").write_text(component_reference())
     output = run_tutorial(args.docs_dir / "own-model.md")

@@ -89,7 +89,7 @@ def test_imagefolder_and_fakedata(tmp_path):
     assert torch.equal(fake.x, load_dataset("fakedata", shape=(3, 16, 16), size=7).x)
 
 
-@pytest.mark.parametrize("name", ["cifar10", "cifar100", "mnist"])
+@pytest.mark.parametrize("name", ["cifar10", "cifar100", "mnist", "fashionmnist", "svhn", "textures", "places365", "tinyimagenet"])
 def test_missing_dataset_offline_says_how_to_get_it(tmp_path, name):
     with pytest.raises(DatasetNotFoundError, match="download=True"):
         load_dataset(name, root=tmp_path)
@@ -102,3 +102,70 @@ def test_bad_dataset_arguments():
         load_dataset("digits", split="val")
     with pytest.raises(ValueError, match="limit"):
         load_dataset("digits", limit=0)
+
+
+def _jpegs(folder, names, size=(40, 30)):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in names:
+        Image.fromarray(rng.integers(0, 256, (*size[::-1], 3), dtype=np.uint8)).save(folder / name)
+
+
+def test_ood_sets_from_their_official_layouts(tmp_path, monkeypatch):
+    """SVHN's .mat, DTD's label lists, Places365's file lists and Tiny ImageNet's annotations,
+    the image sets resized to size×size and a seeded sample of them read."""
+    import scipy.io
+    import torchvision
+
+    svhn = tmp_path / "svhn"
+    svhn.mkdir()
+    pixels = np.random.default_rng(1).integers(0, 256, (32, 32, 3, 5), dtype=np.uint8)
+    scipy.io.savemat(svhn / "test_32x32.mat", {"X": pixels, "y": np.array([[10], [1], [2], [3], [4]])})
+    monkeypatch.setattr(torchvision.datasets.SVHN, "_check_integrity", lambda self: True)  # md5 of the real file
+    data = load_dataset("svhn", root=tmp_path)
+    assert data.x.shape == (5, 3, 32, 32) and data.y.tolist() == [0, 1, 2, 3, 4]
+    assert data.x[0, 1, 2, 3] == pytest.approx(pixels[2, 3, 1, 0] / 255)
+
+    dtd = tmp_path / "dtd" / "dtd"
+    for cls in ("banded", "woven"):
+        _jpegs(dtd / "images" / cls, [f"{cls}_{i}.jpg" for i in range(3)])
+    (dtd / "labels").mkdir()
+    (dtd / "labels" / "test1.txt").write_text("".join(f"{c}/{c}_{i}.jpg\n" for c in ("banded", "woven") for i in range(3)))
+    textures = load_dataset("textures", root=tmp_path, size=12)
+    assert textures.x.shape == (6, 3, 12, 12) and textures.info.classes == ("banded", "woven")
+    sample = load_dataset("textures", root=tmp_path, size=12, sample=4, seed=1)
+    assert len(sample) == 4 and torch.equal(sample.x, load_dataset("textures", root=tmp_path, size=12, sample=4, seed=1).x)
+
+    places = tmp_path / "places365"
+    _jpegs(places / "val_256", [f"Places365_val_{i}.jpg" for i in range(3)], size=(256, 256))
+    (places / "categories_places365.txt").write_text("/a/airfield 0\n/b/bakery 1\n")
+    (places / "places365_val.txt").write_text("".join(f"Places365_val_{i}.jpg {i % 2}\n" for i in range(3)))
+    monkeypatch.setattr(torchvision.datasets.Places365, "_check_integrity", lambda self, file, md5, download: True)
+    data = load_dataset("places365", root=tmp_path, size=8)
+    assert data.x.shape == (3, 3, 8, 8) and data.y.tolist() == [0, 1, 0]
+    with pytest.raises(ValueError, match="only a test split"):
+        load_dataset("places365", "train", root=tmp_path)
+
+    tiny = tmp_path / "tiny-imagenet-200"
+    _jpegs(tiny / "val" / "images", ["val_0.JPEG", "val_1.JPEG"], size=(64, 64))
+    (tiny / "wnids.txt").write_text("n01\nn02\n")
+    (tiny / "val" / "val_annotations.txt").write_text("val_0.JPEG\tn02\t0\t0\t1\t1\nval_1.JPEG\tn01\t0\t0\t1\t1\n")
+    data = load_dataset("tinyimagenet", root=tmp_path)
+    assert data.x.shape == (2, 3, 32, 32) and data.y.tolist() == [1, 0] and data.info.classes == ("n01", "n02")
+
+
+def test_match_shape_and_seeded_sample(digits_test):
+    from robustkit.modelling.data import match_shape
+
+    colour = match_shape(digits_test, (3, 32, 32))
+    assert colour.x.shape == (450, 3, 32, 32) and torch.equal(colour.x[:, 0], colour.x[:, 2]) and torch.equal(colour.y, digits_test.y)
+    assert colour.info.shape == (3, 32, 32) and float(colour.x.min()) >= 0 and float(colour.x.max()) <= 1
+    assert abs(float(colour.x.mean()) - float(digits_test.x.mean())) < 0.01  # resizing keeps the brightness
+    grey = match_shape(match_shape(digits_test, (3, 8, 8)), (1, 8, 8))  # luminance of a grey image is the image
+    assert torch.allclose(grey.x, digits_test.x, atol=1e-6)
+    assert match_shape(digits_test, (1, 8, 8)) is digits_test
+    with pytest.raises(ValueError, match="1 or 3 channels"):
+        match_shape(digits_test, (2, 8, 8))
+    sample = digits_test.sample(50, seed=3)
+    assert len(sample) == 50 and torch.equal(sample.x, digits_test.sample(50, seed=3).x)
+    assert not torch.equal(sample.x, digits_test.sample(50, seed=4).x) and digits_test.sample(None) is digits_test

@@ -40,3 +40,6 @@ def test_docs_build_strict(tmp_path):
     reference = (tmp_path / "site" / "reference" / "index.html").read_text()
     assert "random_start" in reference and "arxiv.org/abs/1706.06083" in reference and "feature_squeezing" in reference
     assert "robustkit run fgsm-sweep [OPTIONS]" in (tmp_path / "site" / "cli" / "index.html").read_text()
+    evaluate = (tmp_path / "site" / "evaluate" / "index.html").read_text()
+    assert 'id="scaling-out"' in evaluate and "Far OOD: fakedata" in evaluate and 'src="../examples/eval/ood_auroc.png"' in evaluate
+    assert "robustkit eval [OPTIONS]" in (tmp_path / "site" / "cli" / "index.html").read_text()

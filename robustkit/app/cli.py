@@ -212,8 +212,13 @@ def datasets() -> None:
         "cifar10": "CIFAR-10 (python batches; --download fetches them)",
         "cifar100": "CIFAR-100; cifar100:bottle,clock keeps those classes",
         "mnist": "MNIST (idx files; --download fetches them)",
+        "fashionmnist": "Fashion-MNIST (idx files; --download fetches them)",
         "fakedata": "torchvision FakeData noise images, shape of the ID set",
         "imagefolder": "imagefolder:PATH with PATH/<split>/<class>/*.png",
+        "svhn": "SVHN cropped digits (test_32x32.mat; --download fetches it); an OOD set",
+        "textures": "Describable Textures (DTD; --download fetches it), resized; an OOD set",
+        "places365": "Places365 validation images at 256×256 (--download fetches them), resized; an OOD set",
+        "tinyimagenet": "Tiny ImageNet validation images (--download fetches them), resized; an OOD set",
     }
     _print_table(f"datasets (root: {default_root()})", ["name", "what"], [[k, notes[k]] for k in LOADERS])
 
@@ -378,6 +383,90 @@ def ood(
     _, rows, results = ood_run(net, id_data, ood_data, names, out, limit=limit, overwrite=overwrite, root=root)
     _print_table(f"{id_data} vs {ood_data}", OOD_HEADERS, rows)
     _report_checks(results, strict)
+
+
+@app.command("eval")
+def eval_command(
+    weights: WeightsOption = None,
+    model: FactoryOption = None,
+    unsafe_pickle: UnsafeOption = False,
+    device: DeviceOption = "auto",
+    dataset: Annotated[str, typer.Option(help="ID dataset (robustkit datasets), e.g. cifar10, digits")] = "cifar10",
+    root: Annotated[Path | None, typer.Option(help="dataset root (default: $ROBUSTKIT_DATA or ~/.cache/robustkit/data)")] = None,
+    download: Annotated[bool, typer.Option(help="download missing datasets (the ID set and the default OOD sets)")] = False,
+    limit: Annotated[int | None, typer.Option(help="number of test images, and of images per OOD set (default: all)")] = None,
+    seed: Annotated[int, typer.Option(help="seed for the attack, the OOD samples and the checks' sample")] = 0,
+    attack_name: Annotated[
+        str | None, typer.Option("--attack", help="attack defining the threat model (default: autoattack for linf, pgd_l2 for l2)")
+    ] = None,
+    backend: Annotated[str | None, typer.Option(help="the attack's backend (default: the attack's default)")] = None,
+    param: Annotated[list[str] | None, typer.Option(help="any other attack parameter as NAME=VALUE (repeatable)")] = None,
+    eps: Annotated[str | None, typer.Option(help="budget (default: 8/255 for linf, 0.5 for l2, as RobustBench)")] = None,
+    norm: Annotated[str | None, typer.Option(help="linf or l2 (default: the attack's, linf without --attack)")] = None,
+    ood_data: Annotated[
+        list[str] | None,
+        typer.Option("--ood", help="OOD set, optionally near:NAME or far:NAME (repeatable; default: OpenOOD's for the dataset)"),
+    ] = None,
+    detector: Annotated[
+        list[str] | None, typer.Option(help="OOD detector (repeatable; default: max_softmax, max_logit, energy, mahalanobis, vim)")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="run folder (default: runs/eval-<dataset>)")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing run folder")] = False,
+    strict: Annotated[bool, typer.Option(help=f"exit with status {STRICT_EXIT} when a sanity check warns or fails")] = False,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Evaluate a model as RobustBench and OpenOOD do: clean accuracy, robust accuracy (default AutoAttack at
+    8/255 L∞) and an OOD table against near and far sets, with sanity checks. Runs under torchrun too."""
+    from ..evaluate.benchmark import ood_sets, threat_model
+    from ..modelling.data import LOADERS, load_dataset
+    from ..registry import detector_class
+    from .evaluation import ModelInfo, eval_run, process_group
+    from .report import RunFolder
+    from .runner import default_classifier, default_out
+
+    # every option is checked before the model is loaded or anything is written
+    if dataset.partition(":")[0] not in LOADERS:
+        raise ValueError(f"unknown dataset {dataset!r}; valid names: {', '.join(LOADERS)} (robustkit datasets)")
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit {limit} must be a positive number of test images")
+    threat = threat_model(attack_name, eps=eps, norm=norm, backend=backend, seed=seed, params=_parse_params(param))
+    ood_sets(dataset, ood_data)
+    for name in detector or []:
+        detector_class(name)
+    out = out or default_out("eval", dataset)
+    options = {
+        "model": model, "weights": weights, "dataset": dataset, "root": root, "limit": limit, "seed": seed,
+        "attack": attack_name, "backend": backend, "param": param, "eps": eps, "norm": norm, "ood": ood_data,
+        "detector": detector, "device": device,
+    }  # fmt: skip
+    with process_group(device) as (rank, _, device):
+        lead = rank == 0  # only the first process writes and prints
+        if lead:
+            RunFolder.check(out, overwrite)
+        if model is None and weights is None:  # robustkit's standard classifier for the dataset, as the recipes train it
+            train = load_dataset(dataset, "train", root=root, download=download)
+            net, record = default_classifier(train, seed=seed, device=device, progress=progress and lead)
+            about = ModelInfo(f"robustkit's `{record['arch']}` ({record['epochs']} epochs, trained once, then cached)", record)
+        else:
+            net = _load_model(weights, model, unsafe_pickle, device)
+            record = {"model": model, "weights": None if weights is None else str(weights)}
+            about = ModelInfo(f"`{model or weights}`" + (f" with `{weights}`" if model and weights else ""), record)
+        folder, results, bench = eval_run(
+            net, about, dataset, out, attack=threat, ood=ood_data, detectors=detector, limit=limit, seed=seed, root=root,
+            download=download, overwrite=overwrite, progress=progress and lead, write=lead, options=options,
+        )  # fmt: skip
+        if not lead:
+            if strict and any(c["status"] != "pass" for c in results["checks"]):
+                raise SystemExit(STRICT_EXIT)
+            return
+        for name, why in bench.skipped.items():
+            typer.secho(f"note: {name} not evaluated: {why}", fg="yellow", err=True)
+        means = bench.means()
+        groups = [g for g in ("near", "far") if g in means]
+        rows = [[d] + [means[g][d]["AUROC"] for g in groups] for d in bench.detectors]
+        _print_table(f"OOD AUROC against {dataset} (mean per group)", ["detector", *(f"{g} AUROC" for g in groups)], rows)
+        typer.echo(f"clean {bench.clean_accuracy:.4f}  robust {bench.robust_accuracy:.4f}  report: {folder / 'report.md'}")
+        _report_checks(results, strict)
 
 
 @app.command()

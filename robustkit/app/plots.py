@@ -106,3 +106,19 @@ def image_grid(rows: Sequence[tuple[str, np.ndarray, Sequence[str]]], path: str 
     if title:
         fig.suptitle(title, fontsize=9)
     return _save(plt, fig, path)
+
+
+def auroc_bars(values: Mapping[str, Mapping[str, float]], path: str | Path, title: str = "") -> Path:
+    """Grouped bars: one group per OOD set (``values`` keys), one bar per detector (AUROC)."""
+    plt, fig, (ax,) = _figure(size=(max(5.0, 1.2 * len(values) + 3), 3.6))
+    sets = list(values)
+    detectors = list(dict.fromkeys(d for v in values.values() for d in v))
+    width = 0.8 / max(1, len(detectors))
+    for j, name in enumerate(detectors):
+        xs = [i + (j - (len(detectors) - 1) / 2) * width for i in range(len(sets))]
+        ax.bar(xs, [values[s].get(name, np.nan) for s in sets], width=width, label=name)
+    ax.axhline(0.5, color="k", ls=":", lw=0.8)
+    ax.set_xticks(range(len(sets)), sets, rotation=20 if len(sets) > 4 else 0)
+    ax.set(ylabel="AUROC (OOD positive)", ylim=(0, 1.02), xlim=(-0.6, len(sets) - 0.4), title=title)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(plt, fig, path)

@@ -19,15 +19,23 @@ class RunFolder:
     """
 
     def __init__(self, path: str | Path, overwrite: bool = False):
-        self.path = Path(path)
-        if self.path.exists() and not self.path.is_dir():
-            raise FileExistsError(f"{self.path} exists and is not a folder; choose another --out")
-        if self.path.is_dir() and any(self.path.iterdir()) and not overwrite:
-            raise FileExistsError(f"run folder {self.path} exists and is not empty; pass --overwrite or another --out")
+        self.path = self.check(path, overwrite)
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / "results.json").unlink(missing_ok=True)
         self.started = time.time()
         self.figures: list[str] = []
+
+    @staticmethod
+    def check(path: str | Path, overwrite: bool = False) -> Path:
+        """Refuse ``path`` as it would be refused when opened (a file, or a non-empty folder
+        without ``overwrite``), creating nothing: a command that writes its folder only at the
+        end checks it before the work."""
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise FileExistsError(f"{path} exists and is not a folder; choose another --out")
+        if path.is_dir() and any(path.iterdir()) and not overwrite:
+            raise FileExistsError(f"run folder {path} exists and is not empty; pass --overwrite or another --out")
+        return path
 
     def figure(self, name: str) -> Path:
         """Path for a figure (``name.png``); registers it for the report."""
@@ -43,10 +51,26 @@ class RunFolder:
         meta = {
             "seconds": round(time.time() - self.started, 2),
             "python": platform.python_version(),
+            "versions": versions(),
             "figures": self.figures,
         }
         write_json(self.path / "results.json", {**results, "run": meta})
         return self.path
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of robustkit and the libraries behind the numbers (``None``: not installed)."""
+    from importlib import metadata
+
+    import robustkit
+
+    out: dict[str, str | None] = {"robustkit": robustkit.__version__}
+    for name in ("torch", "torchvision", "numpy", "torchattacks", "adversarial-robustness-toolbox", "foolbox", "pytorch-ood"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def load_results(path: str | Path) -> dict[str, Any]:

@@ -200,6 +200,20 @@ class Context:
         return load_dataset(name, root=self.options.root, download=self.options.download, **kwargs)
 
 
+def default_classifier(
+    train: ImageSet, seed: int = 0, device: str | torch.device = "auto", progress: bool = True, cache: bool | Path = True
+) -> tuple[nn.Module, dict[str, Any]]:
+    """robustkit's standard classifier for ``train``: its profile's architecture and training,
+    trained once and then loaded from the model cache (what a recipe trains when no --model is
+    given). Returns the model and a record (arch, epochs, seed, cache path, cached or not)."""
+    profile = profile_for(train)
+    config = dataclasses.replace(profile.train, seed=seed)
+    model, meta = train_model(
+        model_spec(profile.arch, train.info), train, config, cache=cache, device=resolve_device(device), progress=progress
+    )
+    return model, {"arch": profile.arch, "epochs": config.epochs, "seed": seed, "cache": meta.get("cache"), "cached": meta.get("cached")}
+
+
 def default_out(name: str, dataset: str) -> Path:
     """``runs/<recipe>-<dataset>``, the dataset name made safe for a folder name."""
     slug = dataset

@@ -21,3 +21,6 @@ WONG_2020 = "Wong, Rice & Kolter 2020, Fast is better than free: Revisiting adve
 CARLINI_2019 = "Carlini et al. 2019, On Evaluating Adversarial Robustness, https://arxiv.org/abs/1902.06705"
 PINTOR_2022 = "Pintor et al. 2022, Indicators of Attack Failure: Debugging and Improving Optimization of Adversarial Examples, https://arxiv.org/abs/2106.09947"
 CARLINI_WAGNER_2016 = "Carlini & Wagner 2016, Defensive Distillation is Not Robust to Adversarial Examples, https://arxiv.org/abs/1607.04311"
+CROCE_2021 = "Croce et al. 2021, RobustBench: a standardized adversarial robustness benchmark, https://arxiv.org/abs/2010.09670"
+ZHANG_2023 = "Zhang et al. 2023, OpenOOD v1.5: Enhanced Benchmark for Out-of-Distribution Detection, https://arxiv.org/abs/2306.09301"
+YANG_2022 = "Yang et al. 2022, OpenOOD: Benchmarking Generalized Out-of-Distribution Detection, https://arxiv.org/abs/2210.07242"

@@ -1,9 +1,11 @@
-"""Evaluation layer: robustness (accuracy, sweeps, budgets, agreement), OOD metrics and sanity checks.
+"""Evaluation layer: robustness (accuracy, sweeps, budgets, agreement), OOD metrics, sanity checks,
+and `benchmark` (clean, robust and OOD numbers in one call, as RobustBench and OpenOOD report them).
 
 ``robustkit.evaluate.<name>`` is the public entry point for every function here.
 """
 
 from ..attacks.base import attack_batches
+from .benchmark import Benchmark, benchmark, ood_sets, threat_model
 from .diagnose import (
     Check,
     Diagnosis,
@@ -35,6 +37,7 @@ from .robustness import (
 )
 
 __all__ = [
+    "Benchmark",
     "Budget",
     "Check",
     "Diagnosis",
@@ -44,6 +47,7 @@ __all__ = [
     "adaptive_vs_oblivious",
     "agreement",
     "attack_batches",
+    "benchmark",
     "catastrophic_overfitting",
     "defense_cost",
     "diagnose",
@@ -58,9 +62,11 @@ __all__ = [
     "ood_auroc",
     "ood_metrics",
     "ood_saturated",
+    "ood_sets",
     "predict",
     "random_targets",
     "robust_accuracy",
+    "threat_model",
     "unbounded_attack",
     "unstable_predictions",
 ]

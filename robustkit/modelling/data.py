@@ -4,8 +4,11 @@ Names understood by `load_dataset`:
 
 - ``digits``: scikit-learn's 8×8 handwritten digits, embedded, always offline;
 - ``cifar10`` and ``cifar100`` (``cifar100:bottle,clock`` keeps those classes only);
-- ``mnist``; ``fakedata`` (torchvision's random-noise images, ``shape=`` of the ID set);
-- ``imagefolder:PATH`` (``PATH/<split>/<class>/*.png`` or ``PATH/<class>/*.png``).
+- ``mnist``, ``fashionmnist``; ``fakedata`` (torchvision's random-noise images, ``shape=`` of the ID set);
+- ``imagefolder:PATH`` (``PATH/<split>/<class>/*.png`` or ``PATH/<class>/*.png``);
+- the OOD sets of OpenOOD's CIFAR benchmarks: ``svhn``, ``textures`` (DTD), ``places365``
+  (its 256×256 validation images) and ``tinyimagenet`` (Tiny ImageNet's validation images),
+  the last three resized to ``size=`` (default 32) and read only ``sample=`` of them when given.
 """
 
 from __future__ import annotations
@@ -93,6 +96,11 @@ class ImageSet:
         """The first ``n`` images (all of them for ``None``)."""
         return self if n is None else replace(self, x=self.x[:n], y=self.y[:n])
 
+    def sample(self, n: int | None, seed: int = 0) -> ImageSet:
+        """``n`` images drawn at random with ``seed``, kept in their order (all of them for
+        ``None`` or ``n`` ≥ the size)."""
+        return self if n is None or n >= len(self) else self.select(torch.from_numpy(_pick(len(self), n, seed)))
+
     def select(self, index: torch.Tensor) -> ImageSet:
         """The images at ``index`` (a bool mask or integer indices)."""
         return replace(self, x=self.x[index], y=self.y[index])
@@ -128,6 +136,40 @@ def as_image_set(data: Data) -> ImageSet:
         f"expected an ImageSet, a DataLoader or Dataset of (image, label) pairs, or an (x, y) pair; "
         f"got {type(data).__name__}"
     )
+
+
+def _pick(total: int, sample: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of ``sample`` of ``total`` items drawn with ``seed`` (all of them for
+    ``None`` or ``sample`` ≥ ``total``)."""
+    if sample is None or sample >= total:
+        return np.arange(total)
+    if isinstance(sample, bool) or not isinstance(sample, int) or sample < 1:
+        raise ValueError(f"sample={sample!r} must be a positive number of images")
+    return np.sort(torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:sample].numpy())
+
+
+def match_shape(data: ImageSet, shape: tuple[int, ...]) -> ImageSet:
+    """``data`` with its images brought to ``shape`` (C×H×W), as OOD benchmarks feed another data
+    set to a classifier: grey to colour by repeating the channel, colour to grey by luminance
+    (ITU-R 601 weights), then a bilinear, antialiased resize to H×W. Labels and info's classes stay."""
+    import torch.nn.functional as F
+
+    c, h, w = (int(v) for v in shape)
+    x = data.x
+    if x.shape[1] != c:
+        if (x.shape[1], c) == (1, 3):
+            x = x.repeat(1, 3, 1, 1)
+        elif (x.shape[1], c) == (3, 1):
+            x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        else:
+            raise ValueError(f"cannot turn {x.shape[1]}-channel images into {c}-channel ones; use a set with 1 or 3 channels")
+    if tuple(x.shape[2:]) != (h, w):
+        x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
+    if x is data.x:
+        return data
+    mean, std = _stats(x) if len(x) else (data.info.mean, data.info.std)
+    info = replace(data.info, shape=(c, h, w), mean=mean, std=std)
+    return replace(data, x=x.contiguous(), info=info)
 
 
 def _from_uint8(images: np.ndarray, labels: np.ndarray, info: DatasetInfo | None, split: str) -> ImageSet:
@@ -228,6 +270,104 @@ def _mnist(split: str, root: Path, download: bool, **_: object) -> ImageSet:
     return _from_uint8(ds.data.numpy()[:, None], ds.targets.numpy(), info, split)
 
 
+def _fashionmnist(split: str, root: Path, download: bool, **_: object) -> ImageSet:
+    import torchvision
+
+    try:
+        ds = torchvision.datasets.FashionMNIST(str(root), train=split == "train", download=download)
+    except RuntimeError:
+        raise _missing("Fashion-MNIST", root / "FashionMNIST" / "raw", "the four uncompressed idx files") from None
+    info = DatasetInfo("fashionmnist", tuple(ds.classes), (1, 28, 28), (0.2860,), (0.3530,))
+    return _from_uint8(ds.data.numpy()[:, None], ds.targets.numpy(), info, split)
+
+
+def _svhn(split: str, root: Path, download: bool, **_: object) -> ImageSet:
+    """SVHN's cropped digits (``test_32x32.mat`` / ``train_32x32.mat`` under ROOT/svhn)."""
+    import torchvision
+
+    try:
+        ds = torchvision.datasets.SVHN(str(root / "svhn"), split=split, download=download)
+    except RuntimeError:
+        raise _missing("SVHN", root / "svhn", f"{split}_32x32.mat from http://ufldl.stanford.edu/housenumbers/") from None
+    info = DatasetInfo("svhn", tuple(str(i) for i in range(10)), (3, 32, 32), (0.4377, 0.4438, 0.4728), (0.198, 0.201, 0.197))
+    return _from_uint8(ds.data, ds.labels, info, split)
+
+
+def _read_files(
+    name: str, files: list[tuple[str, int]], classes: tuple[str, ...], split: str, size: int, sample: int | None, seed: int
+) -> ImageSet:
+    """Decode ``sample`` (seeded) of the ``(path, label)`` files, each resized and centre-cropped to size×size RGB."""
+    from PIL import Image
+
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"{name}: size={size!r} must be a positive number of pixels")
+    index = _pick(len(files), sample, seed)
+    images = np.empty((len(index), 3, size, size), dtype=np.uint8)
+    for row, i in enumerate(index):
+        with Image.open(files[i][0]) as image:
+            images[row] = np.asarray(_square(image.convert("RGB"), size)).transpose(2, 0, 1)
+    labels = np.asarray([files[i][1] for i in index], dtype=np.int64)
+    out = _from_uint8(images, labels, None, split)
+    mean, std = _stats(out.x) if len(out) else ((0.5,) * 3, (0.29,) * 3)
+    return replace(out, info=DatasetInfo(name, classes, (3, size, size), mean, std))
+
+
+def _textures(
+    split: str, root: Path, download: bool, size: int = 32, sample: int | None = None, seed: int = 0, **_: object
+) -> ImageSet:
+    """The Describable Textures Dataset (DTD, partition 1), under ROOT/dtd."""
+    import torchvision
+
+    try:
+        ds = torchvision.datasets.DTD(str(root), split=split, download=download)
+    except RuntimeError:
+        raise _missing("Textures (DTD)", root / "dtd" / "dtd", "the extracted dtd-r1.0.1.tar.gz (dtd/images, dtd/labels)") from None
+    files = [(str(f), label) for f, label in zip(ds._image_files, ds._labels, strict=True)]
+    return _read_files("textures", files, tuple(ds.classes), split, size, sample, seed)
+
+
+def _places365(
+    split: str, root: Path, download: bool, size: int = 32, sample: int | None = None, seed: int = 0, **_: object
+) -> ImageSet:
+    """Places365-Standard's 36 500 validation images at 256×256 (the test split), under ROOT/places365."""
+    import torchvision
+
+    if split != "test":
+        raise ValueError("places365 has only a test split here (Places365's validation images); load it with split='test'")
+    try:
+        ds = torchvision.datasets.Places365(str(root / "places365"), split="val", small=True, download=download)
+    except RuntimeError:
+        raise _missing(
+            "Places365", root / "places365", "categories_places365.txt, places365_val.txt and the extracted val_256.tar"
+        ) from None
+    return _read_files("places365", list(ds.imgs), tuple(ds.classes), split, size, sample, seed)
+
+
+TINY_IMAGENET = ("http://cs231n.stanford.edu/tiny-imagenet-200.zip", "90528d7ca1a48142e341f4ef8d21d0de")
+
+
+def _tinyimagenet(
+    split: str, root: Path, download: bool, size: int = 32, sample: int | None = None, seed: int = 0, **_: object
+) -> ImageSet:
+    """Tiny ImageNet (200 classes, 64×64) under ROOT/tiny-imagenet-200: its labelled validation
+    images are the test split, its training images the train split."""
+    folder = root / "tiny-imagenet-200"
+    if not (folder / "wnids.txt").is_file() and download:
+        from torchvision.datasets.utils import download_and_extract_archive
+
+        download_and_extract_archive(TINY_IMAGENET[0], str(root), md5=TINY_IMAGENET[1])
+    if not (folder / "wnids.txt").is_file():
+        raise _missing("Tiny ImageNet", folder, f"the extracted {TINY_IMAGENET[0].rsplit('/', 1)[-1]} (wnids.txt, train/, val/)")
+    wnids = tuple((folder / "wnids.txt").read_text().split())
+    label = {w: i for i, w in enumerate(wnids)}
+    if split == "test":
+        rows = [line.split("\t") for line in (folder / "val" / "val_annotations.txt").read_text().splitlines() if line]
+        files = [(str(folder / "val" / "images" / r[0]), label[r[1]]) for r in rows]
+    else:
+        files = [(str(f), label[w]) for w in wnids for f in sorted((folder / "train" / w / "images").glob("*.JPEG"))]
+    return _read_files("tinyimagenet", files, wnids, split, size, sample, seed)
+
+
 def _fakedata(
     split: str, shape: tuple[int, int, int] = (3, 32, 32), size: int = 1000, seed: int = 0, **_: object
 ) -> ImageSet:
@@ -310,8 +450,13 @@ LOADERS: dict[str, Callable[..., ImageSet]] = {
     "cifar10": _cifar10,
     "cifar100": _cifar100,
     "mnist": _mnist,
+    "fashionmnist": _fashionmnist,
     "fakedata": _fakedata,
     "imagefolder": _imagefolder,
+    "svhn": _svhn,
+    "textures": _textures,
+    "places365": _places365,
+    "tinyimagenet": _tinyimagenet,
 }
 
 
@@ -327,7 +472,8 @@ def load_dataset(
 
     ``name`` may carry an argument after a colon (``cifar100:bottle,clock``,
     ``imagefolder:PATH``). ``limit`` keeps the first ``limit`` images.
-    ``options`` go to the loader (``shape=``, ``size=``, ``seed=`` for ``fakedata``).
+    ``options`` go to the loader (``shape=``, ``size=``, ``seed=`` for ``fakedata``; ``size=``,
+    ``sample=``, ``seed=`` for ``textures``, ``places365`` and ``tinyimagenet``).
     """
     if not isinstance(name, str):
         raise TypeError(f"dataset name must be a string, got {type(name).__name__}")

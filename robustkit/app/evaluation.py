@@ -1,0 +1,196 @@
+"""``robustkit eval``: one model's clean accuracy, robust accuracy and OOD table in one run folder.
+
+`eval_run` calls `robustkit.evaluate.benchmark` and writes results.json, report.md and the
+figures with the machinery the recipes use (`RunFolder`, `table`, `plots`, `sanity`). The
+folder is checked before the work and written only at the end, so an interrupted or failed
+run leaves nothing half-written. `process_group` sets up ``torchrun`` jobs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core.checks import model_device, resolve_device
+from ..evaluate.benchmark import GROUPS, Benchmark, benchmark, eps_text
+from . import plots, sanity
+from .report import RunFolder, table
+
+METRICS = ["AUROC", "AUPR-IN", "AUPR-OUT", "FPR95TPR"]
+
+
+@contextlib.contextmanager
+def process_group(device: str) -> Iterator[tuple[int, int, str]]:
+    """Under ``torchrun`` (``WORLD_SIZE`` > 1) with no process group yet: start one (NCCL when
+    the device is CUDA, else Gloo; the GPU is ``LOCAL_RANK``'s when ``device`` is auto or cuda)
+    and destroy it at the end. Yields ``(rank, world size, device)``; outside torchrun
+    ``(0, 1, device)``, and an existing group is used as it is."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if not dist.is_available() or world <= 1:
+        yield 0, 1, device
+        return
+    if dist.is_initialized():
+        yield dist.get_rank(), dist.get_world_size(), device
+        return
+    local = int(os.environ.get("LOCAL_RANK", "0") or 0)
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        device = f"cuda:{local}"
+    resolved = resolve_device(device)
+    if resolved.type == "cuda":
+        torch.cuda.set_device(resolved)
+    dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo")
+    try:
+        yield dist.get_rank(), dist.get_world_size(), device
+    finally:
+        dist.destroy_process_group()
+
+
+@dataclass
+class ModelInfo:
+    """What the report says about the model: a label and a JSON record."""
+
+    label: str
+    record: dict[str, Any]
+
+
+def eval_run(
+    model: nn.Module,
+    about: ModelInfo,
+    dataset: str,
+    out: Path,
+    *,
+    attack: Any,
+    ood: Sequence[str] | None,
+    detectors: Sequence[str] | None,
+    limit: int | None,
+    seed: int,
+    root: Path | None,
+    download: bool,
+    overwrite: bool = False,
+    progress: bool = True,
+    write: bool = True,
+    options: dict[str, Any] | None = None,
+) -> tuple[Path | None, dict[str, Any], Benchmark]:
+    """Benchmark ``model`` and (when ``write``) write the run folder ``out``; returns the folder
+    (``None`` when not written), the results.json record and the `Benchmark`."""
+    if write:
+        RunFolder.check(out, overwrite)  # before the work, creating nothing
+    bench = benchmark(
+        model, dataset, attack=attack, ood=ood, detectors=detectors, limit=limit, seed=seed, root=root,
+        download=download, progress=progress,
+    )  # fmt: skip
+    results = {
+        "command": "eval",
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in (options or {}).items()},
+        "model": about.record,
+        **bench.as_dict(),
+        "checks": sanity.as_records(bench.checks),
+    }
+    if not write:
+        return None, results, bench
+    folder = RunFolder(out, overwrite=overwrite)
+    figures = _figures(bench, folder)
+    folder.finish(results, "\n".join(report_lines(bench, about, str(model_device(model)), figures)) + "\n")
+    return folder.path, results, bench
+
+
+def _figures(bench: Benchmark, folder: RunFolder) -> list[str]:
+    """An AUROC bar chart over sets and detectors, and each set's score histograms for the
+    detector with the best mean AUROC."""
+    if not bench.ood:
+        return []
+    auroc: dict[str, dict[str, float]] = {}
+    for r in bench.ood:
+        auroc.setdefault(f"{r['set']} ({r['group']})", {})[r["detector"]] = r["metrics"]["AUROC"]
+    plots.auroc_bars(auroc, folder.figure("ood_auroc"), title=f"OOD detection against {bench.dataset}")
+    best = best_detector(bench)
+    for name, per_detector in bench.scores.items():
+        id_scores, ood_scores = per_detector[best]
+        slug = "".join(ch if ch.isalnum() else "_" for ch in name)
+        plots.score_histogram(id_scores, ood_scores, folder.figure(f"hist_{slug}"), title=f"{best}: {bench.dataset} vs {name}")
+    return list(folder.figures)
+
+
+def best_detector(bench: Benchmark) -> str:
+    """The detector with the highest AUROC averaged over every OOD set."""
+    mean = {d: sum(r["metrics"]["AUROC"] for r in bench.ood if r["detector"] == d) for d in bench.detectors}
+    return max(mean, key=lambda d: mean[d])
+
+
+def report_lines(bench: Benchmark, about: ModelInfo, device: str, figures: Sequence[str] = ()) -> list[str]:
+    """report.md: the header, sanity checks, the accuracy table and the OOD tables."""
+    atk = bench.attack
+    norm = "L∞" if atk["norm"] == "linf" else "L2"
+    threat = f"{norm}, ε = {eps_text(atk['eps'], atk['norm'])}"
+    params = ", ".join(
+        f"{k}={v}" for k, v in atk.items() if k not in ("name", "backend", "norm", "eps", "label") and v is not None
+    )
+    limited = bench.options.get("limit") is not None
+    lines = [
+        f"# Evaluation of {about.label} on {bench.dataset}",
+        "",
+        "Clean accuracy, robust accuracy under a threat model, and OOD detection against near and far OOD sets, "
+        "as RobustBench (Croce et al. 2021) and OpenOOD v1.5 (Zhang et al. 2023) report them.",
+        "",
+        f"{bench.n} test images{' (--limit: the first ones)' if limited else ''}, seed {bench.options['seed']}, "
+        f"device `{device}`.",
+        "",
+        "## Accuracy",
+        "",
+        table(
+            ["clean accuracy", "robust accuracy", "threat model", "attack"],
+            [[bench.clean_accuracy, bench.robust_accuracy, threat, f"{atk['label']}{f': {params}' if params else ''}"]],
+        ),
+        "",
+        "An image counts as robust when the model classifies it correctly and the attack, run on every correctly "
+        "classified image, does not change that (RobustBench's definition: robust accuracy ≤ clean accuracy).",
+    ]
+    if bench.dataset == "cifar10" and (atk["name"] != "autoattack" or limited or threat != "L∞, ε = 8/255"):
+        lines += [
+            "",
+            "RobustBench's CIFAR-10 L∞ leaderboard runs AutoAttack (standard) at ε = 8/255 on all 10 000 test images; "
+            "this run differs, so compare with care.",
+        ]
+    lines += ["", "## OOD detection", ""]
+    if not bench.ood:
+        lines += ["No OOD set could be evaluated (see below).", ""]
+    else:
+        lines += [
+            f"Detectors: {', '.join(f'`{d}`' for d in bench.detectors)}, fitted on the ID training data. Metrics treat OOD "
+            "as the positive class: higher AUROC and AUPR, lower FPR at 95% TPR are better; AUROC 0.5 is chance. "
+            "Near OOD shares the ID set's low-level statistics and differs in meaning, far OOD differs in both "
+            "(OpenOOD v1.5).",
+            "",
+            "### Means over each group's sets",
+            "",
+        ]
+        means = bench.means()
+        groups = [g for g in GROUPS if g in means]
+        headers = ["detector"] + [f"{g} {m}" for g in groups for m in ("AUROC", "FPR95TPR")]
+        rows = [[d] + [means[g][d][m] for g in groups for m in ("AUROC", "FPR95TPR")] for d in bench.detectors]
+        lines += [table(headers, rows), ""]
+        for group in groups:
+            sets = [s["name"] for s in bench.ood_sets if s["group"] == group]
+            lines += [f"### {group.capitalize()} OOD: {', '.join(sets)}", ""]
+            rows = [[r["set"], r["detector"], *(r["metrics"][m] for m in METRICS)] for r in bench.ood if r["group"] == group]
+            lines += [table(["set", "detector", *METRICS], rows), ""]
+        sizes = ", ".join(f"{s['name']} {s['n']}" for s in bench.ood_sets)
+        lines += [f"Images per OOD set (a seeded sample when --limit is given): {sizes}.", ""]
+    if bench.skipped:
+        lines += ["### Not evaluated", ""]
+        lines += [f"- `{name}`: {why}" for name, why in bench.skipped.items()]
+        lines.append("")
+    if figures:
+        lines += ["## Figures", "", *(f"![{f}]({f})" for f in figures), ""]
+        if any(f.startswith("hist_") for f in figures):
+            lines += [f"The histograms show `{best_detector(bench)}`, the detector with the best mean AUROC.", ""]
+    return sanity.with_section(lines, bench.checks)

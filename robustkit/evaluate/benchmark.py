@@ -1,0 +1,494 @@
+"""One evaluation of a classifier the way the public leaderboards report it.
+
+`benchmark` measures on one test set: clean accuracy; robust accuracy under a threat model
+(by default AutoAttack, standard version, at ε = 8/255 in L∞, as RobustBench reports CIFAR-10:
+Croce et al. 2021); and OOD detection against near and far OOD sets with post-hoc detectors
+(by default the sets of OpenOOD v1.5 for CIFAR-10 and CIFAR-100, Zhang et al. 2023, and of OpenOOD
+v1 for MNIST, Yang et al. 2022),
+with the sanity checks that apply. It computes and returns a `Benchmark`; writing a report is
+the app's job (``robustkit eval``).
+
+Nothing here depends on the process's rank: under ``torchrun`` the sharding happens inside
+`accuracy`, `robust_accuracy` and `ood`, so every process returns the same numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..attacks.base import Attack
+from ..core.checks import inspect_model
+from ..core.errors import DatasetNotFoundError
+from ..core.papers import CROCE_2021, YANG_2022, ZHANG_2023
+from ..detectors.base import Detector
+from ..detectors.ood import last_linear
+from ..modelling.data import LOADERS, Data, ImageSet, as_image_set, load_dataset, match_shape
+from ..registry import DETECTORS, attack_class, detector
+from ..registry import attack as make_attack
+from .diagnose import (
+    Check,
+    gradients_available,
+    iterative_vs_single_step,
+    model_learned,
+    ood_auroc,
+    ood_saturated,
+    unbounded_attack,
+    unstable_predictions,
+)
+from .ood import ood as ood_scores
+from .robustness import accuracy, predict, robust_accuracy
+
+GROUPS = ("near", "far")
+"""OOD groups: near OOD shares low-level statistics with the ID set (semantic shift only), far
+OOD differs in both (OpenOOD v1.5's split)."""
+
+THREATS: dict[str, tuple[str, float]] = {"linf": ("autoattack", 8 / 255), "l2": ("pgd_l2", 0.5)}
+"""Default attack and budget per norm: RobustBench's CIFAR-10 threat models (L∞ 8/255, L2 0.5).
+robustkit's AutoAttack adapter is L∞ only, so L2 defaults to PGD-L2."""
+
+DEFAULT_DETECTORS = ("max_softmax", "max_logit", "energy", "mahalanobis", "vim")
+"""Post-hoc detectors run by default: three logit scores and two fitted on the ID training
+features (all among OpenOOD v1.5's baselines)."""
+
+OOD_SETS: dict[str, dict[str, tuple[str, ...]]] = {
+    "cifar10": {"near": ("cifar100", "tinyimagenet"), "far": ("mnist", "svhn", "textures", "places365")},
+    "cifar100": {"near": ("cifar10", "tinyimagenet"), "far": ("mnist", "svhn", "textures", "places365")},
+    "mnist": {"near": ("notmnist", "fashionmnist"), "far": ("textures", "cifar10", "tinyimagenet", "places365")},
+}
+"""Near and far OOD sets per ID data set: OpenOOD v1.5's for CIFAR-10 and CIFAR-100 (Zhang et al.
+2023), OpenOOD v1's for MNIST (Yang et al. 2022; v1.5 dropped MNIST as an ID set). Any other ID set
+defaults to ``fakedata`` (noise of its shape), which is also the far fallback when none of the
+default far sets can be loaded."""
+
+PAPERS = f"{CROCE_2021}; {ZHANG_2023}; {YANG_2022}"
+
+
+@dataclass(frozen=True)
+class OODSet:
+    """An OOD set to evaluate: the name `load_dataset` takes, its group, and whether it is a
+    default (a default that is missing is skipped with a note; one asked for is an error)."""
+
+    name: str
+    group: str
+    default: bool = False
+
+
+@dataclass
+class Benchmark:
+    """The numbers of one `benchmark` run.
+
+    ``clean_accuracy`` and ``robust_accuracy`` are on the ``n`` test images; an image counts
+    as robust when it is classified correctly and stays so under the attack (RobustBench's
+    definition, so robust ≤ clean). ``ood`` has one row per (OOD set, detector):
+    ``{"group", "set", "detector", "metrics"}`` with AUROC, AUPR-IN, AUPR-OUT and FPR95TPR
+    (OOD positive). ``skipped`` says which OOD sets or detectors were not evaluated and why.
+    ``scores`` holds the raw detector scores per set (``{set: {detector: (id, ood)}}``) for
+    figures; it is not part of `as_dict`.
+    """
+
+    dataset: str
+    n: int
+    num_classes: int
+    clean_accuracy: float
+    robust_accuracy: float
+    attack: dict[str, Any]
+    ood: list[dict[str, Any]]
+    ood_sets: list[dict[str, Any]]
+    skipped: dict[str, str]
+    checks: list[Check]
+    options: dict[str, Any]
+    seconds: dict[str, float]
+    scores: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict, repr=False)
+
+    @property
+    def detectors(self) -> list[str]:
+        return list(dict.fromkeys(r["detector"] for r in self.ood))
+
+    def means(self) -> dict[str, dict[str, dict[str, float]]]:
+        """``{group: {detector: {metric: mean over the group's sets}}}``, as OpenOOD v1.5 summarises."""
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        for group in GROUPS:
+            for name in self.detectors:
+                rows = [r["metrics"] for r in self.ood if r["group"] == group and r["detector"] == name]
+                if rows:
+                    out.setdefault(group, {})[name] = {k: float(np.mean([m[k] for m in rows])) for k in rows[0]}
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able: every number, the options, the OOD sets, what was skipped, the checks."""
+        return {
+            "dataset": self.dataset,
+            "n": self.n,
+            "num_classes": self.num_classes,
+            "clean_accuracy": self.clean_accuracy,
+            "robust_accuracy": self.robust_accuracy,
+            "attack": self.attack,
+            "ood": self.ood,
+            "ood_means": self.means(),
+            "ood_sets": self.ood_sets,
+            "skipped": dict(self.skipped),
+            "checks": [c.as_dict() for c in self.checks],
+            "options": dict(self.options),
+            "seconds": dict(self.seconds),
+            "papers": PAPERS,
+        }
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def threat_model(
+    attack: Attack | str | None = None,
+    *,
+    eps: float | str | None = None,
+    norm: str | None = None,
+    backend: str | None = None,
+    seed: int = 0,
+    params: Mapping[str, Any] | None = None,
+) -> Attack:
+    """The attack that defines the threat model, built and checked (nothing runs).
+
+    Without ``attack``: `THREATS` for ``norm`` (default ``"linf"``: AutoAttack standard at
+    8/255). ``eps`` defaults to the norm's RobustBench budget, not the attack's own default.
+    A name gets ``seed`` unless ``params`` sets it. An unbounded attack, or one whose norm is
+    not ``norm``, is refused.
+
+    Paper: Croce et al. 2021, RobustBench, https://arxiv.org/abs/2010.09670
+    """
+    params = dict(params or {})
+    if norm is not None and norm not in THREATS:
+        raise ValueError(f"unknown norm {norm!r}; valid: {', '.join(THREATS)}")
+    if eps is not None and "eps" in params:
+        raise ValueError("the budget is given twice (eps and params['eps']); give it once, e.g. --eps 8/255")
+    if isinstance(attack, Attack):
+        if backend is not None or params:
+            raise ValueError("backend and params apply to an attack name; configure an Attack object when building it")
+        built = attack if eps is None else attack.with_params(eps=eps)
+    else:
+        if attack is not None and not isinstance(attack, str):
+            raise TypeError(f"attack must be an Attack, an attack name or None, got {type(attack).__name__}")
+        name = attack if attack is not None else THREATS[norm or "linf"][0]
+        cls = attack_class(name, backend)  # an unknown name or backend fails here, naming the valid ones
+        if norm is not None and cls.norm != norm:
+            raise ValueError(
+                f"--norm {norm} but {cls.label()} is an {cls.norm} attack; pick an {norm} attack "
+                f"(robustkit list attacks), e.g. --attack {THREATS[norm][0]}, or drop --norm"
+            )
+        if "eps" not in params and any(p.name == "eps" for p in cls.declared()):
+            params["eps"] = eps if eps is not None else THREATS[cls.norm][1]
+        params.setdefault("seed", seed)
+        built = cls(**params)
+    if norm is not None and built.norm != norm:
+        raise ValueError(f"norm {norm!r} but the attack {built.label()} is {built.norm}; pass an attack of that norm")
+    if not built.bounded or built.eps is None:
+        raise ValueError(
+            f"{built.label()} is unbounded (no eps), so it defines no threat model; use a bounded attack "
+            "such as autoattack, pgd, pgd_l2 or fgsm"
+        )
+    return built
+
+
+def ood_sets(dataset: str, names: Sequence[str] | None = None) -> list[OODSet]:
+    """The OOD sets to evaluate against ID set ``dataset``, grouped near or far (nothing is loaded).
+
+    ``names`` (default: `OOD_SETS` for ``dataset``, else ``fakedata``) are data set names,
+    each optionally prefixed ``near:`` or ``far:``; without a prefix the group comes from
+    `OOD_SETS` (``fakedata`` is far). Unknown names, a name given twice, the ID set itself and a
+    name whose group is unknown are errors.
+
+    Paper: Zhang et al. 2023, OpenOOD v1.5, https://arxiv.org/abs/2306.09301
+    """
+    base = dataset.partition(":")[0]
+    known = OOD_SETS.get(base, {})
+    if names is None:
+        sets = [OODSet(n, g, default=True) for g in GROUPS for n in known.get(g, ())]
+        return sets or [OODSet("fakedata", "far", default=True)]
+    if isinstance(names, str):
+        raise TypeError("ood takes a list of names, e.g. ['cifar100', 'far:svhn']")
+    out: list[OODSet] = []
+    for raw in names:
+        prefix, sep, rest = raw.partition(":")
+        group, name = (prefix, rest) if sep and prefix in GROUPS else (None, raw)
+        if not name or name.partition(":")[0] not in LOADERS:
+            raise ValueError(
+                f"unknown OOD set {raw!r}; valid names: {', '.join(LOADERS)} (robustkit datasets), each optionally "
+                "prefixed near: or far:, e.g. --ood near:cifar100"
+            )
+        if name == dataset:
+            raise ValueError(f"OOD set {name!r} is the ID data set itself; choose another --ood")
+        if group is None:
+            group = next((g for g in GROUPS if name in known.get(g, ())), "far" if name == "fakedata" else None)
+        if group is None:
+            raise ValueError(
+                f"say whether OOD set {name!r} is near or far OOD for {dataset}: --ood near:{name} or --ood far:{name}"
+            )
+        if any(s.name == name for s in out):
+            raise ValueError(f"OOD set {name!r} is given twice; give each set once")
+        out.append(OODSet(name, group))
+    if not out:
+        raise ValueError("no OOD sets given; name at least one (e.g. fakedata) or leave the defaults")
+    return out
+
+
+def _detectors(names: Sequence[str] | Mapping[str, Detector] | None, model: nn.Module) -> tuple[dict[str, Detector], dict[str, str]]:
+    """Build the detectors (bad names fail here); default feature detectors the model cannot
+    feed are dropped with a note, asked-for ones are an error."""
+    if isinstance(names, Mapping):
+        if not names or not all(isinstance(d, Detector) for d in names.values()):
+            raise TypeError("detectors must be names or a non-empty {name: Detector} dict")
+        built = dict(names)
+    else:
+        if isinstance(names, str):
+            raise TypeError("detectors takes a list of names, e.g. ['energy', 'vim']")
+        wanted = list(DEFAULT_DETECTORS if names is None else names)
+        if not wanted:
+            raise ValueError(f"no detectors given; name at least one of {', '.join(DETECTORS)}")
+        twice = sorted({n for n in wanted if wanted.count(n) > 1})
+        if twice:
+            raise ValueError(f"detector {twice[0]!r} is given twice; give each detector once")
+        built = {name: detector(name) for name in wanted}  # an unknown name fails here, naming the valid ones
+    skipped: dict[str, str] = {}
+    if last_linear(model) is None:
+        need = [n for n, d in built.items() if d.reads() == "features"]
+        if need and names is not None:
+            raise ValueError(
+                f"detectors {', '.join(need)} read the input of the model's last nn.Linear, and the model has none; "
+                "drop them or pass detector objects built with features=callable"
+            )
+        for n in need:
+            skipped[n] = "the model has no nn.Linear layer to take penultimate features from"
+            del built[n]
+    return built, skipped
+
+
+# ---------------------------------------------------------------- the run
+
+
+class _Stages:
+    """A rich progress bar over named stages, timing each one."""
+
+    def __init__(self, bar: Any, total: int):
+        self.bar, self.task = bar, bar.add_task("benchmark", total=total)
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, key: str, label: str) -> Iterator[None]:
+        self.bar.update(self.task, description=label)
+        start = time.perf_counter()
+        yield
+        self.seconds[key] = self.seconds.get(key, 0.0) + round(time.perf_counter() - start, 3)
+        self.bar.advance(self.task)
+
+
+@contextlib.contextmanager
+def _progress(total: int, enabled: bool) -> Iterator[_Stages]:
+    from rich.progress import Progress
+
+    with Progress(transient=True, disable=not enabled) as bar:
+        yield _Stages(bar, total)
+
+
+def _robust(attack: Attack, model: nn.Module, data: ImageSet, correct: torch.Tensor) -> float:
+    """Share of images classified correctly and still so under ``attack`` (only those attacked)."""
+    hits = int(correct.sum())
+    if hits == 0:
+        return 0.0
+    index = correct.nonzero().flatten()
+    share = robust_accuracy(attack, model, data.x[index], data.y[index])["accuracy"]
+    return share * hits / len(data)
+
+
+def _load_ood(
+    sets: Sequence[OODSet], test: ImageSet, limit: int | None, seed: int, root: str | Path | None, download: bool
+) -> tuple[dict[OODSet, ImageSet], dict[str, str]]:
+    """Load each OOD set at the ID shape (a seeded ``limit`` of it); missing defaults become notes."""
+    loaded: dict[OODSet, ImageSet] = {}
+    skipped: dict[str, str] = {}
+    h, w = test.info.shape[1:]
+    for s in sets:
+        if s.name.partition(":")[0] not in LOADERS:
+            skipped[s.name] = (
+                f"robustkit has no loader for {s.name}; put its images in a folder and pass --ood {s.group}:imagefolder:PATH"
+            )
+            continue
+        options: dict[str, Any] = {"seed": seed, "size": max(h, w), "sample": limit}
+        if s.name == "fakedata":
+            options.update(shape=test.info.shape, size=len(test))  # as many noise images as ID ones
+        try:
+            data = load_dataset(s.name, "test", root=root, download=download, **options)
+        except DatasetNotFoundError as err:
+            if not s.default:
+                raise
+            skipped[s.name] = str(err)
+            continue
+        loaded[s] = match_shape(data.sample(limit, seed), test.info.shape)
+    if not any(s.group == "far" for s in loaded) and any(s.default for s in sets):
+        fallback = OODSet("fakedata", "far", default=True)
+        fake = load_dataset("fakedata", "test", shape=test.info.shape, size=len(test), seed=seed)
+        loaded[fallback] = fake
+        skipped["(far fallback)"] = "none of the default far-OOD sets could be loaded, so fakedata (noise) stands in"
+    return loaded, skipped
+
+
+def benchmark(
+    model: nn.Module,
+    data: str | Data,
+    *,
+    train: Data | None = None,
+    attack: Attack | str | None = None,
+    eps: float | str | None = None,
+    norm: str | None = None,
+    backend: str | None = None,
+    attack_params: Mapping[str, Any] | None = None,
+    ood: Sequence[str] | Mapping[str, Mapping[str, Data]] | None = None,
+    detectors: Sequence[str] | Mapping[str, Detector] | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    root: str | Path | None = None,
+    download: bool = False,
+    check_sample: int = 128,
+    progress: bool = False,
+) -> Benchmark:
+    """Clean accuracy, robust accuracy under a threat model, and OOD detection, with sanity checks.
+
+    ``data`` is a dataset name (its test split; ``train`` defaults to its train split) or
+    labelled test data (an ImageSet, a Dataset/DataLoader or an ``(x, y)`` pair; pass
+    ``train=`` for detectors that fit on ID training data). ``limit`` keeps the first test
+    images and a seeded random ``limit`` of each OOD set.
+
+    Threat model (`threat_model`): ``attack`` (an Attack or a name, with ``backend`` and
+    ``attack_params``), ``eps``, ``norm``; default AutoAttack (standard: APGD-CE, APGD-T,
+    FAB-T, Square) at ε = 8/255 in L∞, RobustBench's CIFAR-10 setting. Only images the model
+    classifies correctly are attacked, so robust accuracy ≤ clean accuracy.
+
+    OOD (`ood_sets`): ``ood`` names (``near:``/``far:`` prefixes) or ``{"near": {name: data},
+    "far": {...}}``; default `OOD_SETS` for the data set (CIFAR-10, OpenOOD v1.5: near CIFAR-100,
+    Tiny ImageNet; far MNIST, SVHN, Textures, Places365), each brought to the ID shape;
+    defaults not on disk (and not downloaded with ``download``) are skipped and listed in
+    ``skipped``. ``detectors`` (names or ``{name: Detector}``, default `DEFAULT_DETECTORS`)
+    are fitted on ``train`` and scored with one `ood` call per OOD set.
+
+    Checks: `model_learned` (all test images), `gradients_available`, `unstable_predictions`
+    and `unbounded_attack` (on a seeded sample of ``check_sample`` test images),
+    `iterative_vs_single_step` (L∞ attacks other than FGSM; FGSM on all attacked images),
+    and `ood_auroc` and `ood_saturated` per set and detector.
+
+    Every input is checked and every data set loaded before the first attack runs. The
+    result is the same on every process of a ``torchrun`` job.
+
+    Papers: Croce et al. 2021, RobustBench, https://arxiv.org/abs/2010.09670; Zhang et al. 2023,
+    OpenOOD v1.5, https://arxiv.org/abs/2306.09301
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit={limit!r} must be a positive number of test images (or None for all)")
+    if isinstance(check_sample, bool) or not isinstance(check_sample, int) or check_sample < 1:
+        raise ValueError(f"check_sample={check_sample!r} must be a positive number of images")
+    atk = threat_model(attack, eps=eps, norm=norm, backend=backend, seed=seed, params=attack_params)
+    built, skipped = _detectors(detectors, model)
+    name = data if isinstance(data, str) else None
+    id_name = name or (data.info.name if isinstance(data, ImageSet) and data.info.name != "tensors" else "data")
+    planned = ood_sets(id_name, ood) if not isinstance(ood, Mapping) else []
+    if isinstance(ood, Mapping):
+        unknown = sorted(set(ood) - set(GROUPS))
+        if unknown or not any(ood.values()):
+            raise ValueError(f"ood as a mapping is {{'near': {{name: data}}, 'far': {{...}}}}; got groups {sorted(ood)}")
+    needs_fit = [n for n, d in built.items() if d.needs_data and not d.is_fitted()]
+    if needs_fit and train is None and name is None:
+        raise ValueError(f"detectors {', '.join(needs_fit)} fit on ID training data: pass train= (or drop them)")
+
+    # data: everything is loaded before the first attack
+    if name is not None:
+        test = load_dataset(name, "test", root=root, download=download, limit=limit)
+        if needs_fit and train is None:
+            train = load_dataset(name, "train", root=root, download=download)
+    else:
+        test = as_image_set(data).take(limit)
+    classes = inspect_model(model, test.x[:1])
+    if test.info.name != "tensors" and classes != test.info.num_classes:
+        raise ValueError(f"the model has {classes} outputs but {test.info.name} has {test.info.num_classes} classes")
+    if isinstance(ood, Mapping):
+        sets = {OODSet(n, g): d for g in GROUPS for n, d in (ood.get(g) or {}).items()}
+        ood_skipped: dict[str, str] = {}
+    else:
+        sets, ood_skipped = _load_ood(planned, test, limit, seed, root, download)
+    skipped.update(ood_skipped)
+
+    torch.manual_seed(seed)
+    n = len(test)
+    checks: list[Check] = []
+    rows: list[dict[str, Any]] = []
+    scores: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    linf_iterative = atk.norm == "linf" and atk.name != "fgsm"
+    with _progress(4 + len(sets), progress) as stage:
+        with stage("clean", "clean accuracy"):
+            clean = accuracy(model, test.x, test.y)
+            correct = predict(model, test.x) == test.y.cpu()
+            checks.append(model_learned(clean, classes, n))
+        with stage("attack", f"robust accuracy: {atk.label()} at eps={atk.eps:.4g}"):
+            robust = _robust(atk, model, test, correct)
+        with stage("checks", "attack sanity checks"):
+            sample = test.sample(check_sample, seed)
+            checks.append(gradients_available(model, sample.x, sample.y))
+            checks.append(unstable_predictions(model, sample.x))
+            checks.append(unbounded_attack(atk, model, sample.x, sample.y))
+            if linf_iterative:
+                fgsm = _robust(make_attack("fgsm", eps=atk.eps), model, test, correct)
+                checks.append(iterative_vs_single_step(robust, fgsm, n))
+        with stage("fit", f"fitting {', '.join(built)}"):
+            fitted = {k: (d if d.is_fitted() else d.fit(model, train)) for k, d in built.items()}
+        for s, ood_data in sets.items():
+            with stage("ood", f"OOD: {s.name} ({s.group})"):
+                results = ood_scores(fitted, test.x, ood_data.x if isinstance(ood_data, ImageSet) else ood_data)
+            assert isinstance(results, dict)
+            for det_name, result in results.items():
+                rows.append({"group": s.group, "set": s.name, "detector": det_name, "metrics": result.metrics})
+                scores.setdefault(s.name, {})[det_name] = (result.id_scores, result.ood_scores)
+                what = f"{det_name}, {s.name}"
+                for check in (ood_auroc(result), ood_saturated(result.id_scores, result.ood_scores)):
+                    checks.append(Check(f"{check.name} ({what})", check.status, check.detail, check.values, check.paper))
+    described = [
+        {"name": s.name, "group": s.group, "default": s.default, "n": len(d) if hasattr(d, "__len__") else None}
+        for s, d in sets.items()
+    ]
+    options = {
+        "limit": limit,
+        "seed": seed,
+        "check_sample": check_sample,
+        "detectors": list(built),
+        "ood": None if ood is None else (list(ood) if not isinstance(ood, Mapping) else {g: list(v) for g, v in ood.items()}),
+    }
+    return Benchmark(
+        dataset=test.info.name if name is None else name,
+        n=n,
+        num_classes=classes,
+        clean_accuracy=clean,
+        robust_accuracy=robust,
+        attack={**atk.describe(), "label": atk.label()},
+        ood=rows,
+        ood_sets=described,
+        skipped=skipped,
+        checks=checks,
+        options=options,
+        seconds=dict(stage.seconds),
+        scores=scores,
+    )
+
+
+def eps_text(eps: float, norm: str) -> str:
+    """``8/255`` for an L∞ budget that is a whole number of 1/255 steps, else the number."""
+    k = eps * 255
+    if norm == "linf" and 0 < eps < 1 and math.isclose(k, round(k), abs_tol=1e-6):
+        return f"{round(k)}/255"
+    return f"{eps:.4g}"
