@@ -63,7 +63,8 @@ def test_recipe_on_digits(tmp_path, name):
         assert (folder / figure).stat().st_size > 1000
     report = (folder / "report.md").read_text()
     assert report.startswith("# ") and "| " in report
-    assert all(f"]({figure})" in report for figure in FIGURES[name])  # the report shows them
+    assert all(f"]({figure})" in report for figure in FIGURES[name])  # the report shows them ...
+    assert "**What to look at.**" in report  # ... and says what to look at
     assert results["findings"] and "## Findings" in report
     assert all(sentence in report for sentence in results["findings"])  # the report states what the function computed
     assert load_recipe(name).findings(load_recipe(name).numbers(results)) == results["findings"]
