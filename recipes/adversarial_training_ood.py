@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import Annotated
 
 from robustkit.app import plots
-from robustkit.app.runner import Headline, RecipeOptions, comparison, finish, header, over_seeds, start, table
+from robustkit.app.runner import Headline, RecipeOptions, comparison, finish, header, look, over_seeds, start, table
 from robustkit.app.sanity import labelled
 from robustkit.core.checks import parse_eps
 from robustkit.core.errors import DatasetNotFoundError
@@ -25,6 +25,12 @@ TITLE = "Adversarial training and OOD detection"
 SUMMARY = "Standard vs FGSM-adversarially-trained model: accuracy under FGSM and max-softmax/max-logit OOD detection."
 ORDER = 4
 DEFAULT_DATASET = "cifar10"
+LOOK = (  # the report's paragraph beside the figures
+    "In the accuracy curves the robust models should stay above the standard one as ε grows, and may start "
+    "lower at ε=0 (the clean cost of the defense). In the histograms and ROC curves, compare each score between "
+    "the standard and the robust models: more overlap between the ID and OOD histograms, or a ROC curve nearer "
+    "the diagonal, for a robust model is the cost in OOD detection that this recipe asks about."
+)
 GRID = "0,0.01,0.02,0.05,0.1,0.2"
 CIFAR100_SUBSET = "cifar100:bottle,clock,plate,telephone"
 SCORES = ("max_softmax", "max_logit")
@@ -310,6 +316,8 @@ def _once(options, train, targeted, random_start, sets, explicit, eps) -> Path:
             ["OOD set / model / score", "AUROC", "AUPR-IN", "AUPR-OUT", "FPR95TPR"],
             [[k.replace("|", " / "), *m.values()] for k, m in metrics.items()],
         ),
+        "",
+        look(LOOK),
         "",
         "![eps](eps_curves.png)",
         "",

@@ -3,7 +3,10 @@
 from pathlib import Path
 from typing import Annotated
 
-from robustkit.app.runner import Headline, RecipeOptions, finish, header, over_seeds, start, table
+import torch
+
+from robustkit.app import plots
+from robustkit.app.runner import Headline, RecipeOptions, finish, header, look, over_seeds, start, table
 from robustkit.app.sanity import labelled
 from robustkit.evaluate import (
     accuracy,
@@ -11,6 +14,7 @@ from robustkit.evaluate import (
     attack_batches,
     defense_cost,
     model_learned,
+    predict,
     robust_accuracy,
 )
 from robustkit.registry import attack, defense
@@ -22,6 +26,7 @@ ORDER = 6
 DEFAULT_DATASET = "mnist"
 KEEP = 0.9  # purification that keeps at least this share of clean accuracy is "cheap"
 ROWS = ("no defense", "AE, oblivious", "AE, adaptive (BPDA)", "AE, adaptive (through the AE)")
+GRID_IMAGES = 8  # rows of the purification figure
 
 
 def numbers(results: dict) -> dict[str, float | None]:
@@ -109,14 +114,16 @@ def _once(options: RecipeOptions, eps: str, arch: str, noise: float, ae_epochs: 
     clean_purified = accuracy(purified, x, y)
     table_rows = {"no defense": {"clean": accuracy(model, x, y)}}
     table_rows.update({row: {"clean": clean_purified} for row in ROWS[1:]})
+    adversarial = {}
     for name, atk in attacks.items():
-        adv = attack_batches(atk, model, x, y)  # made on the bare classifier
+        adv = adversarial[name] = attack_batches(atk, model, x, y)  # made on the bare classifier
         table_rows["no defense"][name] = accuracy(model, adv, y)
         table_rows["AE, oblivious"][name] = accuracy(purified, adv, y)
         table_rows["AE, adaptive (BPDA)"][name] = robust_accuracy(atk, bpda, x, y)["accuracy"]
         table_rows["AE, adaptive (through the AE)"][name] = robust_accuracy(atk, purified, x, y)["accuracy"]
+    grid = purification_grid(ctx, model, purified, adversarial["pgd"])
     results = {"eps": attacks["fgsm"].eps, "arch": arch, "noise": noise if arch == "denoiser" else 0.0,
-               "ae_epochs": config.epochs, "accuracy": table_rows}  # fmt: skip
+               "ae_epochs": config.epochs, "accuracy": table_rows, "grid": grid}  # fmt: skip
     results["findings"] = findings(numbers(results))
     what = (
         f"a residual denoising autoencoder trained {config.epochs} epochs to remove Gaussian noise of std {noise:g}"
@@ -136,6 +143,12 @@ def _once(options: RecipeOptions, eps: str, arch: str, noise: float, ae_epochs: 
         "## Accuracy",
         "",
         table(["setting", "clean", "FGSM", "PGD"], [[k, *v.values()] for k, v in table_rows.items()]),
+        "",
+        "## Clean, adversarial and purified images",
+        "",
+        look(look_at(grid)),
+        "",
+        "![clean, adversarial and purified images](purification.png)",
     ]
     oblivious = table_rows["AE, oblivious"]["pgd"]
     checks = [
@@ -145,6 +158,84 @@ def _once(options: RecipeOptions, eps: str, arch: str, noise: float, ae_epochs: 
         labelled(adaptive_vs_oblivious(table_rows["AE, adaptive (through the AE)"]["pgd"], oblivious, len(y)), "PGD, through the AE"),
     ]
     return finish(ctx, results, lines, checks)
+
+
+def purification_grid(ctx, model: torch.nn.Module, purified: torch.nn.Module, adv: torch.Tensor) -> dict:
+    """Draw ``purification.png`` (clean / oblivious PGD / purified PGD / purified clean images, each
+    titled with its prediction) and count what it illustrates over the whole test set.
+
+    The rows are the first images, in test order, that PGD turns from right to wrong: half of them
+    ones the purifier gives their label back, half ones it does not (others fill in when either
+    kind is short).
+    """
+    x, y = ctx.test.x, ctx.test.y
+    device = next(purified.purifier.parameters()).device
+    with torch.no_grad():
+        cleaned = torch.cat([purified.purify(b.to(device)).cpu() for b in x.split(256)])
+        cleaned_adv = torch.cat([purified.purify(b.to(device)).cpu() for b in adv.split(256)])
+    preds = {"clean": predict(model, x), "adv": predict(model, adv),
+             "purified adv": predict(model, cleaned_adv), "purified clean": predict(model, cleaned)}  # fmt: skip
+    right = {k: p == y.cpu() for k, p in preds.items()}
+    fooled = right["clean"] & ~right["adv"]
+    restored, kept = fooled & right["purified adv"], fooled & ~right["purified adv"]
+    half = GRID_IMAGES // 2
+    first = lambda mask, k: mask.nonzero().flatten()[:k].tolist()  # noqa: E731
+    chosen = first(restored, max(half, GRID_IMAGES - int(kept.sum())))
+    chosen += first(kept, GRID_IMAGES - len(chosen))
+    chosen += [i for i in range(len(y)) if i not in chosen][: GRID_IMAGES - len(chosen)]
+    rows = sorted(chosen, key=lambda i: (not bool(restored[i]), not bool(kept[i]), i))
+    classes = ctx.test.info.classes
+    plots.prediction_grid(
+        [
+            ("clean", x[rows].numpy(), preds["clean"][rows].tolist()),
+            ("PGD (oblivious)", adv[rows].numpy(), preds["adv"][rows].tolist()),
+            ("purified PGD", cleaned_adv[rows].numpy(), preds["purified adv"][rows].tolist()),
+            ("purified clean", cleaned[rows].numpy(), preds["purified clean"][rows].tolist()),
+        ],
+        y[rows].tolist(),
+        ctx.folder.figure("purification"),
+        classes=classes,
+        row_labels=[f"test #{i}\ntrue: {classes[int(y[i])]}" for i in rows],
+        title="Predictions of the classifier (✓ right, ✗ wrong)",
+    )
+    return {
+        "images": rows,
+        "fooled": int(fooled.sum()),
+        "restored": int(restored.sum()),
+        "shown_restored": sum(bool(restored[i]) for i in rows),
+        "shown_not_restored": sum(bool(kept[i]) for i in rows),
+        "clean_right": int(right["clean"].sum()),
+        "clean_broken": int((right["clean"] & ~right["purified clean"]).sum()),
+    }
+
+
+def look_at(grid: dict) -> str:
+    """What to look at in ``purification.png``, with the counts from `purification_grid`."""
+    fooled, restored = grid["fooled"], grid["restored"]
+    if fooled:
+        counts = (
+            f"PGD made on the bare classifier turns {fooled} test images from right to wrong; classifying the "
+            f"purified versions gives {restored} of them ({restored / fooled:.0%}) their label back. "
+        )
+    else:
+        counts = "PGD made on the bare classifier turned no correctly classified test image wrong. "
+    counts += (
+        f"Purifying costs {grid['clean_broken']} of the {grid['clean_right']} clean images the classifier "
+        "got right (the last column). "
+    )
+    others = len(grid["images"]) - grid["shown_restored"] - grid["shown_not_restored"]
+    shown = (
+        f"The grid shows {grid['shown_restored']} images the purifier restores and "
+        f"{grid['shown_not_restored']} it does not, the first of each kind in test order"
+        + (f", then {others} that PGD did not turn wrong. " if others else ". ")
+    )
+    return (
+        counts
+        + shown
+        + "Look at whether the purified images resemble the clean ones with the adversarial pattern removed, "
+        "and at which red ✗ in the PGD column turn into a green ✓ after purification. The grid shows the "
+        "oblivious attack only: the adaptive rows of the table above are what the defense is worth."
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+from robustkit.app import plots
 from robustkit.app.runner import (
     Headline,
     RecipeOptions,
@@ -11,6 +12,7 @@ from robustkit.app.runner import (
     comparison,
     finish,
     header,
+    look,
     over_seeds,
     start,
     table,
@@ -38,6 +40,8 @@ REFERENCE = {
 }
 COLUMNS = ("deepfool", "fgsm", "pgd", "clean")
 DEEPFOOL_FLOOR = 0.10  # DeepFool is unbounded: more than this left standing means it stopped early
+HEATMAP_LABELS = {"feature squeezing": "feature squeezing (oblivious)"}
+ATTACK_LABELS = {"deepfool": "DeepFool", "fgsm": "FGSM", "pgd": "PGD", "clean": "no attack (clean)"}
 
 
 def numbers(results: dict) -> dict[str, float | None]:
@@ -202,6 +206,13 @@ def _once(options, eps, squeezer, attack_limit, deepfool_steps, deepfool_backend
         "adversarial_training": training,
     }
     results["findings"] = findings(numbers(results))
+    plots.accuracy_heatmap(
+        {ATTACK_LABELS[a]: {HEATMAP_LABELS.get(d, d): v[a] for d, v in matrix.items()} for a in COLUMNS},
+        ctx.folder.figure("matrix"),
+        title=f"Accuracy, {len(x)} test images (ε={fgsm.eps:g} for FGSM and PGD)",
+        row_title="attack",
+        column_title="defense",
+    )
     training_rows = [
         [r["attack"], "yes" if r["verdict"]["overfitting"] else "no", r["verdict"]["reason"],
          "**used**" if r["attack"] == training["used"] else "replaced"]
@@ -231,6 +242,10 @@ def _once(options, eps, squeezer, attack_limit, deepfool_steps, deepfool_backend
             [[d, *[pct(v[a]) for a in COLUMNS]] for d, v in matrix.items()],
         ),
         "",
+        look(look_at(matrix, fgsm.eps)),
+        "",
+        "![accuracy per attack and defense](matrix.png)",
+        "",
         "## Against the write-up (%)",
         "",
         comparison(compare, options.dataset),
@@ -246,6 +261,48 @@ def _once(options, eps, squeezer, attack_limit, deepfool_steps, deepfool_backend
         *[labelled(adaptive_vs_oblivious(bpda[a], squeezing[a], n), f"squeezing, {a}") for a in ("fgsm", "pgd")],
     ]
     return finish(ctx, results, lines, checks)
+
+
+def look_at(matrix: dict[str, dict[str, float | None]], eps: float) -> str:
+    """What to look at in ``matrix.png`` (attacks as rows, defenses as columns), from the accuracies."""
+    out = [
+        "In the heatmap each column is one defense and each row one attack; the bottom row is the clean "
+        "accuracy, so the drop up a column is what each attack takes."
+    ]
+    worst: dict[str, float] = {}  # per defense, its darkest FGSM or PGD cell over all the columns that attack it
+    for d, v in matrix.items():
+        if v["fgsm"] is not None and v["pgd"] is not None:
+            name = d.split(" (adaptive")[0]
+            worst[name] = min(v["fgsm"], v["pgd"], worst.get(name, 1.0))
+    if worst:
+        best = max(worst, key=worst.__getitem__)
+        base = worst.get("none", 0.0)
+        if best == "none" or worst[best] <= base:
+            out.append(
+                f"No defense leaves more than the undefended model's {base:.2f} against FGSM and PGD at ε={eps:g}."
+            )
+        else:
+            out.append(
+                f"Taking each defense's darkest FGSM or PGD cell (ε={eps:g}; for squeezing, over both of its "
+                f"columns), {best} holds best: {worst[best]:.2f} against the undefended model's {base:.2f}, at "
+                f"a clean accuracy of {matrix[best]['clean']:.2f} (undefended: {matrix['none']['clean']:.2f})."
+            )
+    light = ", ".join(
+        f"{HEATMAP_LABELS.get(d, d)} {v['deepfool']:.2f}"
+        for d, v in matrix.items()
+        if (v["deepfool"] or 0) > DEEPFOOL_FLOOR
+    )
+    out.append(
+        "DeepFool is unbounded, so its row should be dark in every column; a light cell means it stopped "
+        "early or the model's gradients mislead it"
+        + (f" (above {DEEPFOOL_FLOOR:.2f} here: {light})." if light else f" (none is above {DEEPFOOL_FLOOR:.2f} here).")
+    )
+    out.append(
+        "Compare the two feature-squeezing columns: the oblivious one is attacked with examples made on the "
+        "undefended model, as in the write-up, the other through the filter (BPDA); where the oblivious one is "
+        "lighter, the write-up's kind of evaluation overstates the defense."
+    )
+    return " ".join(out)
 
 
 if __name__ == "__main__":

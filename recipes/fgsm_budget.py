@@ -6,7 +6,7 @@ from typing import Annotated
 import torch
 
 from robustkit.app import plots
-from robustkit.app.runner import Headline, RecipeOptions, comparison, finish, header, over_seeds, start, table
+from robustkit.app.runner import Headline, RecipeOptions, comparison, finish, header, look, over_seeds, start, table
 from robustkit.evaluate import minimal_budget, model_learned, predict, random_targets
 
 NAME = "fgsm-budget"
@@ -14,6 +14,12 @@ TITLE = "Minimal FGSM budget"
 SUMMARY = "Per image, the smallest untargeted and targeted FGSM budget k/255 that changes the prediction."
 ORDER = 2
 DEFAULT_DATASET = "cifar10"
+LOOK = (  # the report's paragraph beside the figures
+    "Each grid shows the searched images (top row, captioned with the true class) and the same images at "
+    "the smallest FGSM budget that moved the prediction (bottom row, captioned with the new prediction and "
+    "the budget k/255, or failed when no budget up to the largest tried did). Look at whether that "
+    "perturbation is visible at all, and at which classes the images move to."
+)
 
 
 def _class_index(value: str, classes: tuple) -> int:
@@ -99,7 +105,7 @@ def _once(options: RecipeOptions, images: int, index: str | None, target: str | 
         t = torch.full_like(y, _class_index(target, classes))
         if (t == y).any():
             raise ValueError(f"target class {target!r} is the true class of some picked images; choose another")
-    results, lines = {}, header(ctx, TITLE, SUMMARY)
+    results, lines = {}, header(ctx, TITLE, SUMMARY) + [look(LOOK), ""]
     for mode, tgt in (("untargeted", None), ("targeted", t)):
         budget = minimal_budget(model, x, y, target=tgt, max_k=max_k)
         adv_pred = predict(model, budget.x_adv)

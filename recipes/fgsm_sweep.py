@@ -6,7 +6,17 @@ from typing import Annotated
 import torch
 
 from robustkit.app import plots
-from robustkit.app.runner import Headline, RecipeOptions, finish, header, headline_table, over_seeds, start, table
+from robustkit.app.runner import (
+    Headline,
+    RecipeOptions,
+    finish,
+    header,
+    headline_table,
+    look,
+    over_seeds,
+    start,
+    table,
+)
 from robustkit.evaluate import eps_sweep, model_learned, monotone_in_eps, predict
 from robustkit.registry import attack
 
@@ -15,6 +25,12 @@ TITLE = "FGSM sweep"
 SUMMARY = "FGSM accuracy-vs-ε curves (untargeted, and targeted at one class) with example grids."
 ORDER = 3
 DEFAULT_DATASET = "cifar10"
+LOOK = (  # the report's paragraph beside the figures
+    "In the curve, look at whether untargeted accuracy falls monotonically with ε (a rise at large budgets "
+    "means one FGSM step is not the worst case there) and at the budget where the targeted attack reaches "
+    "its class most often. In the grids, look at the budget at which the perturbation becomes visible and "
+    "at how the predictions above the images change with it."
+)
 GRID = "0,0.005,0.01,0.02,0.05,0.1,0.2,0.3"
 WRITE_UP = {0.0: 0.60, 0.01: 0.30, 0.02: 0.20}  # the second write-up's untargeted curve (a 60%-accuracy model)
 RISE = 0.01  # a rise in accuracy larger than this (10 images in 1000) is remarked
@@ -165,6 +181,8 @@ def _once(options: RecipeOptions, eps: str, target: str | None) -> Path:
         "",
         f"One gradient per batch served all {len(untargeted.eps)} budgets: {untargeted.passes['forward']} forward "
         f"and {untargeted.passes['backward']} backward passes in all (untargeted).",
+        "",
+        look(LOOK),
         "",
         "![eps](eps_curve.png)",
         "",

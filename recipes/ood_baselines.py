@@ -4,7 +4,17 @@ from pathlib import Path
 from typing import Annotated
 
 from robustkit.app import plots
-from robustkit.app.runner import Headline, RecipeOptions, finish, header, headline_table, over_seeds, start, table
+from robustkit.app.runner import (
+    Headline,
+    RecipeOptions,
+    finish,
+    header,
+    headline_table,
+    look,
+    over_seeds,
+    start,
+    table,
+)
 from robustkit.app.sanity import labelled
 from robustkit.detectors.reconstruction import ReconstructionError
 from robustkit.evaluate import accuracy, model_learned, ood, ood_auroc, ood_saturated
@@ -15,6 +25,13 @@ TITLE = "OOD baselines"
 SUMMARY = "Max logit, max softmax, other pytorch-ood scores and autoencoder MSE: ID test vs OOD images."
 ORDER = 1
 DEFAULT_DATASET = "cifar10"
+LOOK = (  # the report's paragraph beside the figures
+    "In the ROC plot a score that tells ID from OOD images apart bends toward the top-left corner; the dotted "
+    "diagonal is chance (AUROC 0.5), and a curve below it ranks OOD images as more in-distribution than ID ones. "
+    "In each histogram look at how much the ID and OOD scores overlap: no threshold separates the overlap. The "
+    "sorted-score curves show the same from another side: the further apart the two curves, the better the score "
+    "separates, and a flat stretch means many images share one score (a saturated softmax)."
+)
 DETECTORS = ("max_logit", "max_softmax", "energy", "entropy", "odin", "mahalanobis", "vim", "knn")
 REFERENCE = {  # (ood set family, detector, metric) -> write-up value
     ("fakedata", "max_logit", "AUROC"): 0.91,  # the first write-up: a CNN trained 50 epochs on CIFAR-10
@@ -135,6 +152,8 @@ def _once(options: RecipeOptions, ood_set: str) -> Path:
         "## Every score (OOD is the positive class; higher score = more likely OOD)",
         "",
         table(["score", "AUROC", "AUPR-IN", "AUPR-OUT", "FPR95TPR"], [[d, *m.values()] for d, m in metrics.items()]),
+        "",
+        look(LOOK),
         "",
         "![roc](roc.png) ![pr](pr.png)",
         "",

@@ -6,7 +6,7 @@ from typing import Annotated
 import numpy as np
 
 from robustkit.app import plots
-from robustkit.app.runner import Headline, RecipeOptions, finish, header, over_seeds, start, table
+from robustkit.app.runner import Headline, RecipeOptions, finish, header, look, over_seeds, start, table
 from robustkit.app.sanity import labelled
 from robustkit.defenses.distillation import DefensiveDistillation
 from robustkit.detectors.squeezing import FeatureSqueezing
@@ -28,6 +28,12 @@ TITLE = "Feature squeezing and defensive distillation"
 SUMMARY = "PGD (L∞, L2) and DDN against a feature-squeezing detector and a defensively distilled model."
 ORDER = 5
 DEFAULT_DATASET = "cifar10"
+LOOK = (  # the report's paragraph beside the figures
+    "The curves are the squeezing detector's, scoring the baseline model's successful adversarial examples of "
+    "each attack against the clean test images: a curve near the top-left corner means the detector flags "
+    "that attack's examples while passing clean images, one near the diagonal that it cannot tell them "
+    "apart. Look at the attack it catches worst: an attacker who knows the detector would choose that one."
+)
 COST = 0.05  # a defense that loses more clean accuracy than this (5 points) is called costly
 MASKING = 0.2  # distilled PGD accuracy this far above the baseline's: gradient masking suspected
 FLAGGED = 0.1  # a detector flagging more clean inputs than this is not usable at its threshold
@@ -240,7 +246,7 @@ def _once(options: RecipeOptions, temperature: float, threshold: float, squeezer
             ],
         ),
         "",
-        *(["![roc](squeezing_roc.png) ![pr](squeezing_pr.png)"] if roc else []),
+        *([look(LOOK), "", "![roc](squeezing_roc.png) ![pr](squeezing_pr.png)"] if roc else []),
     ]
     classes = len(ctx.test.info.classes)
     checks = [

@@ -1,6 +1,7 @@
 """The docs build strictly (no network) from a fresh run of every recipe."""
 
 import importlib.util
+import re
 import shutil
 import subprocess
 import sys
@@ -35,6 +36,14 @@ def test_docs_build_strict(tmp_path):
         'src="eps_curve.png"' in page
         and (tmp_path / "site" / "examples" / "fgsm-sweep" / "eps_curve.png").stat().st_size > 1000
     )
+    for name, figure in (("ae-purification", "purification.png"), ("defense-matrix", "matrix.png")):
+        assert f'src="{figure}"' in (tmp_path / "site" / "examples" / name / "index.html").read_text()
+    for folder in (tmp_path / "site" / "examples").iterdir():  # every worked example shows its figures ...
+        if folder.is_dir() and (docs / "examples" / f"{folder.name}.md").is_file():
+            page = (folder / "index.html").read_text()
+            shown = re.findall(r'<img [^>]*src="([^"/]+\.png)"', page)
+            assert shown and all((folder / src).stat().st_size > 1000 for src in shown), folder.name
+            assert "What to look at." in page, folder.name  # ... and says what to look at in them
     assert "agreement" in (tmp_path / "site" / "backends" / "index.html").read_text().lower()
     assert "attack_table" in (tmp_path / "site" / "api" / "index.html").read_text()
     reference = (tmp_path / "site" / "reference" / "index.html").read_text()

@@ -23,14 +23,14 @@ KEYS = {
     "defense-matrix": {"accuracy", "eps", "deepfool", "adversarial_training"},
 }
 
-FIGURES = {  # the figures EXPERIMENTS.md names (recipes 6 and 7 specify tables only)
+FIGURES = {  # the figures EXPERIMENTS.md names, and the worked examples' grid and heatmap (issue 15)
     "ood-baselines": ["roc.png", "pr.png", "hist_max_logit.png", "sorted_max_logit.png", "hist_reconstruction.png"],
     "fgsm-budget": ["untargeted_examples.png", "targeted_examples.png"],
     "fgsm-sweep": ["eps_curve.png", "grid_eps_0.01.png", "grid_eps_0.1.png", "grid_eps_0.3.png"],
     "adversarial-training-ood": ["eps_curves.png", "hist_robust_0.1_max_softmax.png", "roc_standard_max_logit.png"],
     "squeeze-distill": ["squeezing_roc.png"],
-    "ae-purification": [],
-    "defense-matrix": [],
+    "ae-purification": ["purification.png"],
+    "defense-matrix": ["matrix.png"],
 }
 
 
@@ -63,6 +63,8 @@ def test_recipe_on_digits(tmp_path, name):
         assert (folder / figure).stat().st_size > 1000
     report = (folder / "report.md").read_text()
     assert report.startswith("# ") and "| " in report
+    assert all(f"]({figure})" in report for figure in FIGURES[name])  # the report shows them ...
+    assert "**What to look at.**" in report  # ... and says what to look at
     assert results["findings"] and "## Findings" in report
     assert all(sentence in report for sentence in results["findings"])  # the report states what the function computed
     assert load_recipe(name).findings(load_recipe(name).numbers(results)) == results["findings"]
@@ -79,6 +81,14 @@ def test_recipe_on_digits(tmp_path, name):
         assert _in_unit(results["accuracy"])
     if name == "ae-purification":
         assert set(results["accuracy"]) == {"no defense", "AE, oblivious", "AE, adaptive (BPDA)", "AE, adaptive (through the AE)"}
+        grid = results["grid"]
+        assert len(grid["images"]) == len(set(grid["images"])) == 8
+        assert 0 <= grid["restored"] <= grid["fooled"] <= grid["clean_right"] <= 120
+        assert grid["shown_restored"] == min(grid["restored"], 8 - min(4, grid["fooled"] - grid["restored"]))
+        assert not grid["fooled"] or f"gives {grid['restored']} of them" in report
+    if name == "defense-matrix":
+        fgsm = results["accuracy"]["none"]["fgsm"]
+        assert f"undefended model's {min(fgsm, results['accuracy']['none']['pgd']):.2f}" in report
     if name == "squeeze-distill":
         assert set(results["clean"]) == {"baseline", "teacher", "distilled"}
     if name == "fgsm-budget":

@@ -122,3 +122,84 @@ def auroc_bars(values: Mapping[str, Mapping[str, float]], path: str | Path, titl
     ax.set(ylabel="AUROC (OOD positive)", ylim=(0, 1.02), xlim=(-0.6, len(sets) - 0.4), title=title)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(plt, fig, path)
+
+
+RIGHT, WRONG = "#1a7f37", "#cf222e"  # panel titles: prediction equals the true label / does not
+
+
+def prediction_grid(
+    columns: Sequence[tuple[str, np.ndarray, Sequence[int]]],
+    labels: Sequence[int],
+    path: str | Path,
+    classes: Sequence[str] | None = None,
+    row_labels: Sequence[str] | None = None,
+    title: str = "",
+) -> Path:
+    """One row per image, one column per version of it, each panel titled with its prediction.
+
+    ``columns`` holds ``(heading, N×C×H×W array in [0, 1], predicted class per image)``. A
+    title is the predicted class (named by ``classes`` when given) with ✓ in green when it is
+    the image's true label in ``labels``, ✗ in red when not.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(labels)
+    if any(len(images) != n or len(preds) != n for _, images, preds in columns):
+        raise ValueError(f"every column needs {n} images and {n} predictions, one per label")
+    name = (lambda k: classes[k]) if classes is not None else str
+    fig, axes = plt.subplots(n, len(columns), figsize=(1.4 * len(columns) + 1.0, 1.45 * n + 0.5), squeeze=False)
+    for c, (heading, images, preds) in enumerate(columns):
+        for r in range(n):
+            ax = axes[r][c]
+            image = np.asarray(images[r]).transpose(1, 2, 0)
+            ax.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            right = int(preds[r]) == int(labels[r])
+            mark, colour = ("✓", RIGHT) if right else ("✗", WRONG)
+            ax.set_title(f"{name(int(preds[r]))} {mark}", fontsize=8, color=colour)
+        axes[0][c].text(0.5, 1.3, heading, transform=axes[0][c].transAxes, ha="center", va="bottom", fontsize=8,
+                        weight="bold")  # fmt: skip
+    for r in range(n):
+        label = row_labels[r] if row_labels is not None else f"true: {name(int(labels[r]))}"
+        axes[r][0].set_ylabel(label, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _save(plt, fig, path)
+
+
+def accuracy_heatmap(
+    values: Mapping[str, Mapping[str, float | None]],
+    path: str | Path,
+    title: str = "",
+    row_title: str = "",
+    column_title: str = "",
+) -> Path:
+    """Accuracy per row × column (``values[row][column]``) on a fixed 0–1 colour scale.
+
+    Each cell is annotated with its accuracy to two decimals; a missing one (``None``) is grey
+    and reads ``–``.
+    """
+    import textwrap
+
+    import matplotlib
+
+    rows = list(values)
+    columns = list(dict.fromkeys(c for row in values.values() for c in row))
+    grid = np.array([[np.nan if values[r].get(c) is None else values[r][c] for c in columns] for r in rows], float)
+    plt, fig, (ax,) = _figure(size=(1.25 * len(columns) + 2.6, 0.55 * len(rows) + 1.9))
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#d0d0d0")
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
+    for i in range(len(rows)):
+        for j in range(len(columns)):
+            v = grid[i, j]
+            text, colour = ("–", "black") if np.isnan(v) else (f"{v:.2f}", "black" if v >= 0.5 else "white")
+            ax.text(j, i, text, ha="center", va="center", fontsize=9, color=colour)
+    ax.set_xticks(range(len(columns)), [textwrap.fill(c, 14) for c in columns], fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    ax.set(xlabel=column_title, ylabel=row_title, title=title)
+    fig.colorbar(image, ax=ax, label="accuracy")
+    return _save(plt, fig, path)

@@ -273,6 +273,11 @@ def comparison(rows: list[tuple[str, Any, Any]], written_for: str) -> str:
     return table(["quantity", "here", "write-up"], [[q, ours, ref] for q, ours, ref in rows]) + note
 
 
+def look(text: str) -> str:
+    """The paragraph beside a report's figures that says what to look at in them."""
+    return f"**What to look at.** {text}"
+
+
 def finish(ctx: Context, results: dict[str, Any], lines: list[str], checks: Sequence[Check] = ()) -> Path:
     """Write report.md (sanity checks before the findings) and results.json (with options,
     model cache info and the checks)."""
@@ -428,6 +433,7 @@ __all__ = [
     "fmt",
     "header",
     "headline_table",
+    "look",
     "mean_std",
     "over_seeds",
     "spread_text",
