@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     except EXPECTED as err:
         if debug:
             raise
-        message = str(err).strip("'\"")
+        message = str(err)
         typer.echo(f"error: {message} (run with --debug for a traceback)", err=True)
         raise SystemExit(2) from None
     except Exception as err:  # usage errors from typer's click: they know how to show themselves
