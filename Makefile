@@ -22,7 +22,7 @@ test: env  ## run the test suite (offline, a few minutes on 2 cores)
 	$(UV) run pytest -q
 
 lint: env
-	$(UV) run ruff check robustkit recipes tests benchmarks
+	$(UV) run ruff check robustkit recipes tests benchmarks docs
 
 bench: env  ## measure overheads (writes benchmarks/results.json)
 	$(UV) run python -m benchmarks
