@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.checks import check_images, model_device, preserved_state, probe
+from ..core.checks import check_images, model_device, preserved_state, shape_errors
 from ..core.distributed import gather, merge_rows, world
 from ..core.errors import NotFittedError
 from ..detectors.base import Detector
@@ -131,8 +131,7 @@ def _score_all(detectors: dict[str, Detector], x: Any, batch_size: int) -> dict[
         device = model_device(model)
         for xb in image_batches(x, batch_size):
             check_images(xb)
-            probe(model, xb)
-            with preserved_state(model), torch.no_grad():
+            with preserved_state(model), torch.no_grad(), shape_errors(model, xb):
                 model.eval()
                 logits, features = logits_and_features(model, xb.to(device))
                 for name in names:
