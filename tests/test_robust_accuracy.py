@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import robustkit as rk
+from robustkit.attacks.reference import FGSM
 from robustkit.evaluate import attack_batches, predict, robust_accuracy
 
 DETERMINISTIC = [
@@ -68,3 +69,23 @@ def test_targeted_early_stopping_attacks_the_images_not_at_their_target(weak, di
     assert early["target_rate"] == int(((clean == t) | (adv == t)).sum()) / 100 > 0.3
     full = robust_accuracy(attack, weak, x, y, target=t, early_stop=False)
     assert full["accuracy"] == int((adv == y).sum()) / 100 >= early["accuracy"]
+
+
+class Recording(FGSM):
+    """FGSM that records the size of every batch it attacks."""
+
+    def _run(self, model, x, y, target, num_classes):
+        self.sizes.append(len(x))
+        return super()._run(model, x, y, target, num_classes)
+
+
+def test_survivors_are_pooled_into_full_attack_batches(weak, digits_test):
+    x, y = digits_test.x[:300], digits_test.y[:300]
+    first, second = Recording(eps=0.02), Recording(eps=0.1)
+    first.sizes, second.sizes = [], []
+    result = robust_accuracy([first, second], weak, x, y, batch_size=64)
+    clean = round(result["clean_accuracy"] * 300)
+    assert sum(first.sizes) == clean and all(n == 64 for n in first.sizes[:-1]) and len(first.sizes) == -(-clean // 64)
+    assert all(n == 64 for n in second.sizes[:-1]) and result["attacked"] == clean + sum(second.sizes)
+    plain = robust_accuracy([rk.attack("fgsm", eps=0.02), rk.attack("fgsm", eps=0.1)], weak, x, y, early_stop=False)
+    assert result["accuracy"] == plain["accuracy"]
