@@ -138,4 +138,6 @@ def _score_all(detectors: dict[str, Detector], x: Any, batch_size: int) -> dict[
                     out[name].append(detectors[name].score_outputs(logits, features).detach().float().cpu())
     for name in alone:
         out[name].append(detectors[name].score(x, batch_size))
+    if any(not scores for scores in out.values()):
+        raise ValueError("no images to score; pass at least one image")
     return {name: torch.cat(scores).numpy() for name, scores in out.items()}
