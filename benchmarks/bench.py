@@ -233,6 +233,84 @@ def bench_diagnose(batch: int, repeats: int, steps: int) -> list[dict]:
     ]
 
 
+def half_right(model, x, y) -> torch.Tensor:
+    """Labels the model gets exactly half right: every second one of its own predictions moved to another class."""
+    wrong = y.clone()
+    wrong[1::2] = (y[1::2] + 1) % 10
+    return wrong
+
+
+def bench_robust_floor(model, x, y, steps: int, repeats: int) -> list[dict]:
+    """robust_accuracy (early stopping) vs its floor: share correct × k·(fwd+bwd) + one forward, per batch.
+
+    The model is the CIFAR-shaped CNN of the other rows, on two batches of random images with
+    labels it gets exactly half right (`half_right`): early stopping pools the survivors of both
+    into one full attack batch. fwd+bwd is a full batch's forward and input-backward.
+    """
+    n, batch = 2 * len(x), len(x)
+    g = torch.Generator().manual_seed(1)
+    data = torch.cat([x, torch.rand(x.shape, generator=g)])
+    with torch.no_grad():
+        labels = half_right(model, data, model(data).argmax(1))
+
+    def fwd_bwd():
+        xg = x.clone().requires_grad_(True)
+        torch.autograd.grad(F.cross_entropy(model(xg), y), xg)
+
+    def fwd():
+        with torch.no_grad():
+            model(x)
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    unit, forward = timed(fwd_bwd, repeats * 3), timed(fwd, repeats * 3)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    rows = []
+    for backend in ("torchattacks", "reference"):
+        attack = rk.attack("pgd", backend, eps=8 / 255, steps=steps)
+        result = rk.evaluate.robust_accuracy(attack, model, data, labels, batch_size=batch)
+        share = result["clean_accuracy"]
+        t = timed(lambda a=attack: rk.evaluate.robust_accuracy(a, model, data, labels, batch_size=batch), repeats)
+        floor = n / batch * (share * steps * unit + forward)
+        default = backend == next(iter(rk.registry.ATTACKS["pgd"]))
+        rows.append(
+            {
+                "what": f"robust_accuracy, pgd-{steps}/{backend}{' (default)' if default else ''}, {share:.0%} right / floor"
+                f" ({t:.2f} s / {floor:.2f} s)",
+                "ratio": t / floor,
+                "goal": "<= 1.3",
+                "ok": t / floor <= 1.3,
+            }
+        )
+    return rows
+
+
+def bench_deepfool(batch: int, repeats: int, steps: int = 50) -> list[dict]:
+    """robustkit's DeepFool vs ART's, 50 steps on ``batch`` digits test points (the trained digits model).
+
+    ART recomputes every class gradient of the whole batch until the last image flips; ours drops
+    each image once it flips. Both must leave the same residual accuracy.
+    """
+    from robustkit.app.runner import PROFILES
+
+    train, test = rk.load_dataset("digits", "train"), rk.load_dataset("digits", "test")
+    model, _ = rk.train_model(model_spec("small_cnn", train.info), train, PROFILES["small"].train, progress=False)
+    x, y = test.x[:batch], test.y[:batch]
+    ours, art = (rk.attack("deepfool", b, steps=steps) for b in ("reference", "art"))
+    t_ours, t_art = paired(lambda: ours(model, x, y), lambda: art(model, x, y), repeats)
+    acc_ours, acc_art = (float((rk.evaluate.predict(model, a(model, x, y)) == y).float().mean()) for a in (ours, art))
+    ratio = t_ours / t_art
+    return [
+        {
+            "what": f"deepfool-{steps} reference / ART, {len(x)} digits (residual acc {acc_ours:.3f} / {acc_art:.3f})",
+            "ratio": ratio,
+            "goal": "< 1, same acc",
+            "ok": ratio < 1 and abs(acc_ours - acc_art) <= 0.01,
+        }
+    ]
+
+
 def bench_ood(model, x, repeats: int) -> list[dict]:
     det = rk.detector("max_logit").fit(model)
 
@@ -364,6 +442,8 @@ def main(argv: list[str] | None = None) -> None:
         lambda: bench_pgd_physics(model, x, y, steps, repeats),
         lambda: bench_passes(batch),
         lambda: bench_diagnose(batch, repeats, steps),
+        lambda: bench_robust_floor(model, x, y, steps, max(2, repeats // 2)),
+        lambda: bench_deepfool(batch, max(1, repeats // 2)),
         bench_streaming,
         lambda: bench_ood(model, x, repeats * 4),
         lambda: bench_ood_shared(model, x, repeats * 4),

@@ -19,6 +19,7 @@ PARAMS = (
         ("ddn", "foolbox"): {"steps": 10},
         ("deepfool", "art"): {"steps": 5},
         ("deepfool", "torchattacks"): {"steps": 5},
+        ("deepfool", "reference"): {"steps": 5},
         ("autoattack", "torchattacks"): {"eps": 0.1},
     }
 )

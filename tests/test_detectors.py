@@ -154,6 +154,33 @@ def test_many_detectors_share_one_forward_pass_and_match_one_at_a_time(model, di
         ood({n: detectors[n] for n in names[:5]}, digits_test.x, noise, batch_size=1000)
     finally:
         handle.remove()
-    assert len(calls) == 4  # ID and OOD: one shape probe and one shared pass each, for five detectors
+    assert len(calls) == 2  # ID and OOD: one shared pass each for five detectors, and no one-image shape probe
     with pytest.raises(TypeError, match="non-empty list"):
         ood([], digits_test.x, noise)
+
+
+class OutOfMemoryAboveOne(torch.nn.Module):
+    """Fails on batches of more than one image with a RuntimeError that is not about the input's shape."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        if len(x) > 1:
+            raise RuntimeError("out of memory (simulated)")
+        return self.head(x.flatten(1))
+
+
+def test_shape_errors_are_explained_without_probing_every_batch(model):
+    wrong = torch.rand(4, 3, 8, 8)  # digits are 1×8×8
+    detectors = [rk.detector("max_logit").fit(model), rk.detector("odin").fit(model)]
+    with pytest.raises(ValueError, match=r"cannot take input of shape \(3, 8, 8\)"):
+        detectors[0].score(wrong)
+    with pytest.raises(ValueError, match=r"cannot take input of shape \(3, 8, 8\)"):
+        ood(detectors, wrong, wrong)
+    other = rk.detector("max_logit").fit(OutOfMemoryAboveOne())
+    with pytest.raises(RuntimeError, match="out of memory"):  # one image works: the model's own error stands
+        other.score(torch.rand(4, 1, 8, 8))
+    with pytest.raises(RuntimeError, match="out of memory"):
+        ood([other, rk.detector("energy").fit(other.model)], torch.rand(4, 1, 8, 8), torch.rand(4, 1, 8, 8))

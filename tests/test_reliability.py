@@ -55,11 +55,15 @@ def _entry_points(model, train):
         "attack pgd/torchattacks": lambda x, y: rk.attack("pgd", "torchattacks", steps=2)(model, x, y),
         "attack deepfool/art": lambda x, y: rk.attack("deepfool", steps=2)(model, x, y),
         "attack ddn/foolbox": lambda x, y: rk.attack("ddn", steps=2)(model, x, y),
+        "attack pgd/reference": lambda x, y: rk.attack("pgd", "reference", steps=2)(model, x, y),
+        "attack deepfool/reference": lambda x, y: rk.attack("deepfool", "reference", steps=2)(model, x, y),
         "attack on a defended model": lambda x, y: rk.attack("fgsm")(wrapped, x, y),
         "evaluate.accuracy": lambda x, y: rk.evaluate.accuracy(model, x, y),
+        "evaluate.robust_accuracy": lambda x, y: rk.evaluate.robust_accuracy(rk.attack("fgsm"), model, x, y),
         "evaluate.eps_sweep": lambda x, y: rk.evaluate.eps_sweep(rk.attack("fgsm"), model, x, y, [0, 0.1]),
         "evaluate.minimal_budget": lambda x, y: rk.evaluate.minimal_budget(model, x, y, max_k=2),
         **{f"detector {n}": (lambda x, y, d=d: d.score(x)) for n, d in fitted.items()},
+        "detector ood(), shared pass": lambda x, y: rk.evaluate.ood([fitted["max_logit"], fitted["mahalanobis"]], x, x),
     }
 
 
@@ -137,7 +141,8 @@ class Exploding(torch.nn.Module):
 
 
 @pytest.mark.parametrize(
-    ("name", "backend"), [("fgsm", "reference"), ("fgsm", "art"), ("pgd", "torchattacks"), ("pgd", "foolbox")]
+    ("name", "backend"),
+    [("fgsm", "reference"), ("fgsm", "art"), ("pgd", "torchattacks"), ("pgd", "foolbox"), ("pgd", "reference")],
 )
 def test_state_restored_when_the_backend_raises(model, batch, name, backend):
     x, y = batch

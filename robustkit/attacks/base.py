@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -42,6 +43,7 @@ class Attack(Configurable):
     norm: ClassVar[str]  # "linf" or "l2"
     targeted: ClassVar[bool] = False  # whether a targeted mode exists
     bounded: ClassVar[bool] = True  # whether the output stays inside the eps-ball
+    per_example_seeds: ClassVar[bool] = False  # whether image i's randomness depends only on (seed, index[i])
 
     @classmethod
     def declared(cls) -> tuple[Param, ...]:
@@ -67,23 +69,38 @@ class Attack(Configurable):
         return f"{type(self).__name__}[{self.backend}]({args})"
 
     def __call__(
-        self, model: nn.Module, x: Any, y: torch.Tensor | None = None, target: torch.Tensor | None = None
+        self,
+        model: nn.Module,
+        x: Any,
+        y: torch.Tensor | None = None,
+        target: torch.Tensor | None = None,
+        index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Return adversarial versions of ``x`` (same shape, dtype and device, in [0, 1]).
 
         ``x`` is a tensor of images with labels ``y``, or an ImageSet or Dataset/DataLoader of
         ``(image, label)`` pairs, attacked batch by batch (the result holds every image).
+
+        ``index`` (int64, one per image) gives each image's position in the whole data set.
+        Attacks with ``per_example_seeds`` draw image i's randomness from a generator seeded
+        by (``seed``, index[i]), so an image gets the same attack whatever batch it sits in
+        (early stopping, sharding across processes); the default is the position in ``x``.
+        Other backends draw from one generator per call and ignore ``index``.
         """
         if not isinstance(x, torch.Tensor) or y is None:
-            if target is not None:
-                raise TypeError("target= needs images as a tensor x with labels y")
-            batches = [self(model, xb, yb) for xb, yb in labelled_batches(x, y, 256)]
+            if target is not None or index is not None:
+                raise TypeError("target= and index= need images as a tensor x with labels y")
+            batches, offset = [], 0
+            for xb, yb in labelled_batches(x, y, 256):
+                batches.append(self(model, xb, yb, index=torch.arange(offset, offset + len(xb))))
+                offset += len(xb)
             if not batches:
                 raise ValueError("the data is empty; pass at least one image")
             return torch.cat(batches)
         check_images(x)
         num_classes = inspect_model(model, x)
         check_labels(y, len(x), num_classes)
+        index = torch.arange(len(x)) if index is None else check_index(index, len(x))
         if target is not None:
             if not self.targeted:
                 raise ValueError(
@@ -104,7 +121,7 @@ class Attack(Configurable):
             if self.seed is not None:
                 torch.manual_seed(self.seed)
             model.eval()
-            adv = self._run(model, xd, yd, td, num_classes)
+            adv = self._run_indexed(model, xd, yd, td, num_classes, index.cpu())
         adv = self._project(xd, adv.detach().to(device=device, dtype=x.dtype))
         return adv.to(x.device)
 
@@ -121,11 +138,58 @@ class Attack(Configurable):
             adv = x + delta
         return adv.clamp(0.0, 1.0)
 
+    def _run_indexed(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        num_classes: int,
+        index: torch.Tensor,
+    ) -> torch.Tensor:
+        """``_run`` with each image's global position (CPU int64); backends that cannot use it ignore it."""
+        return self._run(model, x, y, target, num_classes)
+
     @abstractmethod
     def _run(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, num_classes: int
     ) -> torch.Tensor:
         """Backend call on validated inputs that sit on the model's device."""
+
+
+def check_index(index: object, n: int) -> torch.Tensor:
+    """Check that ``index`` is an int64 tensor of ``n`` non-negative positions."""
+    if not isinstance(index, torch.Tensor) or index.dtype != torch.int64:
+        got = type(index).__name__ if not isinstance(index, torch.Tensor) else f"dtype {index.dtype}"
+        raise TypeError(f"index must be an int64 tensor of positions (torch.arange(n)), got {got}")
+    if index.shape != (n,):
+        raise ValueError(f"index has shape {tuple(index.shape)}; expected ({n},), one position per image")
+    if n and int(index.min()) < 0:
+        raise ValueError(f"index has negative positions (min {int(index.min())}); positions start at 0")
+    return index
+
+
+def example_generators(seed: int, index: torch.Tensor) -> Iterator[torch.Generator]:
+    """One CPU generator per image, seeded by (``seed``, index[i]) through splitmix64.
+
+    The same generator object is re-seeded for each image, so iterate it once, in order.
+    """
+    generator = torch.Generator()
+    base = _splitmix64(seed & _MASK64)
+    for i in index.tolist():
+        generator.manual_seed(_splitmix64(base ^ i) >> 1)  # 63 bits: manual_seed's signed range
+        yield generator
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(z: int) -> int:
+    """Steele et al.'s splitmix64 finaliser: nearby inputs give unrelated 64-bit outputs."""
+    z = (z + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
 
 
 def attack_batches(
@@ -136,10 +200,15 @@ def attack_batches(
     target: torch.Tensor | None = None,
     batch_size: int = 256,
 ) -> torch.Tensor:
-    """Run ``attack`` over ``x`` in batches; returns all adversarial images (on x's device)."""
+    """Run ``attack`` over ``x`` in batches; returns all adversarial images (on x's device).
+
+    Each image's position in ``x`` is its ``index``, so per-example-seeded attacks give the
+    same images whatever ``batch_size``.
+    """
     out = []
     for s in slices(len(x), batch_size):
-        out.append(attack(model, x[s], y[s], target=None if target is None else target[s]))
+        t = None if target is None else target[s]
+        out.append(attack(model, x[s], y[s], target=t, index=torch.arange(s.start, s.stop)))
     return torch.cat(out)
 
 

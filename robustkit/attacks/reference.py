@@ -1,4 +1,5 @@
-"""robustkit's own FGSM (untargeted and targeted), used to cross-check the backends."""
+"""robustkit's own attacks: FGSM (cross-checks the backends), PGD with per-example seeded random
+starts, and a DeepFool that iterates only the images not yet fooled."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.checks import preserved_state
-from ..core.papers import GOODFELLOW_2015
-from .base import Attack, eps_param
+from ..core.papers import GOODFELLOW_2015, MADRY_2018, MOOSAVI_2016
+from ..core.params import positive_int
+from .base import ALPHA, OVERSHOOT, RANDOM_START, STEPS, Attack, default_alpha, eps_param, example_generators
 
 
 def gradient_sign_and_logits(
@@ -48,3 +50,153 @@ class FGSM(Attack):
     def _run(self, model, x, y, target, num_classes):
         direction, _ = gradient_sign_and_logits(model, x, y, target)
         return (x + self.params["eps"] * direction).clamp(0.0, 1.0)
+
+
+def _l2_norms(t: torch.Tensor) -> torch.Tensor:
+    """Per-image L2 norms, shaped to broadcast against ``t`` (N×1×1×1)."""
+    return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.ndim - 1)))
+
+
+class PGD(Attack):
+    """Projected gradient descent, L∞ (Madry et al. 2018), with per-example seeded random starts.
+
+    x₀ = clip(x + U(−eps, eps)); x_{t+1} = clip(x + clamp(x_t + alpha·sign ∇ₓL(x_t) − x, ±eps), 0, 1),
+    the order torchattacks.PGD uses, so without a random start the two agree exactly. L is the
+    cross-entropy summed over the batch (targeted: −L at the target), so an image's steps do not
+    depend on the other images of its batch, and with an integer ``seed`` image i's random start
+    comes from a generator seeded by (seed, its global index): the same attack in any batch.
+    """
+
+    name = "pgd"
+    backend = "reference"
+    norm = "linf"
+    targeted = True
+    per_example_seeds = True
+    parameters = (eps_param(8 / 255, "linf"), ALPHA, STEPS, RANDOM_START)
+    paper = MADRY_2018
+
+    def _run(self, model, x, y, target, num_classes):
+        return self._run_indexed(model, x, y, target, num_classes, torch.arange(len(x)))
+
+    def _run_indexed(self, model, x, y, target, num_classes, index):
+        p = self.params
+        alpha = default_alpha(p)
+        adv = (x + self.random_start(x, index)).clamp(0.0, 1.0) if p["random_start"] else x.clone()
+        labels, sign = (y, 1.0) if target is None else (target, -1.0)
+        for _ in range(p["steps"]):
+            adv.requires_grad_(True)
+            loss = F.cross_entropy(model(adv), labels, reduction="sum")
+            (grad,) = torch.autograd.grad(sign * loss, adv)
+            adv = self._step(x, adv.detach(), grad, alpha)
+        return adv
+
+    def random_start(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """The random start's offsets (image i's from (seed, index[i]); the global RNG when seed is None)."""
+        if self.seed is None:
+            return self._draw(x.shape, x.dtype, None).to(x.device)
+        return torch.stack([self._draw(x.shape[1:], x.dtype, g) for g in example_generators(self.seed, index)]).to(
+            x.device
+        )
+
+    def _draw(self, shape, dtype, generator):
+        eps = self.params["eps"]
+        return torch.empty(shape, dtype=dtype).uniform_(-eps, eps, generator=generator)
+
+    def _step(self, x, adv, grad, alpha):
+        eps = self.params["eps"]
+        delta = (adv + alpha * grad.sign() - x).clamp(-eps, eps)
+        return (x + delta).clamp(0.0, 1.0)
+
+
+class PGDL2(PGD):
+    """Projected gradient descent, L2 (Madry et al. 2018), with per-example seeded random starts.
+
+    Follows torchattacks.PGDL2: the random start is a uniform direction scaled by eps·U(0, 1);
+    each step moves alpha along ∇ₓL / (‖∇ₓL‖₂ + 1e-10), then projects onto the eps-ball and [0, 1].
+    """
+
+    name = "pgd_l2"
+    norm = "l2"
+    parameters = (eps_param(1.0, "l2"), ALPHA, STEPS, RANDOM_START)
+
+    def _draw(self, shape, dtype, generator):
+        eps = self.params["eps"]
+        if generator is None:  # a batch from the global RNG, as torchattacks draws it
+            direction = torch.empty(shape, dtype=dtype).normal_()
+            radius = torch.empty(shape[0], dtype=dtype).uniform_(0, 1).view(-1, *([1] * (len(shape) - 1)))
+            return direction * radius / _l2_norms(direction) * eps
+        direction = torch.empty(shape, dtype=dtype).normal_(generator=generator)
+        radius = torch.empty((), dtype=dtype).uniform_(0, 1, generator=generator)
+        return direction * (radius / direction.norm() * eps)
+
+    def _step(self, x, adv, grad, alpha):
+        eps = self.params["eps"]
+        delta = adv + alpha * grad / (_l2_norms(grad) + 1e-10) - x
+        delta = delta * (eps / _l2_norms(delta).clamp_min(1e-12)).clamp(max=1.0)
+        return (x + delta).clamp(0.0, 1.0)
+
+
+class DeepFool(Attack):
+    """DeepFool (Moosavi-Dezfooli et al. 2016), iterating only the images not yet fooled.
+
+    Follows ART's DeepFool step for step: from the predicted class k, move each image onto the
+    linearised boundary of the nearest of its ``candidates`` most likely classes,
+    r = |f_l − f_k| / (‖∇f_l − ∇f_k‖² + 1e-7)·(∇f_l − ∇f_k), clip to [0, 1], and stop once the
+    prediction leaves k; the total perturbation is then scaled by 1 + overshoot. Unlike ART, an
+    image leaves the loop when it flips, so later steps cost only the images still to fool, and
+    the candidate classes are chosen per image (ART takes their union over the batch), so an
+    image's result does not depend on its batch. Untargeted; ``y`` is not used.
+    """
+
+    name = "deepfool"
+    backend = "reference"
+    norm = "l2"
+    bounded = False
+    parameters = (
+        positive_int("steps", 50, "iterations at most"),
+        OVERSHOOT,
+        positive_int("candidates", 10, "classes considered per step (the most likely ones)"),
+    )
+    paper = MOOSAVI_2016
+
+    def _run(self, model, x, y, target, num_classes):
+        p = self.params
+        k = min(p["candidates"], num_classes)
+        adv = x.clone()
+        active = torch.arange(len(x), device=x.device)
+        candidates = original = None
+        for _ in range(p["steps"]):
+            xa = adv[active].requires_grad_(True)
+            logits = model(xa)
+            if candidates is None:
+                candidates = logits.detach().topk(k, dim=1).indices  # column 0: the predicted class
+                original = candidates[:, 0]
+            rows = (logits.detach().argmax(1) == original[active]).nonzero().flatten()
+            if len(rows) == 0:
+                break
+            active = active[rows]
+            adv[active] = (adv[active] + self._step(xa, logits, rows, candidates[active])).clamp(0.0, 1.0)
+        return (x + (1 + p["overshoot"]) * (adv - x)).clamp(0.0, 1.0)
+
+    @staticmethod
+    def _step(xa: torch.Tensor, logits: torch.Tensor, rows: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """The DeepFool step of the images ``rows`` of the batch ``xa`` (whose logits are given)."""
+        tol = 1e-7  # ART's 10e-8
+        f = logits[rows].gather(1, candidates)
+        grads = [
+            torch.autograd.grad(f[:, j].sum(), xa, retain_graph=j + 1 < candidates.shape[1])[0][rows]
+            for j in range(candidates.shape[1])
+        ]
+        best_value = torch.full((len(rows),), float("inf"), device=xa.device)
+        best_w = torch.zeros_like(grads[0])
+        best_f = torch.zeros(len(rows), device=xa.device, dtype=f.dtype)
+        for j in range(1, candidates.shape[1]):
+            w = grads[j] - grads[0]
+            f_diff = (f[:, j] - f[:, 0]).detach().abs()
+            value = f_diff / (w.flatten(1).norm(dim=1) + tol)
+            better = value < best_value
+            best_value = torch.where(better, value, best_value)
+            best_f = torch.where(better, f_diff, best_f)
+            best_w[better] = w[better]
+        scale = best_f / (best_w.flatten(1).norm(dim=1) ** 2 + tol)
+        return scale.view(-1, *([1] * (xa.ndim - 1))) * best_w

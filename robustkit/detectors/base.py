@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.checks import check_images, model_device, preserved_state, probe
+from ..core.checks import check_images, model_device, preserved_state, shape_errors
 from ..core.errors import NotFittedError
 from ..core.params import Configurable
 from ..modelling.batches import image_batches, labelled_batches
@@ -81,8 +81,7 @@ class Detector(Configurable):
         scores = []
         for xb in image_batches(x, batch_size):
             check_images(xb)
-            probe(module, xb)
-            with preserved_state(module):
+            with preserved_state(module), shape_errors(module, xb):
                 module.eval()
                 scores.append(self._score(xb.to(model_device(module))).detach().float().cpu())
         if not scores:

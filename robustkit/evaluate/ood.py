@@ -9,11 +9,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.checks import check_images, model_device, preserved_state, probe
+from ..core.checks import check_images, model_device, preserved_state, shape_errors
+from ..core.distributed import gather, merge_rows, world
 from ..core.errors import NotFittedError
 from ..detectors.base import Detector
 from ..detectors.ood import logits_and_features
-from ..modelling.batches import image_batches
+from ..modelling.batches import image_batches, indexed_images
 
 
 @dataclass
@@ -52,7 +53,7 @@ def ood_metrics(id_scores: Sequence[float] | np.ndarray, ood_scores: Sequence[fl
 
 
 def ood(
-    detector: Any, id_x: Any, ood_x: Any, batch_size: int = 512
+    detector: Any, id_x: Any, ood_x: Any, batch_size: int = 512, *, distributed: bool = True
 ) -> OODResult | dict[str, OODResult]:
     """Score ID and OOD images with fitted detectors and compute `ood_metrics`.
 
@@ -61,21 +62,55 @@ def ood(
     output (logit scores; feature scores on its last linear layer's input) share one forward
     pass per batch. ``id_x`` and ``ood_x`` are image tensors, ImageSets or Datasets/DataLoaders
     (labels are ignored), scored in batches.
+
+    Inside an initialised torch.distributed process group each rank scores its share of the
+    images (`robustkit.core.distributed`); the scores are gathered back into data order, so
+    every rank computes the metrics of one process exactly. ``distributed=False`` scores just
+    the data given.
     """
+    rank, size = world(distributed)
     if isinstance(detector, Detector):
-        id_scores = detector.score_batches(id_x, batch_size)
-        ood_scores = detector.score_batches(ood_x, batch_size)
+        if size == 1:
+            id_scores = detector.score_batches(id_x, batch_size)
+            ood_scores = detector.score_batches(ood_x, batch_size)
+        else:
+            named = {detector.name: detector}
+            id_scores = _sharded_scores(named, id_x, batch_size, rank, size)[detector.name]
+            ood_scores = _sharded_scores(named, ood_x, batch_size, rank, size)[detector.name]
         return OODResult(ood_metrics(id_scores, ood_scores), id_scores, ood_scores)
     named = dict(detector) if isinstance(detector, dict) else {d.name: d for d in detector}
     if not named or not all(isinstance(d, Detector) for d in named.values()):
         raise TypeError("ood() takes a detector, or a non-empty list or {name: detector} dict of detectors")
     if not isinstance(detector, dict) and len(named) < len(detector):
         raise ValueError("two detectors share a name: pass a {name: detector} dict")
-    id_scores, ood_scores = _score_all(named, id_x, batch_size), _score_all(named, ood_x, batch_size)
+    if size == 1:
+        id_scores, ood_scores = _score_all(named, id_x, batch_size), _score_all(named, ood_x, batch_size)
+    else:
+        id_scores = _sharded_scores(named, id_x, batch_size, rank, size)
+        ood_scores = _sharded_scores(named, ood_x, batch_size, rank, size)
     return {
         name: OODResult(ood_metrics(id_scores[name], ood_scores[name]), id_scores[name], ood_scores[name])
         for name in named
     }
+
+
+def _sharded_scores(
+    detectors: dict[str, Detector], x: Any, batch_size: int, rank: int, size: int
+) -> dict[str, np.ndarray]:
+    """`_score_all` over this rank's share of ``x``, gathered from every rank back into data order."""
+
+    def local() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        index, scores = [], {name: [] for name in detectors}
+        for xb, ib in indexed_images(x, batch_size, rank, size):
+            index.append(ib)
+            for name, part in _score_all(detectors, xb, batch_size).items():
+                scores[name].append(torch.from_numpy(part))
+        if not index:
+            return torch.zeros(0, dtype=torch.int64), {name: torch.zeros(0) for name in detectors}
+        return torch.cat(index), {name: torch.cat(s) for name, s in scores.items()}
+
+    parts = gather(local, size)
+    return {name: merge_rows([(index, scores[name]) for index, scores in parts]).numpy() for name in detectors}
 
 
 def _score_all(detectors: dict[str, Detector], x: Any, batch_size: int) -> dict[str, np.ndarray]:
@@ -96,12 +131,13 @@ def _score_all(detectors: dict[str, Detector], x: Any, batch_size: int) -> dict[
         device = model_device(model)
         for xb in image_batches(x, batch_size):
             check_images(xb)
-            probe(model, xb)
-            with preserved_state(model), torch.no_grad():
+            with preserved_state(model), torch.no_grad(), shape_errors(model, xb):
                 model.eval()
                 logits, features = logits_and_features(model, xb.to(device))
                 for name in names:
                     out[name].append(detectors[name].score_outputs(logits, features).detach().float().cpu())
     for name in alone:
         out[name].append(detectors[name].score(x, batch_size))
+    if any(not scores for scores in out.values()):
+        raise ValueError("no images to score; pass at least one image")
     return {name: torch.cat(scores).numpy() for name, scores in out.items()}

@@ -13,9 +13,44 @@ from torch import nn
 from ..attacks.base import Attack
 from ..attacks.reference import gradient_sign_and_logits
 from ..core.checks import check_images, check_labels, inspect_model, model_device, parse_eps, preserved_state, probe
-from ..modelling.batches import image_batches, labelled_batches, map_batches
+from ..core.distributed import sum_counts, world
+from ..modelling.batches import image_batches, indexed_batches, map_batches
 from ..modelling.data import as_image_set
 from ..registry import ATTACKS, attack_class
+
+
+def _indexed_batches(
+    model: nn.Module,
+    x: Any,
+    y: torch.Tensor | None,
+    batch_size: int,
+    target: torch.Tensor | None = None,
+    rank: int = 0,
+    world: int = 1,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]]:
+    """Validated ``(images, labels, targets, index)`` batches of this rank's part of the data.
+
+    ``index`` holds each example's position in the whole data (`indexed_batches`); the model's
+    class count is probed once, on the first batch; one batch is in memory at a time. Yields
+    nothing when this rank's part is empty: callers check the total.
+    """
+    if target is not None and not isinstance(x, torch.Tensor):
+        raise TypeError("target= needs images as a tensor x (one target per row of x)")
+    if target is not None:
+        check_labels(target, len(target), name="target")
+        if len(target) != len(x):
+            raise ValueError(f"target has {len(target)} labels for {len(x)} images; pass one target per image")
+    num_classes = None
+    for xb, yb, ib in indexed_batches(x, y, batch_size, rank, world):
+        check_images(xb)
+        if num_classes is None:
+            num_classes = inspect_model(model, xb)
+        check_labels(yb, len(xb), num_classes)
+        tb = None
+        if target is not None:
+            tb = target[ib.to(target.device)]
+            check_labels(tb, len(xb), num_classes, name="target")
+        yield xb, yb, tb, ib
 
 
 def _checked_batches(
@@ -25,28 +60,19 @@ def _checked_batches(
     batch_size: int,
     target: torch.Tensor | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
-    """Validated ``(images, labels, targets)`` batches from any data robustkit takes.
-
-    The model's class count is probed once, on the first batch; one batch is in memory at a time.
-    """
-    if target is not None and not isinstance(x, torch.Tensor):
-        raise TypeError("target= needs images as a tensor x (one target per row of x)")
-    if target is not None and isinstance(x, torch.Tensor) and len(target) != len(x):
-        raise ValueError(f"target has {len(target)} labels for {len(x)} images; pass one target per image")
-    num_classes, offset = None, 0
-    for xb, yb in labelled_batches(x, y, batch_size):
-        check_images(xb)
-        if num_classes is None:
-            num_classes = inspect_model(model, xb)
-        check_labels(yb, len(xb), num_classes)
-        tb = None
-        if target is not None:
-            tb = target[offset : offset + len(xb)]
-            check_labels(tb, len(xb), num_classes, name="target")
-        offset += len(xb)
+    """Validated ``(images, labels, targets)`` batches of all the data (`_indexed_batches` in one process)."""
+    empty = True
+    for xb, yb, tb, _ in _indexed_batches(model, x, y, batch_size, target):
+        empty = False
         yield xb, yb, tb
-    if num_classes is None:
+    if empty:
         raise ValueError("the data is empty; pass at least one image")
+
+
+def _nonempty(counts: dict[str, int]) -> dict[str, int]:
+    if counts["total"] == 0:
+        raise ValueError("the data is empty; pass at least one image")
+    return counts
 
 
 def predict(model: nn.Module, x: Any, batch_size: int = 512) -> torch.Tensor:
@@ -69,17 +95,27 @@ def _predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.
         return map_batches(lambda b: model(b).argmax(1), x, batch_size, model_device(model))
 
 
-def accuracy(model: nn.Module, x: Any, y: torch.Tensor | None = None, batch_size: int = 512) -> float:
+def accuracy(
+    model: nn.Module, x: Any, y: torch.Tensor | None = None, batch_size: int = 512, *, distributed: bool = True
+) -> float:
     """Fraction of the images the model classifies correctly.
 
     ``x`` is a tensor of images (with labels ``y``), an ImageSet, or a Dataset/DataLoader of
-    ``(image, label)`` pairs, streamed in batches.
+    ``(image, label)`` pairs, streamed in batches. Inside an initialised torch.distributed
+    process group each rank classifies its share (`robustkit.core.distributed`) and every rank
+    returns the accuracy over all the data; ``distributed=False`` evaluates just the data given.
     """
-    hits = total = 0
-    for xb, yb, _ in _checked_batches(model, x, y, batch_size):
-        hits += int((_predict(model, xb, batch_size) == yb.cpu()).sum())
-        total += len(xb)
-    return hits / total
+    rank, size = world(distributed)
+
+    def local() -> dict[str, int]:
+        hits = total = 0
+        for xb, yb, _, _ in _indexed_batches(model, x, y, batch_size, rank=rank, world=size):
+            hits += int((_predict(model, xb, batch_size) == yb.cpu()).sum())
+            total += len(xb)
+        return {"hits": hits, "total": total}
+
+    counts = _nonempty(sum_counts(local, size))
+    return counts["hits"] / counts["total"]
 
 
 def _rate(hits: torch.Tensor) -> float:
@@ -95,13 +131,16 @@ def random_targets(y: torch.Tensor, num_classes: int, seed: int = 0) -> torch.Te
 
 
 def robust_accuracy(
-    attack: Attack,
+    attack: Attack | Sequence[Attack],
     model: nn.Module,
     x: Any,
     y: torch.Tensor | None = None,
     target: torch.Tensor | None = None,
     batch_size: int = 256,
     eval_model: nn.Module | None = None,
+    *,
+    early_stop: bool = True,
+    distributed: bool = True,
 ) -> dict[str, float]:
     """Accuracy under ``attack`` (and, when targeted, the rate of reaching the target).
 
@@ -109,19 +148,157 @@ def robust_accuracy(
     adversarial images are never all held at once. ``eval_model`` (default: ``model``)
     classifies the adversarial images: pass a defended model here and its bare classifier
     as ``model`` for an oblivious evaluation.
+
+    ``attack`` may be a sequence of attacks (as in AutoAttack, Croce & Hein 2020): an image
+    counts as robust only if it is classified correctly under every one of them. With
+    ``early_stop`` (the default) one clean forward pass comes first, a misclassified image
+    counts as wrong without being attacked, and each attack runs only on the images that
+    survived the previous ones; targeted, an attack runs on the images not yet classified as
+    their target, and an image counts as reaching it if the clean image or any attack's output
+    does. The images to attack are pooled across data batches and attacked ``batch_size`` at a
+    time, so attacks run on full batches. ``early_stop=False`` runs every attack on every image
+    and counts the images whose adversarial versions are all classified correctly (no clean
+    pass). The two agree whenever no attack turns a misclassified image into a correct one and
+    the attack of an image does not depend on its batch (for random starts, use an attack with
+    ``per_example_seeds`` such as the reference PGD).
+
+    Inside an initialised torch.distributed process group each rank attacks its share of the
+    data (examples rank, rank + W, …, with their global indices) and every rank returns the
+    totals; ``distributed=False`` evaluates just the data given.
+
+    Returns ``accuracy``; ``target_rate`` when targeted; ``clean_accuracy`` with early
+    stopping; ``attacked``, the number of images attacked, summed over the attacks.
     """
-    hits = target_hits = total = 0
-    for xb, yb, tb in _checked_batches(model, x, y, batch_size, target):
-        adv = attack(model, xb, yb, target=tb)
-        preds = _predict(eval_model or model, adv)
-        hits += int((preds == yb.cpu()).sum())
-        if tb is not None:
-            target_hits += int((preds == tb.cpu()).sum())
-        total += len(xb)
-    out = {"accuracy": hits / total}
+    attacks = [attack] if isinstance(attack, Attack) else list(attack)
+    if not attacks or not all(isinstance(a, Attack) for a in attacks):
+        raise TypeError("attack must be an Attack or a non-empty sequence of them (robustkit.attack(name, ...))")
     if target is not None:
-        out["target_rate"] = target_hits / total
+        for a in attacks:
+            if not a.targeted:
+                raise ValueError(f"{a.label()} has no targeted mode; drop target= or use a targeted attack")
+    judge = eval_model or model
+    rank, size = world(distributed)
+
+    def local() -> dict[str, int]:
+        counts = dict.fromkeys(("total", "clean", "robust", "reached", "attacked"), 0)
+        pipeline = _Survivors(attacks, model, judge, batch_size, counts)
+        for xb, yb, tb, ib in _indexed_batches(model, x, y, batch_size, target, rank, size):
+            labels = yb.cpu()
+            counts["total"] += len(xb)
+            if early_stop:
+                clean = _predict(judge, xb)
+                robust = clean == labels
+                counts["clean"] += int(robust.sum())
+                rows = _Rows(xb, yb, tb, ib, robust)
+                if tb is None:
+                    pipeline.add(rows.select(robust))
+                else:  # targeted: an image already at its target is done
+                    reached = clean == tb.cpu()
+                    counts["reached"] += int(reached.sum())
+                    pipeline.add(rows.select(~reached))
+                continue
+            robust = torch.ones(len(xb), dtype=torch.bool)
+            reached = torch.zeros(len(xb), dtype=torch.bool)
+            for a in attacks:
+                preds = _predict(judge, a(model, xb, yb, target=tb, index=ib))
+                robust &= preds == labels
+                if tb is not None:
+                    reached |= preds == tb.cpu()
+                counts["attacked"] += len(xb)
+            counts["robust"] += int(robust.sum())
+            counts["reached"] += int(reached.sum())
+        pipeline.finish()
+        return counts
+
+    counts = _nonempty(sum_counts(local, size))
+    n = counts["total"]
+    out = {"accuracy": counts["robust"] / n}
+    if target is not None:
+        out["target_rate"] = counts["reached"] / n
+    if early_stop:
+        out["clean_accuracy"] = counts["clean"] / n
+    out["attacked"] = counts["attacked"]
     return out
+
+
+@dataclass
+class _Rows:
+    """Images still to be attacked, with their labels, targets, global indices and whether each is
+    still classified correctly (``robust``, on the CPU)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    target: torch.Tensor | None
+    index: torch.Tensor
+    robust: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def select(self, keep: torch.Tensor | slice) -> _Rows:
+        """The rows ``keep`` (a CPU boolean mask or a slice)."""
+        t = self.target
+
+        def pick(v: torch.Tensor) -> torch.Tensor:
+            return v[keep] if isinstance(keep, slice) else v[keep.to(v.device)]
+
+        return _Rows(pick(self.x), pick(self.y), None if t is None else pick(t), pick(self.index), pick(self.robust))
+
+    @staticmethod
+    def cat(parts: list[_Rows]) -> _Rows:
+        if len(parts) == 1:
+            return parts[0]
+
+        def joined(field: str) -> torch.Tensor:
+            return torch.cat([getattr(p, field) for p in parts])
+
+        target = None if parts[0].target is None else joined("target")
+        return _Rows(joined("x"), joined("y"), target, joined("index"), joined("robust"))
+
+
+class _Survivors:
+    """Early stopping's attack pipeline: attack s runs on the images that survived attacks < s.
+
+    Each stage pools the survivors of consecutive data batches and attacks them ``batch_size``
+    at a time, so attacks run on full batches (where a CPU or GPU is most efficient: on the CPU an
+    attack of half a batch costs about two thirds of a whole one) while each stage holds less than
+    one batch between calls. Counts go to ``counts``: ``attacked``; ``reached`` (targeted: the
+    image is then done); ``robust`` for the images that survive every attack.
+    """
+
+    def __init__(self, attacks: list[Attack], model: nn.Module, judge: nn.Module, batch_size: int, counts: dict):
+        self.attacks, self.model, self.judge, self.batch_size, self.counts = attacks, model, judge, batch_size, counts
+        self.pending: list[list[_Rows]] = [[] for _ in attacks]
+
+    def add(self, rows: _Rows, stage: int = 0) -> None:
+        if len(rows) == 0:
+            return
+        if stage == len(self.attacks):
+            self.counts["robust"] += int(rows.robust.sum())
+            return
+        self.pending[stage].append(rows)
+        while sum(map(len, self.pending[stage])) >= self.batch_size:
+            self._attack(stage)
+
+    def finish(self) -> None:
+        for stage in range(len(self.attacks)):
+            while self.pending[stage]:
+                self._attack(stage)
+
+    def _attack(self, stage: int) -> None:
+        pool = _Rows.cat(self.pending[stage])
+        rows, rest = pool.select(slice(0, self.batch_size)), pool.select(slice(self.batch_size, None))
+        self.pending[stage] = [rest] if len(rest) else []
+        adv = self.attacks[stage](self.model, rows.x, rows.y, target=rows.target, index=rows.index)
+        preds = _predict(self.judge, adv)
+        rows.robust &= preds == rows.y.cpu()
+        self.counts["attacked"] += len(rows)
+        if rows.target is None:
+            self.add(rows.select(rows.robust), stage + 1)
+        else:
+            reached = preds == rows.target.cpu()
+            self.counts["reached"] += int(reached.sum())
+            self.add(rows.select(~reached), stage + 1)
 
 
 def _direction(

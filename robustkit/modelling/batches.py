@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
 
 def slices(n: int, batch_size: int) -> Iterator[slice]:
@@ -89,3 +89,84 @@ def image_batches(x: object, batch_size: int = 256) -> Iterator[torch.Tensor]:
         return
     for images, _ in labelled_batches(x, None, batch_size):
         yield images
+
+
+def indexed_batches(
+    x: object, y: torch.Tensor | None = None, batch_size: int = 256, rank: int = 0, world: int = 1
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """`labelled_batches` with each example's position in the whole data: ``(images, labels, index)``.
+
+    With ``world > 1`` only this rank's part: the examples ``rank, rank + world, …`` (a
+    DistributedSampler-style split without padding, so each example goes to exactly one rank).
+    Tensors, ImageSets and map-style Datasets are read only at those positions; a DataLoader
+    (or an IterableDataset) is read whole on every rank, which keeps its own rows, so it must
+    visit the examples in a fixed order (no shuffling).
+    """
+    for xb, yb, index in _indexed(x, y, batch_size, rank, world, labelled=True):
+        assert yb is not None
+        yield xb, yb, index
+
+
+def indexed_images(
+    x: object, batch_size: int = 256, rank: int = 0, world: int = 1
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """`image_batches` with each image's position in the whole data, split over ranks as `indexed_batches`."""
+    for xb, _, index in _indexed(x, None, batch_size, rank, world, labelled=False):
+        yield xb, index
+
+
+def _indexed(
+    x: object, y: torch.Tensor | None, batch_size: int, rank: int, world: int, labelled: bool
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]:
+    if not 0 <= rank < world:
+        raise ValueError(f"rank={rank} must lie in [0, world={world})")
+    if world == 1:  # exactly the unsharded iteration, positions counted along
+        offset = 0
+        batches = labelled_batches(x, y, batch_size) if labelled else ((b, None) for b in image_batches(x, batch_size))
+        for xb, yb in batches:
+            yield xb, yb, torch.arange(offset, offset + len(xb))
+            offset += len(xb)
+        return
+    part = _part(x, y, rank, world, labelled)
+    if part is not None:  # read only this rank's examples; local position j is global rank + j·world
+        offset = 0
+        for xb, yb, _ in _indexed(*part, batch_size, 0, 1, labelled):
+            yield xb, yb, rank + world * torch.arange(offset, offset + len(xb))
+            offset += len(xb)
+        return
+    if isinstance(x, DataLoader):
+        from torch.utils.data import RandomSampler
+        from torch.utils.data.distributed import DistributedSampler
+
+        if isinstance(x.sampler, DistributedSampler):
+            raise ValueError(
+                "the DataLoader already has a DistributedSampler: robustkit splits the data over the ranks "
+                "itself; pass the whole data set (or distributed=False to evaluate each rank's own part)"
+            )
+        if isinstance(x.sampler, RandomSampler):
+            raise ValueError(
+                "the DataLoader shuffles (shuffle=True): with several ranks every rank must see the examples "
+                "in the same order; use shuffle=False"
+            )
+    offset = 0
+    batches = labelled_batches(x, y, batch_size) if labelled else ((b, None) for b in image_batches(x, batch_size))
+    for xb, yb, index in ((xb, yb, torch.arange(offset, offset + len(xb))) for xb, yb in batches):
+        offset += len(xb)
+        keep = index % world == rank
+        if keep.any():
+            yield xb[keep], None if yb is None else yb[keep], index[keep]
+
+
+def _part(x: object, y: torch.Tensor | None, rank: int, world: int, labelled: bool) -> tuple[object, object] | None:
+    """``(x, y)`` restricted to the examples ``rank::world``, or None where that cannot be done lazily."""
+    if isinstance(x, torch.Tensor):
+        if labelled and not isinstance(y, torch.Tensor):
+            return x, y  # let labelled_batches name the problem
+        return x[rank::world], None if y is None else y[rank::world]
+    if y is None and isinstance(getattr(x, "x", None), torch.Tensor) and isinstance(getattr(x, "y", None), torch.Tensor):
+        return x.x[rank::world], x.y[rank::world] if labelled else None  # type: ignore[attr-defined]
+    if y is None and isinstance(x, (tuple, list)) and len(x) == 2 and isinstance(x[0], torch.Tensor):
+        return _part(x[0], x[1], rank, world, labelled)
+    if isinstance(x, Dataset) and not isinstance(x, (DataLoader, IterableDataset)) and hasattr(x, "__len__"):
+        return Subset(x, range(rank, len(x), world)), y
+    return None
