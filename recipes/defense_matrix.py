@@ -147,7 +147,7 @@ def run(
     squeezer: Annotated[str, "squeezer of the squeezing defense, e.g. median_filter:2 or bit_depth:4"] = "median_filter:2",
     attack_limit: Annotated[int, "number of test images attacked"] = 500,
     deepfool_steps: Annotated[int | None, "DeepFool iterations at most (default: the attack's, 50)"] = None,
-    deepfool_backend: Annotated[str, "DeepFool from torchattacks (one image at a time, stops per image) or art (whole batch until the last image flips)"] = "torchattacks",
+    deepfool_backend: Annotated[str, "DeepFool from reference (drops images as they flip), torchattacks (one image at a time) or art (whole batch until the last image flips)"] = "reference",
     random_start: Annotated[bool, "adversarial training uses FGSM from a random start (Wong et al. 2020); --no-random-start is the write-up's plain FGSM"] = True,
     pgd_fallback: Annotated[int, "PGD steps of the adversarial training that replaces FGSM when it overfits catastrophically (0: none)"] = 7,
 ) -> Path:

@@ -46,7 +46,7 @@ from .diagnose import (
     unstable_predictions,
 )
 from .ood import ood as ood_scores
-from .robustness import accuracy, predict, robust_accuracy
+from .robustness import accuracy, robust_accuracy
 
 GROUPS = ("near", "far")
 """OOD groups: near OOD shares low-level statistics with the ID set (semantic shift only), far
@@ -298,16 +298,6 @@ def _progress(total: int, enabled: bool) -> Iterator[_Stages]:
         yield _Stages(bar, total)
 
 
-def _robust(attack: Attack, model: nn.Module, data: ImageSet, correct: torch.Tensor) -> float:
-    """Share of images classified correctly and still so under ``attack`` (only those attacked)."""
-    hits = int(correct.sum())
-    if hits == 0:
-        return 0.0
-    index = correct.nonzero().flatten()
-    share = robust_accuracy(attack, model, data.x[index], data.y[index])["accuracy"]
-    return share * hits / len(data)
-
-
 def _load_ood(
     sets: Sequence[OODSet], test: ImageSet, limit: int | None, seed: int, root: str | Path | None, download: bool
 ) -> tuple[dict[OODSet, ImageSet], dict[str, str]]:
@@ -434,17 +424,16 @@ def benchmark(
     with _progress(4 + len(sets), progress) as stage:
         with stage("clean", "clean accuracy"):
             clean = accuracy(model, test.x, test.y)
-            correct = predict(model, test.x) == test.y.cpu()
             checks.append(model_learned(clean, classes, n))
         with stage("attack", f"robust accuracy: {atk.label()} at eps={atk.eps:.4g}"):
-            robust = _robust(atk, model, test, correct)
+            robust = robust_accuracy(atk, model, test.x, test.y)["accuracy"]  # attacks only the correct ones
         with stage("checks", "attack sanity checks"):
             sample = test.sample(check_sample, seed)
             checks.append(gradients_available(model, sample.x, sample.y))
             checks.append(unstable_predictions(model, sample.x))
             checks.append(unbounded_attack(atk, model, sample.x, sample.y))
             if linf_iterative:
-                fgsm = _robust(make_attack("fgsm", eps=atk.eps), model, test, correct)
+                fgsm = robust_accuracy(make_attack("fgsm", eps=atk.eps), model, test.x, test.y)["accuracy"]
                 checks.append(iterative_vs_single_step(robust, fgsm, n))
         with stage("fit", f"fitting {', '.join(built)}"):
             fitted = {k: (d if d.is_fitted() else d.fit(model, train)) for k, d in built.items()}
