@@ -93,15 +93,16 @@ def run(
     options: RecipeOptions,
     eps: Annotated[str, "L∞ budget of FGSM and PGD (default: the data set's usual one)"] = "",
     arch: Annotated[str, "purifier: denoiser (residual denoising autoencoder) or autoencoder (bottleneck)"] = "denoiser",
-    noise: Annotated[float, "std of the Gaussian noise the denoiser learns to remove"] = 0.1,
+    noise: Annotated[float | None, "std of the Gaussian noise the denoiser learns to remove (default: 0.1; 0.05 for natural images)"] = None,
     ae_epochs: Annotated[int | None, "autoencoder training epochs (default: the classifier's)"] = None,
 ) -> Path:
     """Train a classifier and an autoencoder on clean data; attack with FGSM and PGD at ``--eps``."""
     return over_seeds(NAME, TITLE, options, lambda o: _once(o, eps, arch, noise, ae_epochs), numbers, findings, headlines)
 
 
-def _once(options: RecipeOptions, eps: str, arch: str, noise: float, ae_epochs: int | None) -> Path:
+def _once(options: RecipeOptions, eps: str, arch: str, noise: float | None, ae_epochs: int | None) -> Path:
     ctx = start(NAME, options)
+    noise = ctx.profile.purifier_noise if noise is None else noise
     model = ctx.classifier()
     config = ctx.autoencoder_config(ae_epochs)
     purifier = defense("ae_purification", arch=arch, noise=noise, train_config=config, cache=options.cache,

@@ -29,6 +29,8 @@ class Profile:
     train: TrainConfig
     test_limit: int | None
     eps: float  # the dataset's usual L∞ budget
+    purifier_noise: float = 0.1
+    """Std of the Gaussian noise the denoising purifier learns to remove (ae-purification)."""
 
 
 PROFILES = {
@@ -44,6 +46,9 @@ PROFILES = {
         ),
         1000,
         8 / 255,
+        # measured on the CIFAR-10 prefix: noise 0.1 kept 84% of clean accuracy (oblivious PGD
+        # 0.20), noise 0.05 kept 96% (oblivious PGD 0.05); a purifier must keep 90%
+        purifier_noise=0.05,
     ),
 }
 
