@@ -99,6 +99,9 @@ AE = {"clean_kept": 0.95, "no defense/clean": 0.6, "AE, oblivious/clean": 0.57, 
 def test_ae_purification_findings_follow_the_numbers():
     ok = findings("ae-purification", AE)
     assert "95.0%" in ok and "a small cost" in ok and "takes 0.280 of it back" in ok and "through the AE" in ok
+    assert "a small gain" not in ok
+    small = findings("ae-purification", {**AE, "no defense/pgd": 0.007, "AE, oblivious/pgd": 0.055})
+    assert "from 0.007 to 0.055 (+0.048): a small gain" in small
     costly = findings("ae-purification", {**AE, "clean_kept": 0.45, "AE, oblivious/clean": 0.27})
     assert "a large cost" in costly
     weak = findings("ae-purification", {**AE, "AE, adaptive (BPDA)/pgd": 0.31, "AE, adaptive (through the AE)/pgd": 0.3})
