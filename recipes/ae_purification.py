@@ -58,7 +58,7 @@ def findings(n: dict) -> list[str]:
             f"Against an oblivious attacker (PGD made on the bare classifier) purification moves PGD accuracy "
             f"from {none:.3f} to {obl:.3f} ({gain:+.3f})"
             + (
-                f": a small gain; this purifier leaves most of the adversarial pattern in place (a denoiser trained "
+                ": a small gain; this purifier leaves most of the adversarial pattern in place (a denoiser trained "
                 "on stronger noise, --noise, removes more of it and costs more clean accuracy)."
                 if gain < SMALL_GAIN
                 else "."
