@@ -9,8 +9,7 @@ from torch import nn
 from ..core.backends import require
 from ..core.checks import model_device
 from ..core.papers import GOODFELLOW_2015, MOOSAVI_2016
-from ..core.params import positive_int
-from .base import OVERSHOOT, Attack, eps_param
+from .base import DEEPFOOL_PARAMETERS, Attack, eps_param
 
 
 def classifier(model: nn.Module, x: torch.Tensor, num_classes: int):
@@ -64,11 +63,7 @@ class DeepFool(Attack):
     backend = "art"
     norm = "l2"
     bounded = False
-    parameters = (
-        positive_int("steps", 50, "iterations at most"),
-        OVERSHOOT,
-        positive_int("candidates", 10, "classes considered per step (the most likely ones)"),
-    )
+    parameters = DEEPFOOL_PARAMETERS
     paper = MOOSAVI_2016
 
     def _run(self, model, x, y, target, num_classes):

@@ -27,6 +27,11 @@ STEPS = positive_int("steps", 10, "iterations")
 RANDOM_START = flag("random_start", True, "start from a random point of the eps-ball")
 SEED = Param("seed", 0, "seed for random starts; None: use the global RNG", types=(int,), optional=True)
 OVERSHOOT = Param("overshoot", 0.02, "relative overshoot past the decision boundary", low=0)
+DEEPFOOL_PARAMETERS = (  # ART's DeepFool and robustkit's reference one take the same steps
+    positive_int("steps", 50, "iterations at most"),
+    OVERSHOOT,
+    positive_int("candidates", 10, "classes considered per step (the most likely ones)"),
+)
 
 
 class Attack(Configurable):

@@ -9,8 +9,7 @@ from torch import nn
 
 from ..core.checks import preserved_state
 from ..core.papers import GOODFELLOW_2015, MADRY_2018, MOOSAVI_2016
-from ..core.params import positive_int
-from .base import ALPHA, OVERSHOOT, RANDOM_START, STEPS, Attack, default_alpha, eps_param, example_generators
+from .base import ALPHA, DEEPFOOL_PARAMETERS, RANDOM_START, STEPS, Attack, default_alpha, eps_param, example_generators
 
 
 def gradient_sign_and_logits(
@@ -152,11 +151,7 @@ class DeepFool(Attack):
     backend = "reference"
     norm = "l2"
     bounded = False
-    parameters = (
-        positive_int("steps", 50, "iterations at most"),
-        OVERSHOOT,
-        positive_int("candidates", 10, "classes considered per step (the most likely ones)"),
-    )
+    parameters = DEEPFOOL_PARAMETERS
     paper = MOOSAVI_2016
 
     def _run(self, model, x, y, target, num_classes):
