@@ -250,6 +250,8 @@ def test_defense_cost_threshold():
     check = defense_cost(0.97, 0.80)
     assert check.status == "warn" and check.values["drop"] == pytest.approx(0.17)
     assert defense_cost(0.97, 0.92, threshold=0.02).status == "warn"
+    gain = defense_cost(0.980, 0.982)
+    assert gain.status == "pass" and "costs no clean accuracy (98.0% → 98.2%)" in gain.detail and "-" not in gain.detail
 
 
 def test_catastrophic_overfitting_at_any_accuracy_level():

@@ -319,7 +319,11 @@ def defense_cost(undefended_clean: float, defended_clean: float, threshold: floa
             "report it next to robust accuracy and weigh the trade-off (or tune the defense's strength)"
         )
         return Check("defense_cost", "warn", detail, values, CARLINI_2019)
-    detail = f"the defense costs {drop:.1%} clean accuracy ({before:.1%} → {after:.1%}), within {threshold:.0%}"
+    detail = (
+        f"the defense costs {drop:.1%} clean accuracy ({before:.1%} → {after:.1%}), within {threshold:.0%}"
+        if drop >= 0
+        else f"the defense costs no clean accuracy ({before:.1%} → {after:.1%})"
+    )
     return Check("defense_cost", "pass", detail, values, CARLINI_2019)
 
 
