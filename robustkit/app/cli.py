@@ -460,7 +460,7 @@ def eval_command(
                 raise SystemExit(STRICT_EXIT)
             return
         for name, why in bench.skipped.items():
-            typer.secho(f"note: {name} not evaluated: {why}", fg="yellow", err=True)
+            typer.secho(f"note: {why}" if name.startswith("(") else f"note: {name} not evaluated: {why}", fg="yellow", err=True)
         means = bench.means()
         groups = [g for g in ("near", "far") if g in means]
         rows = [[d] + [means[g][d]["AUROC"] for g in groups] for d in bench.detectors]
