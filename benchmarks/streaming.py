@@ -21,7 +21,7 @@ CHILD = """
 import json, resource, sys, torch
 from torch.utils.data import DataLoader, Dataset
 import robustkit as rk
-from robustkit.evaluate import accuracy, robust_accuracy, ood
+from robustkit.evaluate import accuracy, benchmark, robust_accuracy, ood
 torch.set_num_threads(2)
 
 class Noise(Dataset):
@@ -41,6 +41,8 @@ elif what == "robust_accuracy":
     robust_accuracy(rk.attack("fgsm", eps=2 / 255), model, loader, batch_size=500)
 elif what == "ood":
     ood(rk.detector("max_logit").fit(model), loader, loader)
+elif what == "eval":  # robustkit eval's library call: clean, FGSM, checks, one detector against a far set
+    benchmark(model, loader, attack="fgsm", eps=2 / 255, detectors=["max_logit"], ood={{"far": {{"noise": loader}}}})
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({{"grown_gb": (peak - base) / 2**20}}))
 """
@@ -56,7 +58,7 @@ def measure(what: str) -> float:
 def bench_streaming() -> list[dict]:
     """One row per evaluation: peak memory growth over a 50,000-image CIFAR-sized Dataset."""
     rows = []
-    for what in ("accuracy", "robust_accuracy", "ood"):
+    for what in ("accuracy", "robust_accuracy", "ood", "eval"):
         grown = measure(what)
         rows.append(
             {

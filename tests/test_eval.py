@@ -236,3 +236,33 @@ def test_torchrun_two_processes_one_report(tmp_path, weights):
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["clean_accuracy"] == accuracy(trained_net(), *_first(64))
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["hist_fakedata.png", "ood_auroc.png", "report.md", "results.json"]
+
+
+class _CountingDataset(torch.utils.data.Dataset):
+    """digits test images one by one, counting the reads and the highest index read."""
+
+    def __init__(self, data: ImageSet):
+        self.data, self.reads, self.highest = data, 0, -1
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        self.highest = max(self.highest, int(i))
+        return self.data.x[i], self.data.y[i]
+
+
+def test_a_dataset_is_streamed_and_gives_the_numbers_of_the_same_images_in_memory(net):
+    test, train = load_dataset("digits", "test", limit=200), load_dataset("digits", "train")
+    common = {"attack": "pgd", "eps": 0.1, "attack_params": {"steps": 3}, "detectors": ["energy"],
+              "ood": ["fakedata"], "train": train, "limit": 150, "seed": 2, "check_sample": 32}  # fmt: skip
+    stream = _CountingDataset(test)
+    streamed, in_memory = benchmark(net, stream, **common), benchmark(net, test, **common)
+    assert streamed.n == in_memory.n == 150
+    assert streamed.clean_accuracy == in_memory.clean_accuracy
+    assert streamed.robust_accuracy == in_memory.robust_accuracy
+    assert streamed.ood[0]["metrics"] == pytest.approx(in_memory.ood[0]["metrics"])
+    assert stream.highest == 149 and stream.reads > 3 * 150  # only the first 150, read pass by pass, never collected
+    loader = torch.utils.data.DataLoader(stream, batch_size=16)
+    assert benchmark(net, loader, **common).robust_accuracy == in_memory.robust_accuracy

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Subset
 
 from ..attacks.base import Attack
 from ..core.checks import inspect_model
@@ -32,7 +33,7 @@ from ..core.errors import DatasetNotFoundError
 from ..core.papers import CROCE_2021, YANG_2022, ZHANG_2023
 from ..detectors.base import Detector
 from ..detectors.ood import last_linear
-from ..modelling.data import LOADERS, Data, ImageSet, as_image_set, load_dataset, match_shape
+from ..modelling.data import LOADERS, Data, ImageSet, as_image_set, load_dataset, match_shape, pick_indices
 from ..registry import DETECTORS, attack_class, detector
 from ..registry import attack as make_attack
 from .diagnose import (
@@ -298,8 +299,37 @@ def _progress(total: int, enabled: bool) -> Iterator[_Stages]:
         yield _Stages(bar, total)
 
 
+class _TestSet:
+    """The ID test data as `benchmark` uses it: an ImageSet, or a Dataset streamed in batches
+    (never loaded whole: only the check sample is), with its size and image info."""
+
+    def __init__(self, data: ImageSet | torch.utils.data.Dataset) -> None:
+        self.data = data
+        self.info = data.info if isinstance(data, ImageSet) else as_image_set(Subset(data, [0])).info
+
+    def __len__(self) -> int:
+        return len(self.data)  # type: ignore[arg-type]
+
+    def sample(self, k: int, seed: int) -> ImageSet:
+        """``k`` images drawn with ``seed``, kept in data order, in memory."""
+        if isinstance(self.data, ImageSet):
+            return self.data.sample(k, seed)
+        return as_image_set(Subset(self.data, pick_indices(len(self), k, seed).tolist()))
+
+
+def _test_set(data: Data, limit: int | None) -> _TestSet:
+    """Tensors and ImageSets as they are; a Dataset or DataLoader (its dataset) streamed, cut to ``limit``."""
+    if isinstance(data, DataLoader):
+        data = data.dataset
+    if isinstance(data, torch.utils.data.Dataset) and not isinstance(data, ImageSet):
+        if len(data) == 0:  # type: ignore[arg-type]
+            raise ValueError("the data is empty; pass at least one image")
+        return _TestSet(data if limit is None else Subset(data, range(min(limit, len(data)))))  # type: ignore[arg-type]
+    return _TestSet(as_image_set(data).take(limit))
+
+
 def _load_ood(
-    sets: Sequence[OODSet], test: ImageSet, limit: int | None, seed: int, root: str | Path | None, download: bool
+    sets: Sequence[OODSet], test: _TestSet, limit: int | None, seed: int, root: str | Path | None, download: bool
 ) -> tuple[dict[OODSet, ImageSet], dict[str, str]]:
     """Load each OOD set at the ID shape (a seeded ``limit`` of it); missing defaults become notes."""
     loaded: dict[OODSet, ImageSet] = {}
@@ -400,12 +430,12 @@ def benchmark(
 
     # data: everything is loaded before the first attack
     if name is not None:
-        test = load_dataset(name, "test", root=root, download=download, limit=limit)
+        test = _TestSet(load_dataset(name, "test", root=root, download=download, limit=limit))
         if needs_fit and train is None:
             train = load_dataset(name, "train", root=root, download=download)
     else:
-        test = as_image_set(data).take(limit)
-    classes = inspect_model(model, test.x[:1])
+        test = _test_set(data, limit)
+    classes = inspect_model(model, test.sample(1, seed).x)
     if test.info.name != "tensors" and classes != test.info.num_classes:
         raise ValueError(f"the model has {classes} outputs but {test.info.name} has {test.info.num_classes} classes")
     if isinstance(ood, Mapping):
@@ -423,23 +453,23 @@ def benchmark(
     linf_iterative = atk.norm == "linf" and atk.name != "fgsm"
     with _progress(4 + len(sets), progress) as stage:
         with stage("clean", "clean accuracy"):
-            clean = accuracy(model, test.x, test.y)
+            clean = accuracy(model, test.data)
             checks.append(model_learned(clean, classes, n))
         with stage("attack", f"robust accuracy: {atk.label()} at eps={atk.eps:.4g}"):
-            robust = robust_accuracy(atk, model, test.x, test.y)["accuracy"]  # attacks only the correct ones
+            robust = robust_accuracy(atk, model, test.data)["accuracy"]  # attacks only the correct ones
         with stage("checks", "attack sanity checks"):
             sample = test.sample(check_sample, seed)
             checks.append(gradients_available(model, sample.x, sample.y))
             checks.append(unstable_predictions(model, sample.x))
             checks.append(unbounded_attack(atk, model, sample.x, sample.y))
             if linf_iterative:
-                fgsm = robust_accuracy(make_attack("fgsm", eps=atk.eps), model, test.x, test.y)["accuracy"]
+                fgsm = robust_accuracy(make_attack("fgsm", eps=atk.eps), model, test.data)["accuracy"]
                 checks.append(iterative_vs_single_step(robust, fgsm, n))
         with stage("fit", f"fitting {', '.join(built)}"):
             fitted = {k: (d if d.is_fitted() else d.fit(model, train)) for k, d in built.items()}
         for s, ood_data in sets.items():
             with stage("ood", f"OOD: {s.name} ({s.group})"):
-                results = ood_scores(fitted, test.x, ood_data.x if isinstance(ood_data, ImageSet) else ood_data)
+                results = ood_scores(fitted, test.data, ood_data.x if isinstance(ood_data, ImageSet) else ood_data)
             assert isinstance(results, dict)
             for det_name, result in results.items():
                 rows.append({"group": s.group, "set": s.name, "detector": det_name, "metrics": result.metrics})

@@ -99,7 +99,7 @@ class ImageSet:
     def sample(self, n: int | None, seed: int = 0) -> ImageSet:
         """``n`` images drawn at random with ``seed``, kept in their order (all of them for
         ``None`` or ``n`` ≥ the size)."""
-        return self if n is None or n >= len(self) else self.select(torch.from_numpy(_pick(len(self), n, seed)))
+        return self if n is None or n >= len(self) else self.select(torch.from_numpy(pick_indices(len(self), n, seed)))
 
     def select(self, index: torch.Tensor) -> ImageSet:
         """The images at ``index`` (a bool mask or integer indices)."""
@@ -138,7 +138,7 @@ def as_image_set(data: Data) -> ImageSet:
     )
 
 
-def _pick(total: int, sample: int | None, seed: int) -> np.ndarray:
+def pick_indices(total: int, sample: int | None, seed: int) -> np.ndarray:
     """Sorted indices of ``sample`` of ``total`` items drawn with ``seed`` (all of them for
     ``None`` or ``sample`` ≥ ``total``)."""
     if sample is None or sample >= total:
@@ -301,7 +301,7 @@ def _read_files(
 
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"{name}: size={size!r} must be a positive number of pixels")
-    index = _pick(len(files), sample, seed)
+    index = pick_indices(len(files), sample, seed)
     images = np.empty((len(index), 3, size, size), dtype=np.uint8)
     for row, i in enumerate(index):
         with Image.open(files[i][0]) as image:
