@@ -47,7 +47,7 @@ from .diagnose import (
     unstable_predictions,
 )
 from .ood import ood as ood_scores
-from .robustness import accuracy, robust_accuracy
+from .robustness import robust_accuracy
 
 GROUPS = ("near", "far")
 """OOD groups: near OOD shares low-level statistics with the ID set (semantic shift only), far
@@ -451,12 +451,11 @@ def benchmark(
     rows: list[dict[str, Any]] = []
     scores: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     linf_iterative = atk.norm == "linf" and atk.name != "fgsm"
-    with _progress(4 + len(sets), progress) as stage:
-        with stage("clean", "clean accuracy"):
-            clean = accuracy(model, test.data)
+    with _progress(3 + len(sets), progress) as stage:
+        with stage("attack", f"clean and robust accuracy: {atk.label()} at eps={atk.eps:.4g}"):
+            measured = robust_accuracy(atk, model, test.data)  # one clean pass, then attacks only the correct ones
+            clean, robust = measured["clean_accuracy"], measured["accuracy"]
             checks.append(model_learned(clean, classes, n))
-        with stage("attack", f"robust accuracy: {atk.label()} at eps={atk.eps:.4g}"):
-            robust = robust_accuracy(atk, model, test.data)["accuracy"]  # attacks only the correct ones
         with stage("checks", "attack sanity checks"):
             sample = test.sample(check_sample, seed)
             checks.append(gradients_available(model, sample.x, sample.y))
