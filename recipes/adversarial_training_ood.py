@@ -230,22 +230,22 @@ def _once(options, train, targeted, random_start, sets, explicit, eps) -> Path:
             continue
         outliers[name] = data
     sweeps, metrics = {}, {}
+    curves: dict[tuple[str, str], dict] = {}  # (OOD set, score) -> {model: (ID scores, OOD scores)}
     for label, model in models.items():
         sweeps[label] = eps_sweep(attack("fgsm"), model, ctx.test.x, ctx.test.y, eps.split(",")).as_dict()
         for i, (name, data) in enumerate(outliers.items()):
-            suffix = "" if i == 0 else f"_{name.split(':')[0]}"
-            file_label = label.replace("@", "_").replace("/", "-")
             for score in SCORES:
                 result = ood(detector(score).fit(model), ctx.test.x, data.x)
                 metrics[f"{name}|{label}|{score}"] = result.metrics
+                curves.setdefault((name, score), {})[label] = (result.id_scores, result.ood_scores)
                 if i == 0:
+                    file_label = label.replace("@", "_").replace("/", "-")
                     plots.score_histogram(result.id_scores, result.ood_scores,
                                           ctx.folder.figure(f"hist_{file_label}_{score}"), title=f"{label}: {score} vs {name}")  # fmt: skip
-                plots.roc_pr(
-                    {score: (result.id_scores, result.ood_scores)},
-                    ctx.folder.figure(f"roc_{file_label}_{score}{suffix}"),
-                    ctx.folder.figure(f"pr_{file_label}_{score}{suffix}"),
-                )
+    for (name, score), by_model in curves.items():  # one ROC and one PR figure per set and score, the models overlaid
+        family = name.split(":")[0]
+        plots.roc_pr(by_model, ctx.folder.figure(f"roc_{family}_{score}"), ctx.folder.figure(f"pr_{family}_{score}"),
+                     title=f"{score} vs {name}")  # fmt: skip
     plots.eps_curves({k: (v["eps"], v["accuracy"]) for k, v in sweeps.items()}, ctx.folder.figure("eps_curves"),
                      title="FGSM accuracy")  # fmt: skip
     clean = {k: accuracy(m, ctx.test.x, ctx.test.y) for k, m in models.items()}
@@ -321,7 +321,7 @@ def _once(options, train, targeted, random_start, sets, explicit, eps) -> Path:
         "",
         "![eps](eps_curves.png)",
         "",
-        *[f"![{f}]({f})" for f in ctx.folder.figures if f.startswith(("hist", "roc"))],
+        *[f"![{f}]({f})" for f in ctx.folder.figures if f.startswith(("roc", "pr", "hist"))],
     ]
     n_test, classes = len(ctx.test), len(ctx.test.info.classes)
     checks = [model_learned(clean["standard"], classes, n_test)]

@@ -50,9 +50,9 @@ def sorted_scores(id_scores: np.ndarray, ood_scores: np.ndarray, path: str | Pat
 
 
 def roc_pr(
-    results: Mapping[str, tuple[np.ndarray, np.ndarray]], roc_path: str | Path, pr_path: str | Path
+    results: Mapping[str, tuple[np.ndarray, np.ndarray]], roc_path: str | Path, pr_path: str | Path, title: str = ""
 ) -> tuple[Path, Path]:
-    """ROC and precision-recall (OOD positive) curves of several detectors, one figure each."""
+    """ROC and precision-recall (OOD positive) curves, one line per detector or model, one figure each."""
     from sklearn.metrics import precision_recall_curve, roc_curve
 
     plt, fig, (ax,) = _figure()
@@ -65,8 +65,8 @@ def roc_pr(
         ax.plot(fpr, tpr, label=name)
         ax2.plot(recall, precision, label=name)
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-    ax.set(xlabel="false positive rate (ID flagged)", ylabel="true positive rate (OOD flagged)", title="ROC")
-    ax2.set(xlabel="recall (OOD)", ylabel="precision (OOD)", title="precision-recall")
+    ax.set(xlabel="false positive rate (ID flagged)", ylabel="true positive rate (OOD flagged)", title=f"ROC{': ' + title if title else ''}")
+    ax2.set(xlabel="recall (OOD)", ylabel="precision (OOD)", title=f"precision-recall{': ' + title if title else ''}")
     ax.legend(fontsize=8)
     ax2.legend(fontsize=8)
     return _save(plt, fig, roc_path), _save(plt2, fig2, pr_path)

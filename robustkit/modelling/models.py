@@ -88,7 +88,7 @@ class SmallCNN(_FeatureClassifier):
 
 
 class CNN6(_FeatureClassifier):
-    """Seed 004's CNN: three blocks of two 3×3 convolutions (ReLU) with max-pooling."""
+    """The defense-matrix write-up's CNN: three blocks of two 3×3 convolutions (ReLU) with max-pooling."""
 
     def __init__(self, in_channels: int = 3, num_classes: int = 10, image_size: int = 32, width: int = 32):
         super().__init__()
