@@ -33,6 +33,7 @@ LOOK = (  # the report's paragraph beside the figures
 )
 GRID = "0,0.005,0.01,0.02,0.05,0.1,0.2,0.3"
 WRITE_UP = {0.0: 0.60, 0.01: 0.30, 0.02: 0.20}  # the second write-up's untargeted curve (a 60%-accuracy model)
+READ_OFF = 0.05  # the write-up gives these to one decimal ("about 60%", "drops to 30%"), read off its plot
 RISE = 0.01  # a rise in accuracy larger than this (10 images in 1000) is remarked
 
 
@@ -68,11 +69,13 @@ def findings(n: dict) -> list[str]:
     clean, at01 = n.get("acc@0"), n.get("acc@0.01")
     if clean and at01 is not None:
         ours, theirs = at01 / clean, WRITE_UP[0.01] / WRITE_UP[0.0]
-        verdict = (
-            "about the write-up's fall"
-            if abs(ours - theirs) <= 0.15
-            else ("a smaller fall than the write-up's" if ours > theirs else "a larger fall than the write-up's")
-        )
+        low = (WRITE_UP[0.01] - READ_OFF) / (WRITE_UP[0.0] + READ_OFF)  # the share kept that its rounding allows
+        high = (WRITE_UP[0.01] + READ_OFF) / (WRITE_UP[0.0] - READ_OFF)
+        if low <= ours <= high:
+            verdict = f"within the {low:.0%}–{high:.0%} that its one-decimal numbers allow"
+        else:
+            verdict = "a smaller fall than the write-up's" if ours > high else "a larger fall than the write-up's"
+            verdict += f" (its one-decimal numbers allow {low:.0%}–{high:.0%})"
         out.append(
             f"FGSM at ε=0.01 keeps {ours:.0%} of the clean accuracy ({at01:.3f} of {clean:.3f}); the write-up's "
             f"60%-accuracy model kept {theirs:.0%} (0.30 of 0.60): {verdict}."
