@@ -62,8 +62,8 @@ def findings(n: dict, family: str = "fakedata") -> list[str]:
         listed = ", ".join(f"{d} {aurocs[d]:.3f}" for d in inverted)
         out.append(
             f"AUROC below 0.5 for {listed}: these scores rank the OOD images as *more* in-distribution than "
-            "the real test images, so thresholding them flags the wrong set. A classifier trained on natural "
-            "images can be more confident on noise than on real data; a score below 0.5 is a failure of the "
+            "the real test images, so thresholding them flags the wrong set. A ReLU classifier trained on natural "
+            "images can be more confident on noise than on real data (Hein et al. 2019); a score below 0.5 is a failure of the "
             "score on this OOD set, not a detector with the sign flipped (the sign cannot be chosen after "
             "looking at the OOD data)."
         )

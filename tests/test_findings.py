@@ -143,3 +143,16 @@ def test_fgsm_budget_findings_follow_the_numbers(numbers, expected):
     text = findings("fgsm-budget", numbers)
     assert expected in text
     assert ("failed within the budget cap on 50%" in text) == (numbers["targeted/success_rate"] == 0.5)
+
+
+def test_seed_dependence_names_the_numbers_that_move_with_the_seed():
+    from robustkit.app.runner import Headline, seed_dependence
+
+    heads = [Headline("clean", "clean accuracy"), Headline("max_logit/AUROC", "max_logit AUROC"), Headline("k", "budget")]
+    runs = [{"clean": 0.616, "max_logit/AUROC": 0.717, "k": 1.0}, {"clean": 0.605, "max_logit/AUROC": 0.856, "k": 2.0},
+            {"clean": 0.620, "max_logit/AUROC": 0.151, "k": 1.0}]  # fmt: skip
+    sentence = seed_dependence(heads, runs)
+    assert "max_logit AUROC 0.717, 0.856, 0.151" in sentence
+    assert "clean accuracy" not in sentence and "budget" not in sentence  # within 0.1; not a share
+    assert seed_dependence(heads, [{**r, "max_logit/AUROC": 0.8 + i / 100} for i, r in enumerate(runs)]) is None
+    assert seed_dependence(heads, runs[:1]) is None

@@ -11,6 +11,7 @@ LIU_2020 = "Liu et al. 2020, Energy-based Out-of-distribution Detection, https:/
 LIANG_2018 = "Liang, Li & Srikant 2018, Enhancing the Reliability of Out-of-distribution Image Detection in Neural Networks (ODIN), https://arxiv.org/abs/1706.02690"
 LEE_2018 = "Lee et al. 2018, A Simple Unified Framework for Detecting Out-of-Distribution Samples and Adversarial Attacks (Mahalanobis), https://arxiv.org/abs/1807.03888"
 WANG_2022 = "Wang et al. 2022, ViM: Out-Of-Distribution with Virtual-logit Matching, https://arxiv.org/abs/2203.10807"
+HEIN_2019 = "Hein, Andriushchenko & Bitterwolf 2019, Why ReLU networks yield high-confidence predictions far away from the training data and how to mitigate the problem, https://arxiv.org/abs/1812.05720"
 SUN_2022 = "Sun et al. 2022, Out-of-Distribution Detection with Deep Nearest Neighbors, https://arxiv.org/abs/2204.06507"
 XU_2018 = "Xu, Evans & Qi 2018, Feature Squeezing: Detecting Adversarial Examples in Deep Neural Networks, https://arxiv.org/abs/1704.01155"
 PAPERNOT_2016 = "Papernot et al. 2016, Distillation as a Defense to Adversarial Perturbations against Deep Neural Networks, https://arxiv.org/abs/1511.04508"
