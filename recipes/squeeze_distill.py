@@ -8,7 +8,7 @@ import numpy as np
 from robustkit.app import plots
 from robustkit.app.runner import Headline, RecipeOptions, finish, header, look, over_seeds, start, table
 from robustkit.app.sanity import labelled
-from robustkit.defenses.distillation import DefensiveDistillation
+from robustkit.defenses.distillation import DefensiveDistillation, TemperatureScaled
 from robustkit.detectors.squeezing import FeatureSqueezing
 from robustkit.evaluate import (
     accuracy,
@@ -37,12 +37,14 @@ LOOK = (  # the report's paragraph beside the figures
 COST = 0.05  # a defense that loses more clean accuracy than this (5 points) is called costly
 MASKING = 0.2  # distilled PGD accuracy this far above the baseline's: gradient masking suspected
 FLAGGED = 0.1  # a detector flagging more clean inputs than this is not usable at its threshold
+ADAPTIVE = "distilled, adaptive"  # the accuracy row of attacks through the distilled logits divided by T
 CHANGE = 0.05  # a PGD accuracy change smaller than this (about two binomial std. errors at 200 images) is noise
 
 
 def numbers(results: dict) -> dict[str, float | None]:
     """Clean accuracy of baseline, teacher and student (on all test images), attacked accuracy
-    (``<model>/<attack>``), the detector's TPR per attack and its clean FPR, and chance level."""
+    (``<row>/<attack>``; row `ADAPTIVE`: the distilled model attacked through its logits
+    divided by T), the detector's TPR per attack and its clean FPR, and chance level."""
     out: dict[str, float | None] = {
         "baseline/clean": results["clean"]["baseline"],
         "teacher/clean": results["clean"]["teacher"],
@@ -104,11 +106,25 @@ def findings(n: dict) -> list[str]:
                 f"Distillation did not change PGD L∞ accuracy by more than {CHANGE * 100:.0f} points "
                 f"({d:.3f} vs the baseline's {b:.3f})."
             )
+    adaptive = n.get(f"{ADAPTIVE}/pgd_linf")
+    if b is not None and d is not None and adaptive is not None:
+        if d - adaptive > CHANGE:
+            versus = "no better than" if adaptive - b <= CHANGE else "above"
+            out.append(
+                f"PGD L∞ on the distilled model's logits divided by T leaves {adaptive:.3f} (plain PGD: {d:.3f}): "
+                f"the saturated softmax hid the gradient (Carlini & Wagner 2016), and {adaptive:.3f}, {versus} the "
+                f"baseline's {b:.3f}, is its PGD L∞ accuracy once the attack has the gradient."
+            )
+        else:
+            out.append(
+                f"PGD L∞ on the distilled model's logits divided by T leaves {adaptive:.3f}, no lower than plain PGD "
+                f"({d:.3f}): the plain attack was not held back by a saturated softmax."
+            )
     tprs = {k.split("/")[1]: v for k, v in n.items() if k.startswith("detector/") and k.endswith("/tpr") and v is not None}
     fpr = n.get("detector/clean_fpr")
     if tprs and fpr is not None:
         listed = ", ".join(f"{a} {v:.2f}" for a, v in tprs.items())
-        caught = [a for a, v in tprs.items() if v >= 0.5]
+        caught = [a for a, v in tprs.items() if v > 0.5]
         out.append(
             f"At the threshold the squeezing detector flags {fpr:.3f} of clean inputs and, of the successful "
             f"adversarial examples, {listed}; "
@@ -129,6 +145,7 @@ HEADLINES = [
     Headline("student/clean", "distilled student clean accuracy"),
     Headline("baseline/pgd_linf", "undefended PGD L∞ accuracy"),
     Headline("distilled/pgd_linf", "distilled PGD L∞ accuracy"),
+    Headline(f"{ADAPTIVE}/pgd_linf", "distilled PGD L∞ accuracy, attack on logits / T"),
     Headline("detector/clean_fpr", "squeezing detector FPR on clean"),
 ]
 
@@ -177,15 +194,18 @@ def _once(options: RecipeOptions, temperature: float, threshold: float, squeezer
     names = tuple(squeezers.split(",")) if squeezers else default_squeezers(ctx.test.info.shape)
     detector = FeatureSqueezing(squeezers=names, threshold=threshold).fit(baseline)
     clean_scores = detector.score_batches(x)
+    right = predict(baseline, x) == y  # Xu et al. 2018 attack correctly classified images only
     results, roc = {"accuracy": {}, "detector": {}}, {}
-    for label, model in (("baseline", baseline), ("distilled", distilled)):
+    scaled = TemperatureScaled(distilled, temperature).eval()  # the adaptive attack (Carlini & Wagner 2016)
+    rows = {"baseline": baseline, "distilled": distilled, ADAPTIVE: scaled}  # row -> the model the attack sees
+    for label, model in rows.items():
         results["accuracy"][label] = {"clean": accuracy(model, x, y)}
     for name, atk in attacks.items():
-        for label, model in (("baseline", baseline), ("distilled", distilled)):
+        for label, model in rows.items():
             adv = attack_batches(atk, model, x, y)
             results["accuracy"][label][name] = accuracy(model, adv, y)
             if label == "baseline":
-                fooled = predict(model, adv) != y
+                fooled = right & (predict(model, adv) != y)  # successful: right before the attack, wrong after
                 adv_scores = detector.score_batches(adv[fooled]) if fooled.any() else np.zeros(0)
                 entry = {
                     "successful_examples": int(fooled.sum()),
@@ -233,7 +253,13 @@ def _once(options: RecipeOptions, temperature: float, threshold: float, squeezer
         "",
         table(["model", "clean", *attacks], [[k, *v.values()] for k, v in acc.items()]),
         "",
+        f"`{ADAPTIVE}`: the distilled model, attacked through its logits divided by T={temperature:g} (the same "
+        "predictions with an unsaturated softmax; Carlini & Wagner 2016).",
+        "",
         "## Feature-squeezing detector (on the baseline model's successful adversarial examples)",
+        "",
+        "An example is successful when the baseline classified the clean image right and the attacked one wrong "
+        "(Xu et al. 2018); false positives are counted on every clean image.",
         "",
         f"False-positive rate on clean inputs at threshold {threshold:g}: {fpr:.3f}.",
         "",
@@ -255,6 +281,7 @@ def _once(options: RecipeOptions, temperature: float, threshold: float, squeezer
         labelled(defense_cost(clean_all["baseline"], clean_all["distilled"]), "distillation"),
         labelled(gradients_available(distilled, x, y), "distilled model"),
         labelled(unbounded_attack(attacks["pgd_l2"], distilled, x, y), "PGD L2 on the distilled model"),
+        labelled(unbounded_attack(attacks["pgd_l2"], scaled, x, y), "PGD L2 on the distilled model's logits / T"),
     ]
     return finish(ctx, results, lines, checks)
 

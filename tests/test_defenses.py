@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import robustkit as rk
-from robustkit.defenses.distillation import soft_labels
+from robustkit.defenses.distillation import TemperatureScaled, soft_labels
 from robustkit.evaluate import accuracy, attack_batches, robust_accuracy
 from robustkit.modelling.train import TrainConfig
 
@@ -54,6 +54,14 @@ def test_distilled_student_is_close_to_teacher(model, digits_train, digits_test)
     student = distill.apply(model, digits_train)
     x, y = digits_test.x, digits_test.y
     assert accuracy(student, x, y) > accuracy(distill.teacher, x, y) - 0.05
+    scaled = TemperatureScaled(student, 10)  # Carlini & Wagner 2016: attack the logits divided by T
+    assert torch.equal(scaled(x).argmax(1), student(x).argmax(1))
+    pgd = rk.attack("pgd", eps=0.2, steps=10)
+    plain = accuracy(student, attack_batches(pgd, student, x, y), y)
+    adaptive = accuracy(student, attack_batches(pgd, scaled, x, y), y)
+    assert adaptive < plain / 3  # the saturated softmax at T = 1 held the plain attack back (here 0.13 vs 0.02)
+    with pytest.raises(ValueError, match="temperature"):
+        TemperatureScaled(student, 0)
 
 
 def test_bpda_passes_gradients_straight_through(model, batch):

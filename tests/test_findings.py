@@ -92,6 +92,13 @@ def test_squeeze_distill_findings_follow_the_numbers():
     assert "too many" not in ok
     missed = findings("squeeze-distill", {**SQUEEZE, "detector/pgd_linf/tpr": 0.2})
     assert "fewer than half" in missed
+    unmasked = {**SQUEEZE, "baseline/pgd_linf": 0.0, "distilled/pgd_linf": 0.12, "distilled, adaptive/pgd_linf": 0.01}
+    assert "leaves 0.010 (plain PGD: 0.120): the saturated softmax hid" in findings("squeeze-distill", unmasked)
+    assert "0.010, no better than the baseline's 0.000, is its PGD L∞ accuracy" in findings("squeeze-distill", unmasked)
+    robust = {**unmasked, "distilled/pgd_linf": 0.2, "distilled, adaptive/pgd_linf": 0.09}
+    assert "0.090, above the baseline's 0.000" in findings("squeeze-distill", robust)
+    held = {**unmasked, "distilled, adaptive/pgd_linf": 0.11}
+    assert "no lower than plain PGD (0.120)" in findings("squeeze-distill", held) and "hid" not in findings("squeeze-distill", held)
 
 
 AE = {"clean_kept": 0.95, "no defense/clean": 0.6, "AE, oblivious/clean": 0.57, "no defense/pgd": 0.0,

@@ -92,6 +92,10 @@ def test_recipe_on_digits(tmp_path, name):
         assert f"undefended model's {min(fgsm, results['accuracy']['none']['pgd']):.2f}" in report
     if name == "squeeze-distill":
         assert set(results["clean"]) == {"baseline", "teacher", "distilled"}
+        base, n = results["accuracy"]["baseline"], 120  # successful: right before the attack and wrong after
+        for name in ("pgd_linf", "pgd_l2", "ddn"):
+            right, still = round(base["clean"] * n), round(base[name] * n)
+            assert right - still <= results["detector"][name]["successful_examples"] <= right
     if name == "fgsm-budget":
         for image in results["untargeted"]["images"]:
             assert image["success"] == (image["k"] is not None)

@@ -41,6 +41,25 @@ def soft_labels(teacher: nn.Module, x: torch.Tensor, temperature: float, batch_s
         return map_batches(lambda b: (teacher(b) / temperature).softmax(1), x, batch_size, model_device(teacher))
 
 
+class TemperatureScaled(nn.Module):
+    """``model(x) / T``: the same predictions as ``model``, with the softmax no longer saturated.
+
+    Attack a distilled network through it: at T = 1 its logits are about T times too large, the
+    cross-entropy's gradient vanishes and gradient attacks fail without the model being robust;
+    dividing the logits by T restores the gradient (Carlini & Wagner 2016,
+    https://arxiv.org/abs/1607.04311).
+    """
+
+    def __init__(self, model: nn.Module, temperature: float):
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature={temperature} must be > 0")
+        self.model, self.temperature = model, float(temperature)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) / self.temperature
+
+
 class DefensiveDistillation(Defense):
     """Teacher at temperature T, student on its soft labels at T, student used at T = 1."""
 
