@@ -257,7 +257,7 @@ def _once(options, eps, squeezer, attack_limit, deepfool_steps, deepfool_backend
         model_learned(none["clean"], len(ctx.test.info.classes), n),
         labelled(iterative_vs_single_step(none["pgd"], none["fgsm"], n), "undefended"),
         labelled(catastrophic_overfitting(used["history"]), f"adversarial training, {used['attack']}"),
-        *[labelled(defense_cost(none["clean"], row["clean"]), d) for d, row in matrix.items() if d != "none"],
+        *[labelled(defense_cost(none["clean"], row["clean"]), d) for d, row in matrix.items() if d != "none" and "adaptive" not in d],
         *[labelled(adaptive_vs_oblivious(bpda[a], squeezing[a], n), f"squeezing, {a}") for a in ("fgsm", "pgd")],
     ]
     return finish(ctx, results, lines, checks)
@@ -287,16 +287,21 @@ def look_at(matrix: dict[str, dict[str, float | None]], eps: float) -> str:
                 f"columns), {best} holds best: {worst[best]:.2f} against the undefended model's {base:.2f}, at "
                 f"a clean accuracy of {matrix[best]['clean']:.2f} (undefended: {matrix['none']['clean']:.2f})."
             )
-    light = ", ".join(
-        f"{HEATMAP_LABELS.get(d, d)} {v['deepfool']:.2f}"
-        for d, v in matrix.items()
-        if (v["deepfool"] or 0) > DEEPFOOL_FLOOR
-    )
+    direct = {d: v["deepfool"] for d, v in matrix.items() if d not in HEATMAP_LABELS and v["deepfool"] is not None}
+    light = ", ".join(f"{d} {v:.2f}" for d, v in direct.items() if v > DEEPFOOL_FLOOR)
     out.append(
-        "DeepFool is unbounded, so its row should be dark in every column; a light cell means it stopped "
-        "early or the model's gradients mislead it"
+        "DeepFool is unbounded, so where it attacks the model itself its row should be dark; a light cell there "
+        "means it stopped early or the model's gradients mislead it"
         + (f" (above {DEEPFOOL_FLOOR:.2f} here: {light})." if light else f" (none is above {DEEPFOOL_FLOOR:.2f} here).")
     )
+    for d, label in HEATMAP_LABELS.items():  # oblivious columns: DeepFool's examples were made on the undefended model
+        oblivious, through = matrix.get(d, {}).get("deepfool"), matrix.get(f"{d} (adaptive, BPDA)", {}).get("deepfool")
+        if oblivious is not None and oblivious > DEEPFOOL_FLOOR:
+            out.append(
+                f"In the {label} column DeepFool's examples were made on the undefended model, and its minimal "
+                f"perturbation only just crosses that model's boundary, so the filter undoes much of it ({oblivious:.2f})"
+                + (f"; through the filter DeepFool leaves {through:.2f}." if through is not None else ".")
+            )
     out.append(
         "Compare the two feature-squeezing columns: the oblivious one is attacked with examples made on the "
         "undefended model, as in the write-up, the other through the filter (BPDA); where the oblivious one is "

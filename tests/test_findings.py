@@ -139,6 +139,20 @@ def test_defense_matrix_findings_follow_the_numbers():
     assert "weak attack" in weak
 
 
+def test_defense_matrix_look_at_follows_the_matrix():
+    look_at = load_recipe("defense-matrix").look_at
+    cells = {"none": {"deepfool": 0.0, "fgsm": 0.06, "pgd": 0.0, "clean": 0.61},
+             "adversarial training (PGD)": {"deepfool": 0.002, "fgsm": 0.19, "pgd": 0.17, "clean": 0.39},
+             "feature squeezing": {"deepfool": 0.57, "fgsm": 0.16, "pgd": 0.11, "clean": 0.6},
+             "feature squeezing (adaptive, BPDA)": {"deepfool": 0.0, "fgsm": 0.05, "pgd": 0.0, "clean": 0.6}}  # fmt: skip
+    text = look_at(cells, 0.1)
+    assert "adversarial training (PGD) holds best: 0.17" in text and "(none is above 0.10 here)" in text
+    assert "filter undoes much of it (0.57); through the filter DeepFool leaves 0.00" in text
+    capped = look_at({**cells, "none": {**cells["none"], "deepfool": 0.2},
+                      "feature squeezing": {**cells["feature squeezing"], "deepfool": 0.05}}, 0.1)  # fmt: skip
+    assert "(above 0.10 here: none 0.20)" in capped and "undoes" not in capped
+
+
 @pytest.mark.parametrize(
     ("numbers", "expected"),
     [
