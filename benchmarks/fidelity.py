@@ -123,6 +123,8 @@ def _recipe_rows(name: str, folder: Path, plain: dict[str, dict[str, float]]) ->
     else:
         runs = [results]
     per_seed = [module.numbers(r) for r in runs]
+    src = results.get("run", {}).get("source")
+    code = "not recorded" if not src else src["commit"][:7] + (" with local changes" if src["modified"] else "")
     rows = []
     for h in module.headlines(runs[0]):
         values = [n.get(h.key) for n in per_seed]
@@ -131,7 +133,7 @@ def _recipe_rows(name: str, folder: Path, plain: dict[str, dict[str, float]]) ->
         if h.key in PLAIN_KEYS.get(name, set()):
             baseline = mean_std([p.get(h.key) for p in plain.values()])
         rows.append({
-            "recipe": name, "headline": h.label, "key": h.key, "write_up": h.reference, "write_up_note": h.note,
+            "recipe": name, "headline": h.label, "key": h.key, "write_up": h.reference, "write_up_note": h.note, "code": code,
             "robustkit": {"mean": mean, "std": std, "per_seed": values},
             "plain_pytorch": None if baseline is None or baseline[0] is None else {"mean": baseline[0], "std": baseline[1]},
         })  # fmt: skip
@@ -144,6 +146,15 @@ def _cell(value: dict | None) -> str:
     return "–" if not value or value["mean"] is None else spread_text(value["mean"], value["std"])
 
 
+def _code_line(rows: list[dict[str, Any]]) -> str:
+    """Which robustkit commit made each recipe's numbers."""
+    per_recipe = dict.fromkeys((r["recipe"], r.get("code", "not recorded")) for r in rows)
+    commits = {code for _, code in per_recipe}
+    if len(commits) == 1:
+        return f"robustkit commit: {commits.pop()}."
+    return "robustkit commit per recipe: " + ", ".join(f"{name} {code}" for name, code in per_recipe) + "."
+
+
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     """The fidelity table and what it was measured on."""
     share = meta["train_images"] / FULL_CIFAR10_TRAIN
@@ -152,7 +163,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"CIFAR-10's {FULL_CIFAR10_TRAIN}) and the first {meta['test_images']} test images; seeds "
         f"{', '.join(map(str, meta['seeds']))} (mean ± sample std where a row has several runs); "
         f"{meta['minutes']:.0f} min with the model cache as it was. The write-ups trained on all of CIFAR-10 for "
-        f"50–70 epochs; here every model trained {meta['epochs']}.",
+        f"50–70 epochs; here every model trained {meta['epochs']}. {_code_line(rows)}",
         "",
         "| recipe | headline | write-up | robustkit | runs | plain PyTorch |",
         "|---|---|---|---|---|---|",

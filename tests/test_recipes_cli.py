@@ -2,6 +2,7 @@ import json
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,7 +60,7 @@ def test_recipe_on_digits(tmp_path, name):
     folder = load_recipe(name).run(options, **own)
     results = json.loads((folder / "results.json").read_text())
     assert KEYS[name] <= set(results) and results["recipe"] == name
-    assert set(FIGURES[name]) <= set(results["run"]["figures"])
+    assert set(FIGURES[name]) <= set(results["run"]["figures"]) and "source" in results["run"]
     for figure in results["run"]["figures"]:
         assert (folder / figure).stat().st_size > 1000
     report = (folder / "report.md").read_text()
@@ -99,6 +100,19 @@ def test_recipe_on_digits(tmp_path, name):
     if name == "fgsm-budget":
         for image in results["untargeted"]["images"]:
             assert image["success"] == (image["k"] is not None)
+
+
+def test_runs_record_the_commit_they_ran_from():
+    import robustkit
+    from robustkit.app.report import source
+
+    checkout = Path(robustkit.__file__).resolve().parents[1]
+    found = source()
+    if (checkout / ".git").exists():  # a checkout (CI, make test): the commit and whether tracked files differ
+        head = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+        assert found is not None and found["commit"] == head.strip() and isinstance(found["modified"], bool)
+    else:  # an installed wheel
+        assert found is None
 
 
 def test_run_folder_is_not_overwritten(tmp_path):
@@ -253,6 +267,7 @@ def test_fidelity_benchmark_on_a_cifar10_format_folder(tmp_path, monkeypatch):
     table = (tmp_path / "out" / "fidelity.md").read_text()
     assert "| fgsm-sweep | clean accuracy | 0.6 |" in table and "| 1 |" in table and "64 CIFAR-10 training images (about 0%" in table
     assert json.loads((tmp_path / "out" / "fidelity.json").read_text())["rows"]
+    assert "robustkit commit: " in table  # which code made the numbers
     text = page.read_text()
     assert "old" not in text and "| fgsm-sweep |" in text and text.endswith("after\n") and "before" in text
 

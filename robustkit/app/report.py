@@ -52,6 +52,7 @@ class RunFolder:
             "seconds": round(time.time() - self.started, 2),
             "python": platform.python_version(),
             "versions": versions(),
+            "source": source(),
             "figures": self.figures,
         }
         write_json(self.path / "results.json", {**results, "run": meta})
@@ -71,6 +72,24 @@ def versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             out[name] = None
     return out
+
+
+def source() -> dict[str, Any] | None:
+    """The git commit robustkit runs from, and whether its tracked files differ from it
+    (``None`` for an installed wheel or without git): which code made a run's numbers."""
+    import subprocess
+
+    checkout = Path(__file__).resolve().parents[2]
+    if not (checkout / ".git").exists():
+        return None
+    try:
+        git = ["git", "-C", str(checkout)]
+        commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True)
+        status = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                                timeout=10, check=True)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit.stdout.strip(), "modified": bool(status.stdout.strip())}
 
 
 def load_results(path: str | Path) -> dict[str, Any]:
