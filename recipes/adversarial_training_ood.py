@@ -129,11 +129,14 @@ def findings(n: dict) -> list[str]:
             if before is None or after is None:
                 continue
             delta = after - before
-            if after < 0.5:
+            noise = 3 / size if size and size < 200 else 0.0  # about three OOD images' worth of AUROC
+            margin = max(CHANGE, noise)
+            if before >= 0.5 and after < 0.5 - noise:
                 what, saw = f"made OOD detection collapse (max-softmax AUROC {after:.3f} < 0.5: OOD scored more confident than ID)", "collapse"
-            elif delta < -CHANGE:
-                what, saw = f"hurt OOD detection (max-softmax AUROC {before:.3f} → {after:.3f})", "hurt"
-            elif delta > CHANGE:
+            elif delta < -margin:
+                chance = ", about chance" if after < 0.5 + margin else ""
+                what, saw = f"hurt OOD detection (max-softmax AUROC {before:.3f} → {after:.3f}{chance})", "hurt"
+            elif delta > margin:
                 what, saw = f"helped OOD detection (max-softmax AUROC {before:.3f} → {after:.3f})", "helped"
             else:
                 what, saw = f"left OOD detection about unchanged (max-softmax AUROC {before:.3f} → {after:.3f})", "unchanged"
@@ -143,8 +146,8 @@ def findings(n: dict) -> list[str]:
                     sentence += f", as {ref['which']} saw"
                 else:
                     sentence += f", unlike {ref['which']}, which saw OOD detection {OUTCOME[ref['saw']]}"
-            if size and size < 200 and abs(delta) < 3 / size:
-                sentence += f" — within {3 / size:.2f}, i.e. about three of the {int(size)} OOD images, so not a measured change"
+            if noise > CHANGE and abs(delta) <= noise:
+                sentence += f" — within {noise:.2f}, i.e. about three of the {int(size)} OOD images, so not a measured change"
             out.append(sentence + ".")
     return out
 

@@ -63,6 +63,13 @@ def test_adversarial_training_ood_says_what_happened_beside_the_matching_write_u
     )
     assert "unchanged" in subset and "about three of the 35 OOD images" in subset
     assert "unlike the second write-up, which saw OOD detection improve" in subset
+    small = dict(size=35, ood_set="cifar100:bottle", model="robust@0.1")
+    chance = findings("adversarial-training-ood", _ato(0.678, 0.498, **small))  # 0.002 under 0.5 on 35 images
+    assert "hurt OOD detection (max-softmax AUROC 0.678 → 0.498, about chance)" in chance and "collapse" not in chance
+    assert "unlike the second write-up, which saw OOD detection improve" in chance
+    assert "unchanged" in findings("adversarial-training-ood", _ato(0.63, 0.69, **small))  # 0.06 < three images
+    already = findings("adversarial-training-ood", _ato(0.40, 0.35))  # below 0.5 before training: not its doing
+    assert "made OOD detection collapse" not in already and "hurt OOD detection" in already
     overfit = findings("adversarial-training-ood", _ato(0.9, 0.9, overfit=1.0, fallback=1.0))
     assert "overfit catastrophically" in overfit and "trained again with PGD" in overfit
     assert "overfit" not in findings("adversarial-training-ood", _ato(0.9, 0.9))
