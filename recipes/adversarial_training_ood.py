@@ -248,7 +248,7 @@ def _once(options, train, targeted, random_start, sets, explicit, eps) -> Path:
     for (name, score), by_model in curves.items():  # one ROC and one PR figure per set and score, the models overlaid
         family = name.split(":")[0]
         plots.roc_pr(by_model, ctx.folder.figure(f"roc_{family}_{score}"), ctx.folder.figure(f"pr_{family}_{score}"),
-                     title=f"{score} vs {name}")  # fmt: skip
+                     title=f"{score} vs {family}")  # fmt: skip
     plots.eps_curves({k: (v["eps"], v["accuracy"]) for k, v in sweeps.items()}, ctx.folder.figure("eps_curves"),
                      title="FGSM accuracy")  # fmt: skip
     clean = {k: accuracy(m, ctx.test.x, ctx.test.y) for k, m in models.items()}
