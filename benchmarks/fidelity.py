@@ -171,7 +171,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     ]
     for r in rows:
         ref = "–" if r["write_up"] is None else f"{r['write_up']:g}"
-        ref = f"{ref} {r['write_up_note']}".strip() if r["write_up_note"] else ref
+        if r["write_up_note"]:  # a number and its note, or the write-up's words alone
+            ref = r["write_up_note"] if r["write_up"] is None else f"{ref} {r['write_up_note']}"
         runs = sum(v is not None for v in r["robustkit"]["per_seed"])
         lines.append(
             f"| {r['recipe']} | {r['headline']} | {ref} | {_cell(r['robustkit'])} | {runs} | {_cell(r['plain_pytorch'])} |"
