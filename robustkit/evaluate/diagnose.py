@@ -480,7 +480,8 @@ def gradients_available(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batc
         detail = (
             f"{share:.1%} of points have a zero ({share_zero:.1%}) or NaN/inf ({share_nonfinite:.1%}) input gradient "
             "(a rounding or quantising layer, or a saturated softmax as in distillation): gradient attacks cannot move "
-            "them, so robust accuracy is overstated; attack with BPDA, a margin loss on logits, or a gradient-free attack"
+            "them, so robust accuracy is overstated; attack with BPDA, a margin loss on logits (a distilled model: "
+            "through TemperatureScaled), or a gradient-free attack"
         )
         return Check("gradients_available", status, detail, values, papers)
     detail = f"{share:.1%} of points have a zero or non-finite input gradient: gradient attacks have a direction"
