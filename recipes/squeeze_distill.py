@@ -226,8 +226,8 @@ def _once(options: RecipeOptions, temperature: float, threshold: float, squeezer
         plots.roc_pr(roc, ctx.folder.figure("squeezing_roc"), ctx.folder.figure("squeezing_pr"))
     acc = results["accuracy"]
     det = results["detector"]
-    masked = acc["distilled"]["pgd_linf"] > acc["baseline"]["pgd_linf"] + MASKING
-    results["gradient_masking_suspected"] = masked
+    plain, through = acc["distilled"]["pgd_linf"], acc[ADAPTIVE]["pgd_linf"]  # the adaptive row measures masking
+    results["gradient_masking_suspected"] = plain > acc["baseline"]["pgd_linf"] + MASKING or plain - through > CHANGE
     results["findings"] = findings(numbers(results))
     config = distiller.student_config
     lines = header(ctx, TITLE, SUMMARY) + [
