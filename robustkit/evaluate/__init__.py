@@ -6,13 +6,12 @@ and `benchmark` (clean, robust and OOD numbers in one call, as RobustBench and O
 
 from ..attacks.base import attack_batches
 from .benchmark import Benchmark, benchmark, ood_sets, threat_model
-from .diagnose import (
+from .checks import (
     Check,
     Diagnosis,
     adaptive_vs_oblivious,
     catastrophic_overfitting,
     defense_cost,
-    diagnose,
     gradients_available,
     incomplete_optimisation,
     iterative_vs_single_step,
@@ -23,6 +22,7 @@ from .diagnose import (
     unbounded_attack,
     unstable_predictions,
 )
+from .diagnose import diagnose
 from .ood import OODResult, ood, ood_metrics
 from .robustness import (
     Budget,

@@ -36,7 +36,7 @@ from ..detectors.ood import last_linear
 from ..modelling.data import LOADERS, Data, ImageSet, as_image_set, load_dataset, match_shape, pick_indices
 from ..registry import DETECTORS, attack_class, detector
 from ..registry import attack as make_attack
-from .diagnose import (
+from .checks import (
     Check,
     gradients_available,
     iterative_vs_single_step,

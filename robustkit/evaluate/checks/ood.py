@@ -1,0 +1,82 @@
+"""Checks on OOD scores: the ranking is better than a coin and not decided by ties.
+
+Papers: Hein, Andriushchenko & Bitterwolf 2019; Hendrycks et al. 2022.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ...core.papers import HEIN_2019, HENDRYCKS_2022
+from .base import Check, _share
+
+SATURATED = 0.10  # share of OOD scores tied with another score
+
+
+def ood_auroc(metrics: Any) -> Check:
+    """OOD AUROC below 0.5 warns: the score ranks ID images as more anomalous than OOD ones.
+
+    Takes an AUROC, an `ood_metrics` dict or an `OODResult`. Below 0.5 the detector is worse
+    than a coin: a sign flip (scores must be higher for OOD), or a model more confident on these
+    OOD images than on its own test images, as ReLU networks can be far from their training data.
+
+    Paper: Hein, Andriushchenko & Bitterwolf 2019, https://arxiv.org/abs/1812.05720
+    """
+    metrics = getattr(metrics, "metrics", metrics)  # an OODResult
+    auroc = _share("AUROC", metrics["AUROC"] if isinstance(metrics, dict) else metrics)
+    values = {"AUROC": auroc}
+    if auroc < 0.5:
+        detail = (
+            f"AUROC {auroc:.3f} < 0.5: the score ranks ID as more anomalous than OOD: a sign flip (higher scores "
+            "must mean more OOD), or a model more confident on these OOD images than on its own test images, as "
+            "ReLU networks can be far from their data (noise images often do this); check the sign, then the score "
+            "histograms, and compare training seeds"
+        )
+        return Check("ood_auroc", "warn", detail, values, HEIN_2019)
+    return Check(
+        "ood_auroc",
+        "pass",
+        f"AUROC {auroc:.3f} ≥ 0.5: the score ranks OOD above ID more often than not",
+        values,
+        HEIN_2019,
+    )
+
+
+def ood_saturated(
+    id_scores: Sequence[float] | np.ndarray, ood_scores: Sequence[float] | np.ndarray, threshold: float = SATURATED
+) -> Check:
+    """Tied OOD scores: more than ``threshold`` (default 10%) of all scores equal to another score warns.
+
+    A saturated score (softmax at exactly 1.0 for confident images) cannot rank the tied images,
+    so AUROC and FPR@95 depend on how ties are broken. Continuous scores almost never tie.
+
+    Paper: Hendrycks et al. 2022 (max logit instead of a saturating max softmax), https://arxiv.org/abs/1911.11132
+    """
+    id_s, ood_s = np.asarray(id_scores, dtype=np.float64).ravel(), np.asarray(ood_scores, dtype=np.float64).ravel()
+    scores = np.concatenate([id_s, ood_s])
+    if len(id_s) == 0 or len(ood_s) == 0:
+        raise ValueError("ood_saturated needs at least one ID and one OOD score")
+    values_, counts = np.unique(scores, return_counts=True)
+    tied = float(counts[counts > 1].sum() / len(scores))
+    top = int(counts.argmax())
+    mode_value, mode_share = float(values_[top]), float(counts[top] / len(scores))
+    values = {
+        "tied_share": tied,
+        "mode_value": mode_value,
+        "mode_share": mode_share,
+        "id_at_mode": float(np.mean(id_s == mode_value)),
+        "ood_at_mode": float(np.mean(ood_s == mode_value)),
+        "threshold": threshold,
+    }
+    if tied > threshold:
+        detail = (
+            f"{tied:.0%} of the scores tie ({mode_share:.0%} equal {mode_value:.6g}): the score is saturated (e.g. "
+            "softmax at 1.0), so ties decide the ranking; use max_logit or energy, or a temperature"
+        )
+        return Check("ood_saturated", "warn", detail, values, HENDRYCKS_2022)
+    return Check(
+        "ood_saturated", "pass", f"{tied:.1%} of the scores tie (within {threshold:.0%})", values, HENDRYCKS_2022
+    )
