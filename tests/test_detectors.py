@@ -65,7 +65,7 @@ def test_feature_detectors_need_data(model):
     with pytest.raises(ValueError, match="training data"):
         rk.detector("mahalanobis").fit(model)
     no_linear = torch.nn.Sequential(torch.nn.Conv2d(1, 10, 8), torch.nn.Flatten())
-    with pytest.raises(TypeError, match="features="):
+    with pytest.raises(ValueError, match="features="):
         rk.detector("knn").fit(no_linear, (torch.rand(20, 1, 8, 8), torch.arange(20) % 10))
 
 

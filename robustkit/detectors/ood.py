@@ -2,13 +2,19 @@
 
 Logit-based detectors (max logit, max softmax, energy, entropy, ODIN) need only the model.
 Feature-based ones (Mahalanobis, ViM, KNN) fit on ID training data and need the model's
-penultimate features: by default the input of the model's last ``nn.Linear`` (captured
-with a forward hook, so any classifier that ends in a linear layer works); pass
-``features=callable`` (and, for ViM, ``head=nn.Linear``) for any other model.
+penultimate features: the input of the ``nn.Linear`` that really produces the logits. At fit,
+every ``nn.Linear`` is hooked during one forward pass on the first fit batch, and the head is
+the one whose output equals the model's output (the last such call if several do), whatever
+the order the layers were registered in and whatever auxiliary layers run beside it; that head
+is reused (and checked) when scoring. A model whose logits no layer outputs as they are (a
+temperature division or another op after the head, no ``nn.Linear``, TorchScript) is refused:
+pass ``features=callable`` (and, for ViM, ``head=nn.Linear``, checked to map them to the logits).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
@@ -22,7 +28,11 @@ from ..core.params import Param, component, positive_int
 from .base import Detector
 
 TEMPERATURE = Param("temperature", 1.0, "softmax temperature T", low=0, low_open=True)
-FEATURES = component("features", (Callable,), "callable x → N×D penultimate features; default: the last linear layer's input")
+FEATURES = component(
+    "features",
+    (Callable,),
+    "callable x → N×D penultimate features; default: the input of the nn.Linear whose output is the logits",
+)
 
 
 class _LogitDetector(Detector):
@@ -101,43 +111,194 @@ class ODIN(Detector):
             return self._backend.predict(x)
 
 
+@dataclasses.dataclass(frozen=True)
+class Head:
+    """The ``nn.Linear`` whose output is the model's logits: its input is the penultimate features.
+
+    ``call`` is which of the layer's calls in one forward pass produces the logits (0 unless the
+    layer is shared); ``name`` is its path in the model, for messages.
+    """
+
+    linear: nn.Linear
+    call: int
+    name: str
+
+
+_HEADS: weakref.WeakKeyDictionary[nn.Module, Head | None] = weakref.WeakKeyDictionary()  # model -> head found at fit
+_USE_FEATURES = (
+    "pass features=callable (x → N×D penultimate features) when constructing the detector "
+    "(and, for vim, head=the nn.Linear that maps those features to the logits)"
+)
+
+
 def last_linear(model: nn.Module) -> nn.Linear | None:
-    """The model's last registered ``nn.Linear`` (its classifier head), or ``None``."""
+    """The model's last *registered* ``nn.Linear``, or ``None`` (a quick structural test only:
+    the head that really produces the logits is found by `find_head`)."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     return linears[-1] if linears else None
 
 
-def penultimate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The input of the model's last linear layer for ``x`` (N×D), captured by a forward hook."""
-    return logits_and_features(model, x)[1]
+def _matches(output: Any, logits: torch.Tensor) -> bool:
+    return (
+        isinstance(output, torch.Tensor)
+        and output.shape == logits.shape
+        and torch.allclose(output.to(logits.device, logits.dtype), logits, equal_nan=True)
+    )
 
 
-def logits_and_features(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward pass: the logits, and the input of the model's last linear layer (N×D)."""
-    head = last_linear(model)
-    if head is None:
-        raise TypeError(
-            "this detector needs penultimate features, and the model has no nn.Linear layer to take them from; "
-            "pass features=callable (x → N×D features) when constructing the detector"
-        )
-    captured: list[torch.Tensor] = []
-    handle = head.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0]))
+def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    logits = model(x)
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"feature detectors need a classifier returning N×C logits; the model returned {got}")
+    return logits
+
+
+def _hooked(model: nn.Module, x: torch.Tensor, linears: dict[nn.Linear, str]) -> tuple[torch.Tensor, list[tuple]]:
+    """One forward pass with ``linears`` hooked: the logits and, per call in order, ``(linear, k, input, output)``
+    (tensors kept only for 2-D outputs, the only ones that can be N×C logits)."""
+    calls: list[tuple] = []
+    count: dict[nn.Linear, int] = {}
+
+    def hook(module, args, kwargs, output):
+        k = count[module] = count.get(module, -1) + 1
+        keep = isinstance(output, torch.Tensor) and output.dim() == 2
+        inp = args[0] if args else kwargs.get("input")
+        calls.append((module, k, inp if keep else None, output if keep else None))
+
+    handles = [m.register_forward_hook(hook, with_kwargs=True) for m in linears]
     try:
-        logits = model(x)
+        logits = _forward(model, x)
     finally:
-        handle.remove()
-    return logits, captured[-1].flatten(1)
+        for handle in handles:
+            handle.remove()
+    return logits, calls
+
+
+def find_head(model: nn.Module, x: torch.Tensor, head: nn.Linear | None = None) -> tuple[Head, torch.Tensor, torch.Tensor]:
+    """The layer that really produces the logits, found in one forward pass on ``x``.
+
+    Every ``nn.Linear`` (or only ``head``, to verify it) is hooked; the head is the one whose
+    output equals the model's output (same shape, ``torch.allclose``), the last such call if
+    several do. Returns the head, the logits and the features (its input, N×D); raises
+    ``ValueError`` naming ``features=`` when no layer qualifies (no Linear, an op after the head
+    such as a temperature division, a TorchScript model).
+    """
+    names = {m: n or "(the model itself)" for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    if head is not None:
+        if head not in names:
+            raise ValueError(f"head={head} is not a layer of the model, so it cannot produce its logits; {_USE_FEATURES}")
+        names = {head: names[head]}
+    if not names:
+        what = "a TorchScript model, whose layers cannot be hooked" if isinstance(model, torch.jit.ScriptModule) else "no nn.Linear layer"
+        raise ValueError(
+            f"feature detectors read the input of the nn.Linear that produces the logits, and the model has {what}; "
+            + _USE_FEATURES
+        )
+    logits, calls = _hooked(model, x, names)
+    found = [c for c in calls if _matches(c[3], logits)]
+    if not found:
+        seen = ", ".join(
+            f"{names[m]} → {'×'.join(map(str, out.shape)) if out is not None else 'not N×C'}" for m, _, _, out in calls
+        )
+        which = f"head={names[head]}" if head is not None else "no nn.Linear"
+        raise ValueError(
+            f"{which} outputs the model's logits (shape {tuple(logits.shape)}; Linear calls seen: {seen or 'none'}): "
+            "the model changes them after its last layer (e.g. divides by a temperature) or ends in another op, "
+            f"so no layer's input is the penultimate features for sure; {_USE_FEATURES}"
+        )
+    linear, k, features, _ = found[-1]
+    if not isinstance(features, torch.Tensor):
+        raise ValueError(f"the head {names[linear]} was called without a tensor input; {_USE_FEATURES}")
+    return Head(linear, k, names[linear]), logits, features.flatten(1)
+
+
+def _head_for(model: nn.Module, x: torch.Tensor) -> Head | None:
+    """The head found for ``model`` at fit (searched now, once, if none was); ``None`` when none qualifies."""
+    if model not in _HEADS:
+        try:
+            _HEADS[model] = find_head(model, x)[0]
+        except ValueError:
+            _HEADS[model] = None
+    return _HEADS[model]
+
+
+def _through(model: nn.Module, x: torch.Tensor, head: Head) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass reading ``head``'s input, checked to still produce the logits."""
+    logits, calls = _hooked(model, x, {head.linear: head.name})
+    call = next((c for c in calls if c[1] == head.call), None)
+    if call is None or not _matches(call[3], logits) or not isinstance(call[2], torch.Tensor):
+        raise ValueError(
+            f"the head found at fit ({head.name}) no longer produces the model's logits on these inputs; "
+            "fit the detector again after changing the model, or " + _USE_FEATURES
+        )
+    return logits, call[2].flatten(1)
+
+
+def penultimate(model: nn.Module, x: torch.Tensor, head: Head | None = None) -> torch.Tensor:
+    """The penultimate features for ``x`` (N×D): the input of the ``nn.Linear`` that produces the
+    logits (`find_head`; the one found at fit is reused), captured by a forward hook."""
+    features = logits_and_features(model, x, head)[1]
+    if features is None:
+        find_head(model, x)  # raises, saying why
+    assert features is not None
+    return features
+
+
+def logits_and_features(
+    model: nn.Module, x: torch.Tensor, head: Head | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One forward pass: the logits and the penultimate features (N×D) read at ``head``, by default
+    the head found for this model at fit (searched once on ``x`` if none was). The features are
+    ``None`` when no ``nn.Linear`` produces the logits: logit detectors need nothing more, and
+    feature detectors refuse; a head found at fit that stopped producing the logits raises."""
+    head = head or _head_for(model, x)
+    if head is None:
+        return _forward(model, x), None
+    return _through(model, x, head)
 
 
 class _FeatureDetector(Detector):
-    """Fits a pytorch-ood features detector on the model's penultimate features."""
+    """Fits a pytorch-ood features detector on the model's penultimate features.
+
+    The head is found (`find_head`) in the first fit batch's forward pass and reused, checked,
+    on every later batch and when scoring.
+    """
 
     needs_data = True
     pood_name: ClassVar[str]
 
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        self._head: Head | None = None  # the head whose input is read (None with features=)
+        self._classes = 0  # the model's number of logits
+
+    def _start(self, x: torch.Tensor) -> torch.Tensor:
+        """The first fit batch's features; finds the head (or, with ``features=``, runs the model once)."""
+        model, features = self._module(), self.params["features"]
+        self._head = None
+        if features is None:
+            self._head, logits, z = find_head(model, x, self._given_head())
+            if self._given_head() is None:
+                _HEADS[model] = self._head
+        else:
+            logits, z = _forward(model, x), features(x)
+            self._check_features(logits, z, x)
+        self._classes = logits.shape[1]
+        return z
+
+    def _given_head(self) -> nn.Linear | None:
+        return None
+
+    def _check_features(self, logits: torch.Tensor, z: torch.Tensor, x: torch.Tensor) -> None:
+        """Checks on ``features=``'s output (ViM: that the head maps it to the logits)."""
+
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         features = self.params["features"]
-        return features(x) if features is not None else penultimate(self._module(), x)
+        if features is not None:
+            return features(x)
+        assert self._head is not None
+        return _through(self._module(), x, self._head)[1]
 
     def _make(self, pood: Any) -> Any:
         return getattr(pood, self.pood_name)(None)
@@ -148,8 +309,9 @@ class _FeatureDetector(Detector):
         device = model_device(model)
         with preserved_state(model), torch.no_grad():
             model.eval()
-            for xb, yb in self.fit_batches(data, batch_size):
-                yield self._encode(xb.to(device)), yb.to(device)
+            for i, (xb, yb) in enumerate(self.fit_batches(data, batch_size)):
+                xb = xb.to(device)
+                yield (self._start(xb) if i == 0 else self._encode(xb)), yb.to(device)
 
     def _fit(self, data, batch_size):
         pood = require("pytorch_ood.detector")
@@ -162,9 +324,14 @@ class _FeatureDetector(Detector):
         return self._backend.predict_features(self._encode(x))
 
     def reads(self) -> str | None:
-        return "features" if self.params["features"] is None else None
+        return "features" if self.params["features"] is None and self._given_head() is None else None
 
     def score_outputs(self, logits, features):
+        if features is None or _HEADS.get(self._module()) != self._head:
+            raise ValueError(
+                f"detector {self.name!r} was fitted on another head than the model's current one "
+                "(the model changed since fit): fit it again"
+            )
         return self._backend.predict_features(features)
 
 
@@ -174,6 +341,7 @@ class Mahalanobis(_FeatureDetector):
     The class means and the pooled scatter matrix are accumulated batch by batch (in float64),
     so fitting holds neither the images nor the features; the result is set on pytorch-ood's
     detector exactly as its ``fit_features`` would (scatter not divided by N, ridge 1e-6).
+    There is one mean per logit of the model, so the fit data must hold every class.
     """
 
     name = "mahalanobis"
@@ -183,25 +351,29 @@ class Mahalanobis(_FeatureDetector):
 
     def _fit(self, data, batch_size):
         pood = require("pytorch_ood.detector")
-        sums: torch.Tensor | None = None
-        counts = outer = None
+        sums = counts = outer = None
         for z, y in self._features(data, batch_size):
             z = z.double()
-            if sums is None:
-                sums = torch.zeros(0, z.shape[1], dtype=torch.float64, device=z.device)
-                counts = torch.zeros(0, dtype=torch.float64, device=z.device)
+            if sums is None:  # after the first batch: the class count is the model's
+                sums = torch.zeros(self._classes, z.shape[1], dtype=torch.float64, device=z.device)
+                counts = torch.zeros(self._classes, dtype=torch.float64, device=z.device)
                 outer = torch.zeros(z.shape[1], z.shape[1], dtype=torch.float64, device=z.device)
-            classes = int(y.max()) + 1
-            if classes > len(sums):
-                sums = torch.cat([sums, sums.new_zeros(classes - len(sums), z.shape[1])])
-                counts = torch.cat([counts, counts.new_zeros(classes - len(counts))])
+            bad = y[(y < 0) | (y >= self._classes)]
+            if len(bad):
+                raise ValueError(
+                    f"mahalanobis: label {int(bad[0])} in the fit data, but the model has {self._classes} logits "
+                    f"(classes 0..{self._classes - 1}); give labels in that range"
+                )
             sums.index_add_(0, y, z)
             counts.index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
             outer += z.T @ z
         assert sums is not None and counts is not None and outer is not None
         missing = (counts == 0).nonzero().flatten().tolist()
         if missing:
-            raise ValueError(f"mahalanobis needs every class in the fit data; classes {missing} have no images")
+            raise ValueError(
+                f"mahalanobis needs every one of the model's {self._classes} classes in the fit data; "
+                f"classes {missing} have no images: fit on data that holds them all"
+            )
         mu = sums / counts[:, None]
         scatter = outer - (mu.T * counts) @ mu  # Σ_i z_i z_iᵀ − Σ_c n_c μ_c μ_cᵀ = Σ_c Σ_{i∈c} (z_i−μ_c)(z_i−μ_c)ᵀ
         scatter += torch.eye(len(scatter), dtype=torch.float64, device=scatter.device) * 1e-6
@@ -224,20 +396,36 @@ class KNN(_FeatureDetector):
 
 
 class ViM(_FeatureDetector):
-    """Virtual-logit matching (pytorch_ood.detector.ViM); uses the model's last linear layer."""
+    """Virtual-logit matching (pytorch_ood.detector.ViM) with the head that produces the logits.
+
+    ``head=`` is checked: with ``features=``, ``head(features(x))`` must equal the logits; without,
+    its output in the forward pass must.
+    """
 
     name = "vim"
     pood_name = "ViM"
     parameters = (
         FEATURES,
-        component("head", (nn.Linear,), "the classifier's last linear layer; default: found in the model"),
+        component("head", (nn.Linear,), "the nn.Linear that maps the features to the logits; default: found in the forward pass"),
         positive_int("d", None, "dimension of the principal subspace; None: half the feature size", optional=True),
     )
     paper = WANG_2022
 
+    def _given_head(self) -> nn.Linear | None:
+        return self.params["head"]
+
+    def _check_features(self, logits, z, x):
+        head = self.params["head"]
+        if head is None:
+            head = find_head(self._module(), x)[0].linear
+        if z.dim() != 2 or z.shape[1] != head.in_features or not _matches(head(z), logits):
+            raise ValueError(
+                f"vim: head {head} does not map features(x) (shape {tuple(z.shape)}) to the model's logits; "
+                "pass the features= and head= that do (logits = head(features(x)))"
+            )
+        self._vim_head = head
+
     def _make(self, pood):
-        head = self.params["head"] or last_linear(self._module())
-        if not isinstance(head, nn.Linear):
-            raise TypeError("vim needs the model's last linear layer: pass head=nn.Linear")
+        head = self._head.linear if self._head is not None else self._vim_head
         d = self.params["d"] or max(1, min(head.in_features // 2, head.in_features - 1))
         return pood.ViM(None, d=d, w=head.weight.detach(), b=head.bias.detach())
