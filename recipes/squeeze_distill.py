@@ -41,6 +41,11 @@ ADAPTIVE = "distilled, adaptive"  # the accuracy row of attacks through the dist
 CHANGE = 0.05  # a PGD accuracy change smaller than this (about two binomial std. errors at 200 images) is noise
 
 
+def _three(value: float | None) -> str:
+    """A share at three decimals, as the findings give it ('–': none)."""
+    return "–" if value is None else f"{value:.3f}"
+
+
 def numbers(results: dict) -> dict[str, float | None]:
     """Clean accuracy of baseline, teacher and student (on all test images), attacked accuracy
     (``<row>/<attack>``; row `ADAPTIVE`: the distilled model attacked through its logits
@@ -123,7 +128,7 @@ def findings(n: dict) -> list[str]:
     tprs = {k.split("/")[1]: v for k, v in n.items() if k.startswith("detector/") and k.endswith("/tpr") and v is not None}
     fpr = n.get("detector/clean_fpr")
     if tprs and fpr is not None:
-        listed = ", ".join(f"{a} {v:.2f}" for a, v in tprs.items())
+        listed = ", ".join(f"{a} {v:.3f}" for a, v in tprs.items())
         caught = [a for a, v in tprs.items() if v > 0.5]
         out.append(
             f"At the threshold the squeezing detector flags {fpr:.3f} of clean inputs and, of the successful "
@@ -133,8 +138,8 @@ def findings(n: dict) -> list[str]:
         at5 = {a: n.get(f"detector/{a}/tpr_at_5fpr") for a in tprs}
         if fpr > FLAGGED and all(v is not None for v in at5.values()):
             out.append(
-                f"That threshold flags {fpr:.0%} of clean inputs, too many for use; at 5% false positives (Xu et al. "
-                f"2018 set the threshold on clean data) it catches {', '.join(f'{a} {v:.2f}' for a, v in at5.items())}."
+                f"A false-positive rate of {fpr:.3f} is too high for use; at 5% false positives (Xu et al. 2018 set "
+                f"the threshold on clean data) it catches {', '.join(f'{a} {v:.3f}' for a, v in at5.items())}."
             )
     return out
 
@@ -231,42 +236,51 @@ def _once(options: RecipeOptions, temperature: float, threshold: float, squeezer
     results["findings"] = findings(numbers(results))
     config = distiller.student_config
     lines = header(ctx, TITLE, SUMMARY) + [
-        f"PGD L∞ ε={eps:.4f}, PGD L2 ε={eps * 10:.3f} (20 steps), DDN (100 steps, unbounded); {len(x)} test images.",
+        f"PGD L∞ ε={eps:.4f}, PGD L2 ε={eps * 10:.3f} (20 steps), DDN (100 steps, unbounded); attacks on the first {len(x)} test images.",
         f"Distillation at T={temperature:g}: teacher and student each trained {config.epochs} epochs with the "
         "undefended model's settings, the head initialised T× larger and trained at the matching learning rate "
         "(so training at T is training at T = 1 with T× larger logits; no extra epochs); "
         f"squeezers {', '.join(names)}; threshold {threshold:g}.",
         "",
-        "## Clean accuracy",
+        f"## Clean accuracy (all {len(ctx.test)} test images)",
         "",
         table(
             ["", "undefended", "teacher (at T=1)", "student (at T=1)"],
-            [[f"clean accuracy ({len(ctx.test)} test images)", clean_all["baseline"], clean_all["teacher"],
-              clean_all["distilled"]]],
+            [[f"clean accuracy ({len(ctx.test)} test images)", *[f"{clean_all[k]:.3f}" for k in clean_all]]],
         ),
         "",
         "## Findings",
         "",
         *[f"- {f}" for f in results["findings"]],
         "",
-        "## Accuracy",
+        f"## Accuracy (the {len(x)} attacked test images)",
         "",
-        table(["model", "clean", *attacks], [[k, *v.values()] for k, v in acc.items()]),
+        f"Every column is measured on the first {len(x)} test images, the ones attacked, so its `clean` column is "
+        f"their clean accuracy; the clean accuracy above is on all {len(ctx.test)} test images."
+        if len(x) < len(ctx.test)
+        else f"Every column is measured on all {len(x)} test images.",
+        "",
+        table(
+            ["model", f"clean ({len(x)} images)", *attacks],
+            [[k, *(f"{a:.3f}" for a in v.values())] for k, v in acc.items()],
+        ),
         "",
         f"`{ADAPTIVE}`: the distilled model, attacked through its logits divided by T={temperature:g} (the same "
         "predictions with an unsaturated softmax; Carlini & Wagner 2016).",
         "",
         "## Feature-squeezing detector (on the baseline model's successful adversarial examples)",
         "",
-        "An example is successful when the baseline classified the clean image right and the attacked one wrong "
-        "(Xu et al. 2018); false positives are counted on every clean image.",
+        f"Of the {len(x)} attacked test images, an example is successful when the baseline classified the clean "
+        "image right and the attacked one wrong (Xu et al. 2018); its count is the table's `examples` column, the "
+        f"number of images each TPR and AUROC is measured on. False positives are counted on all {len(x)} clean "
+        "images.",
         "",
-        f"False-positive rate on clean inputs at threshold {threshold:g}: {fpr:.3f}.",
+        f"False-positive rate on the {len(x)} clean images at threshold {threshold:g}: {fpr:.3f}.",
         "",
         table(
-            ["attack", "examples", "TPR @ threshold", "TPR @ 5% FPR", "AUROC"],
+            ["attack", f"examples (of {len(x)})", "TPR @ threshold", "TPR @ 5% FPR", "AUROC"],
             [
-                [n, d["successful_examples"], d["tpr_at_threshold"], d.get("tpr_at_5pct_fpr"), d.get("AUROC")]
+                [n, d["successful_examples"], *(_three(d.get(k)) for k in ("tpr_at_threshold", "tpr_at_5pct_fpr", "AUROC"))]
                 for n, d in det.items()
                 if isinstance(d, dict)
             ],
@@ -275,13 +289,16 @@ def _once(options: RecipeOptions, temperature: float, threshold: float, squeezer
         *([look(LOOK), "", "![roc](squeezing_roc.png) ![pr](squeezing_pr.png)"] if roc else []),
     ]
     classes = len(ctx.test.info.classes)
+    everyone, attacked = f"all {len(ctx.test)} test images", f"the {len(x)} attacked images"
     checks = [
-        model_learned(clean_all["baseline"], classes, len(ctx.test)),
-        labelled(model_learned(clean_all["teacher"], classes, len(ctx.test)), "distillation teacher"),
-        labelled(defense_cost(clean_all["baseline"], clean_all["distilled"]), "distillation"),
-        labelled(gradients_available(distilled, x, y), "distilled model"),
-        labelled(unbounded_attack(attacks["pgd_l2"], distilled, x, y), "PGD L2 on the distilled model"),
-        labelled(unbounded_attack(attacks["pgd_l2"], scaled, x, y), "PGD L2 on the distilled model's logits / T"),
+        labelled(model_learned(clean_all["baseline"], classes, len(ctx.test)), everyone),
+        labelled(model_learned(clean_all["teacher"], classes, len(ctx.test)), f"distillation teacher, {everyone}"),
+        labelled(defense_cost(clean_all["baseline"], clean_all["distilled"]), f"distillation, {everyone}"),
+        labelled(gradients_available(distilled, x, y), f"distilled model, {attacked}"),
+        labelled(unbounded_attack(attacks["pgd_l2"], distilled, x, y), f"PGD L2 on the distilled model, {attacked}"),
+        labelled(
+            unbounded_attack(attacks["pgd_l2"], scaled, x, y), f"PGD L2 on the distilled model's logits / T, {attacked}"
+        ),
     ]
     return finish(ctx, results, lines, checks)
 

@@ -95,8 +95,9 @@ def test_squeeze_distill_findings_follow_the_numbers():
     assert "lowers PGD L∞ accuracy" in lowered
     noisy = findings("squeeze-distill", {**SQUEEZE, "detector/clean_fpr": 0.39, "detector/pgd_linf/tpr_at_5fpr": 0.29,
                                          "detector/ddn/tpr_at_5fpr": 0.03})  # fmt: skip
-    assert "flags 39% of clean inputs" in noisy and "pgd_linf 0.29, ddn 0.03" in noisy
-    assert "too many" not in ok
+    assert "flags 0.390 of clean inputs" in noisy and "rate of 0.390 is too high" in noisy
+    assert "it catches pgd_linf 0.290, ddn 0.030" in noisy
+    assert "too high for use" not in ok
     missed = findings("squeeze-distill", {**SQUEEZE, "detector/pgd_linf/tpr": 0.2})
     assert "fewer than half" in missed
     unmasked = {**SQUEEZE, "baseline/pgd_linf": 0.0, "distilled/pgd_linf": 0.12, "distilled, adaptive/pgd_linf": 0.01}
@@ -132,7 +133,8 @@ MATRIX = {"none/deepfool": 0.05, "none/clean": 0.6, "none/pgd": 0.0, "deepfool_s
 
 def test_defense_matrix_findings_follow_the_numbers():
     ok = findings("defense-matrix", MATRIX)
-    assert "leaves 5.0%" in ok and "stopped early" not in ok and "did not overfit" in ok
+    assert "leaves an accuracy of 0.050 (at most 50 iterations" in ok and "the write-up left 0.074" in ok
+    assert "stopped early" not in ok and "did not overfit" in ok
     assert "overstates it" in ok and "(FGSM) has clean accuracy 0.500" in ok
     capped = findings("defense-matrix", {**MATRIX, "none/deepfool": 0.196})
     assert "stopped early" in capped
@@ -184,3 +186,21 @@ def test_seed_dependence_names_the_numbers_that_move_with_the_seed():
     assert "clean accuracy" not in sentence and "budget" not in sentence  # within 0.1; not a share
     assert seed_dependence(heads, [{**r, "max_logit/AUROC": 0.8 + i / 100} for i, r in enumerate(runs)]) is None
     assert seed_dependence(heads, runs[:1]) is None
+
+
+def test_adaptive_check_advice_fits_the_attack_that_already_is_adaptive():
+    from robustkit.evaluate import adaptive_vs_oblivious
+
+    warned = adaptive_vs_oblivious(0.60, 0.45, 500)  # the attack through the filter leaves more than the oblivious one
+    assert warned.status != "pass"
+    matrix = load_recipe("defense-matrix").through_filter(warned, "FGSM")
+    assert matrix.status == warned.status and matrix.values == warned.values
+    assert "FGSM through the filter (BPDA) leaves 60.0% accuracy" in matrix.detail
+    assert "already attacks through the filter with BPDA" in matrix.detail and "the defense's worth" in matrix.detail
+    assert "attack through it with BPDA" not in matrix.detail
+    ae = load_recipe("ae-purification").adaptive_advice
+    bpda, through = ae(warned, "BPDA"), ae(warned, "through the AE")
+    assert "already attacks with BPDA" in bpda.detail and "attack through it with BPDA" not in bpda.detail
+    assert "already differentiates through the autoencoder" in through.detail and "45.0%" in through.detail
+    passed = adaptive_vs_oblivious(0.30, 0.45, 500)
+    assert load_recipe("defense-matrix").through_filter(passed, "PGD") == passed == ae(passed, "BPDA")
