@@ -34,6 +34,7 @@ LOOK = (  # the report's paragraph beside the figures
 GRID = "0,0.01,0.02,0.05,0.1,0.2"
 CIFAR100_SUBSET = "cifar100:bottle,clock,plate,telephone"
 SCORES = ("max_softmax", "max_logit")
+MONITOR = 256  # training images adversarial training is monitored on (Context.robust_classifier)
 CHANGE = 0.02  # an AUROC change larger than this is "hurt" or "helped"
 OUTCOME = {"collapse": "collapse", "hurt": "get worse", "helped": "improve", "unchanged": "stay about the same"}
 # What each write-up compared: its OOD set, the FGSM budget it trained with, and its numbers
@@ -216,6 +217,7 @@ def _once(options, train, targeted, random_start, sets, explicit, eps) -> Path:
     for e in train:
         label = f"robust@{eps_label(e)}"
         models[label], training[label] = ctx.robust_classifier(standard, e, random_start=random_start, targeted=targeted)
+    monitor = min(MONITOR, len(ctx.train))  # the training images robust_classifier monitors every epoch
     outliers, missing = {}, []
     for name in sets:
         kwargs = {"shape": ctx.test.info.shape, "size": len(ctx.test), "seed": options.seed} if name == "fakedata" else {}
@@ -289,12 +291,12 @@ def _once(options, train, targeted, random_start, sets, explicit, eps) -> Path:
     lines = header(ctx, TITLE, SUMMARY) + [
         f"Robust models: FGSM{' with random start' if random_start else ''} at ε = "
         f"{', '.join(eps_label(e) for e in train)}{' (targeted)' if targeted else ''}, half of every batch "
-        "adversarial; 256 training images monitored every epoch (clean, FGSM, PGD-10 accuracy). "
+        f"adversarial; {monitor} training images monitored every epoch (clean, FGSM, PGD-10 accuracy). "
         f"OOD sets: {', '.join(f'`{s}` ({len(d)} images)' for s, d in outliers.items())}.",
         "",
         *[f"{m}" for m in missing],
         *([""] if missing else []),
-        "## Checks",
+        f"## Adversarial training (monitored on {monitor} training images)",
         "",
         table(["model", "training attack", "catastrophic overfitting", "why", ""], training_rows),
         "",
@@ -302,22 +304,26 @@ def _once(options, train, targeted, random_start, sets, explicit, eps) -> Path:
         "",
         *[f"- {f}" for f in results["findings"]],
         "",
-        "## Against the write-ups (each beside its own comparison)",
+        f"## Against the write-ups (each beside its own comparison; here {len(ctx.test)} ID test images)",
         "",
         *write_up_lines,
         "",
-        comparison(compare, options.dataset),
+        comparison([(q, None if v is None else f"{v:.3f}", ref) for q, v, ref in compare], options.dataset),
         "",
-        "## Numbers",
+        f"## Numbers (all {len(ctx.test)} test images)",
         "",
         table(
             ["model", "clean accuracy", *[f"FGSM ε={e:g}" for e in sweeps["standard"]["eps"][1:]]],
-            [[k, clean[k], *v["accuracy"][1:]] for k, v in sweeps.items()],
+            [[k, f"{clean[k]:.3f}", *(f"{a:.3f}" for a in v["accuracy"][1:])] for k, v in sweeps.items()],
         ),
+        "",
+        f"OOD detection: the {len(ctx.test)} ID test images against "
+        + ", ".join(f"the {len(d)} OOD images of `{s}`" for s, d in outliers.items())
+        + ".",
         "",
         table(
             ["OOD set / model / score", "AUROC", "AUPR-IN", "AUPR-OUT", "FPR95TPR"],
-            [[k.replace("|", " / "), *m.values()] for k, m in metrics.items()],
+            [[k.replace("|", " / "), *(f"{v:.3f}" for v in m.values())] for k, m in metrics.items()],
         ),
         "",
         look(LOOK),
@@ -327,13 +333,20 @@ def _once(options, train, targeted, random_start, sets, explicit, eps) -> Path:
         *[f"![{f}]({f})" for f in ctx.folder.figures if f.startswith(("roc", "pr", "hist"))],
     ]
     n_test, classes = len(ctx.test), len(ctx.test.info.classes)
-    checks = [model_learned(clean["standard"], classes, n_test)]
+    images = f"all {n_test} test images"
+    checks = [labelled(model_learned(clean["standard"], classes, n_test), images)]
     for label, record in training.items():
-        checks.append(labelled(defense_cost(clean["standard"], clean[label]), label))
+        checks.append(labelled(defense_cost(clean["standard"], clean[label]), f"{label}, {images}"))
         used = next(run for run in record["runs"] if run["attack"] == record["used"])
-        checks.append(labelled(catastrophic_overfitting(used["history"]), f"{label}, {used['attack']}"))
-    checks += [labelled(monotone_in_eps(s["eps"], s["accuracy"], n_test), f"FGSM sweep, {k}") for k, s in sweeps.items()]
-    checks += [labelled(ood_auroc(m), k.replace("|", " / ")) for k, m in metrics.items() if k.endswith("max_logit")]
+        checks.append(labelled(catastrophic_overfitting(used["history"]),
+                               f"{label}, {used['attack']}, monitor of {monitor} training images"))  # fmt: skip
+    checks += [labelled(monotone_in_eps(s["eps"], s["accuracy"], n_test), f"FGSM sweep, {k}, {images}")
+               for k, s in sweeps.items()]  # fmt: skip
+    checks += [
+        labelled(ood_auroc(m), f"{k.replace('|', ' / ')}, {n_test} ID vs {len(outliers[k.split('|')[0]])} OOD images")
+        for k, m in metrics.items()
+        if k.endswith("max_logit")
+    ]
     return finish(ctx, results, lines, checks)
 
 

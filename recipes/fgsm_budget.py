@@ -7,6 +7,7 @@ import torch
 
 from robustkit.app import plots
 from robustkit.app.runner import Headline, RecipeOptions, comparison, finish, header, look, over_seeds, start, table
+from robustkit.app.sanity import labelled
 from robustkit.evaluate import minimal_budget, model_learned, predict, random_targets
 
 NAME = "fgsm-budget"
@@ -106,6 +107,7 @@ def _once(options: RecipeOptions, images: int, index: str | None, target: str | 
         if (t == y).any():
             raise ValueError(f"target class {target!r} is the true class of some picked images; choose another")
     results, lines = {}, header(ctx, TITLE, SUMMARY) + [look(LOOK), ""]
+    searched = f"the {len(x)} correctly classified test images searched"
     for mode, tgt in (("untargeted", None), ("targeted", t)):
         budget = minimal_budget(model, x, y, target=tgt, max_k=max_k)
         adv_pred = predict(model, budget.x_adv)
@@ -144,7 +146,7 @@ def _once(options: RecipeOptions, images: int, index: str | None, target: str | 
             [r["index"], r["true"], *([r["target"]] if tgt is not None else []), r["k"], r["prediction"]]
             for r in per_image
         ]
-        lines += [f"## {mode.capitalize()}", "", table(headers, rows), "", f"![{mode}]({mode}_examples.png)", ""]
+        lines += [f"## {mode.capitalize()} ({searched})", "", table(headers, rows), "", f"![{mode}]({mode}_examples.png)", ""]
     n = numbers(results)
     results["findings"] = findings(n)
     lines += [
@@ -152,7 +154,7 @@ def _once(options: RecipeOptions, images: int, index: str | None, target: str | 
         "",
         *[f"- {f}" for f in results["findings"]],
         "",
-        "## Against the write-up",
+        f"## Against the write-up (here {searched}; a median over the images whose budget was found)",
         "",
         comparison(
             [
@@ -163,7 +165,8 @@ def _once(options: RecipeOptions, images: int, index: str | None, target: str | 
         ),
     ]
     clean = len(correct) / len(ctx.test)
-    return finish(ctx, results, lines, [model_learned(clean, len(classes), len(ctx.test))])
+    learned = labelled(model_learned(clean, len(classes), len(ctx.test)), f"all {len(ctx.test)} test images")
+    return finish(ctx, results, lines, [learned])
 
 
 if __name__ == "__main__":

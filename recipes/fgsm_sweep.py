@@ -17,6 +17,7 @@ from robustkit.app.runner import (
     start,
     table,
 )
+from robustkit.app.sanity import labelled
 from robustkit.evaluate import eps_sweep, model_learned, monotone_in_eps, predict
 from robustkit.registry import attack
 
@@ -168,17 +169,25 @@ def _once(options: RecipeOptions, eps: str, target: str | None) -> Path:
         "",
         *[f"- {f}" for f in results["findings"]],
         "",
-        "## Against the write-up (a 60%-accuracy CIFAR-10 model)",
+        f"## Against the write-up (a 60%-accuracy CIFAR-10 model; here all {len(ctx.test)} test images)",
         "",
-        headline_table([h for h in headlines() if h.reference is not None], n, options.dataset),
+        headline_table(
+            [h for h in headlines() if h.reference is not None],
+            {k: None if v is None else f"{v:.3f}" for k, v in n.items()},
+            options.dataset,
+        ),
         "",
-        "## Sweep",
+        f"## Sweep (all {len(ctx.test)} test images; targeted: the {len(yt)} not of class {target})",
+        "",
+        f"The targeted columns leave out the {len(ctx.test) - len(yt)} images of class {target}, so their ε=0 "
+        f"accuracy is on {len(yt)} images, not on all {len(ctx.test)}.",
         "",
         table(
-            ["ε", "untargeted accuracy", f"targeted accuracy (→{target})", "target reached"],
+            ["ε", f"untargeted accuracy ({len(ctx.test)} images)", f"targeted accuracy (→{target}, {len(yt)} images)",
+             f"target reached ({len(yt)} images)"],
             [
-                list(r)
-                for r in zip(untargeted.eps, untargeted.accuracy, targeted.accuracy, targeted.target_rate, strict=True)
+                [f"{e:g}", *(f"{v:.3f}" for v in r)]
+                for e, *r in zip(untargeted.eps, untargeted.accuracy, targeted.accuracy, targeted.target_rate, strict=True)
             ],
         ),
         "",
@@ -191,9 +200,10 @@ def _once(options: RecipeOptions, eps: str, target: str | None) -> Path:
         "",
         "![0.01](grid_eps_0.01.png) ![0.1](grid_eps_0.1.png) ![0.3](grid_eps_0.3.png)",
     ]
+    images = f"all {len(ctx.test)} test images"
     checks = [
-        model_learned(at[0.0], len(classes), len(ctx.test)),
-        monotone_in_eps(untargeted.eps, untargeted.accuracy, len(ctx.test)),
+        labelled(model_learned(at[0.0], len(classes), len(ctx.test)), images),
+        labelled(monotone_in_eps(untargeted.eps, untargeted.accuracy, len(ctx.test)), f"untargeted, {images}"),
     ]
     return finish(ctx, results, lines, checks)
 

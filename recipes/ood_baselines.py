@@ -137,6 +137,7 @@ def _once(options: RecipeOptions, ood_set: str) -> Path:
         if len(outliers) < 200
         else []
     )
+    sizes = f"{len(ctx.test)} ID test images vs {len(outliers)} OOD images"
     lines = header(ctx, TITLE, SUMMARY) + [
         f"OOD set: `{ood_set}` ({len(outliers)} images). Clean test accuracy: {clean:.3f}.",
         "",
@@ -145,13 +146,20 @@ def _once(options: RecipeOptions, ood_set: str) -> Path:
         "",
         *[f"- {f}" for f in results["findings"]],
         "",
-        "## Against the write-up",
+        f"## Against the write-up (here {sizes})",
         "",
-        headline_table(headlines(results)[: 1 + sum(1 for k in REFERENCE if k[0] == family)], n, options.dataset),
+        headline_table(
+            headlines(results)[: 1 + sum(1 for k in REFERENCE if k[0] == family)],
+            {k: None if v is None else f"{v:.3f}" for k, v in n.items()},
+            options.dataset,
+        ),
         "",
-        "## Every score (OOD is the positive class; higher score = more likely OOD)",
+        f"## Every score ({sizes}; OOD is the positive class; higher score = more likely OOD)",
         "",
-        table(["score", "AUROC", "AUPR-IN", "AUPR-OUT", "FPR95TPR"], [[d, *m.values()] for d, m in metrics.items()]),
+        table(
+            ["score", "AUROC", "AUPR-IN", "AUPR-OUT", "FPR95TPR"],
+            [[d, *(f"{v:.3f}" for v in m.values())] for d, m in metrics.items()],
+        ),
         "",
         look(LOOK),
         "",
@@ -159,9 +167,9 @@ def _once(options: RecipeOptions, ood_set: str) -> Path:
         "",
         *[f"![{d}](sorted_{d}.png) ![{d}](hist_{d}.png)" for d in metrics],
     ]
-    checks = [model_learned(clean, len(ctx.test.info.classes), len(ctx.test))]
-    checks += [labelled(ood_auroc(m), name) for name, m in metrics.items()]
-    checks.append(labelled(ood_saturated(*scores["max_softmax"]), "max_softmax"))
+    checks = [labelled(model_learned(clean, len(ctx.test.info.classes), len(ctx.test)), f"all {len(ctx.test)} test images")]
+    checks += [labelled(ood_auroc(m), f"{name}, {sizes}") for name, m in metrics.items()]
+    checks.append(labelled(ood_saturated(*scores["max_softmax"]), f"max_softmax, {sizes}"))
     return finish(ctx, results, lines, checks)
 
 
