@@ -146,6 +146,10 @@ def test_a_changed_model_is_not_read_through_a_stale_head(model, digits_train, d
     net.head = nn.Linear(128, 10)  # replaced after fit: the fitted head no longer runs
     with pytest.raises(ValueError, match="fit the detector again"):
         det.score(x)
-    rk.detector("knn").fit(net, digits_train)  # another fit finds the new head for the shared pass
-    with pytest.raises(ValueError, match="fit it again"):
-        rk.evaluate.ood([det], x, x)  # a list: the shared forward pass
+    with pytest.raises(ValueError, match="fit it again"):  # the shared pass finds the new head, det refuses it
+        rk.evaluate.ood([det, rk.detector("energy").fit(net)], x, x)
+    refitted = rk.detector("mahalanobis").fit(net, digits_train)
+    shared = rk.evaluate.ood([refitted, rk.detector("energy").fit(net)], x, x)
+    with torch.no_grad():
+        assert torch.equal(penultimate(net, x), model.features(x)) and net.head is not model.net.head
+    assert torch.allclose(torch.from_numpy(shared["mahalanobis"].id_scores), refitted.score(x), rtol=1e-5, atol=1e-5)

@@ -213,26 +213,37 @@ def find_head(model: nn.Module, x: torch.Tensor, head: nn.Linear | None = None) 
     return Head(linear, k, names[linear]), logits, features.flatten(1)
 
 
-def _head_for(model: nn.Module, x: torch.Tensor) -> Head | None:
-    """The head found for ``model`` at fit (searched now, once, if none was); ``None`` when none qualifies."""
-    if model not in _HEADS:
-        try:
-            _HEADS[model] = find_head(model, x)[0]
-        except ValueError:
-            _HEADS[model] = None
-    return _HEADS[model]
+def _search(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """`find_head` on ``x``, remembered for ``model``: its logits and features, or ``None`` when
+    no layer qualifies."""
+    try:
+        head, logits, features = find_head(model, x)
+    except ValueError:
+        _HEADS[model] = None
+        return None
+    _HEADS[model] = head
+    return logits, features
 
 
-def _through(model: nn.Module, x: torch.Tensor, head: Head) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward pass reading ``head``'s input, checked to still produce the logits."""
+def _read(model: nn.Module, x: torch.Tensor, head: Head) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One forward pass reading ``head``'s input; the features are ``None`` unless that call's
+    output is the logits."""
     logits, calls = _hooked(model, x, {head.linear: head.name})
     call = next((c for c in calls if c[1] == head.call), None)
     if call is None or not _matches(call[3], logits) or not isinstance(call[2], torch.Tensor):
+        return logits, None
+    return logits, call[2].flatten(1)
+
+
+def _through(model: nn.Module, x: torch.Tensor, head: Head) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_read` that insists: the head found at fit must still produce the logits."""
+    logits, features = _read(model, x, head)
+    if features is None:
         raise ValueError(
             f"the head found at fit ({head.name}) no longer produces the model's logits on these inputs; "
             "fit the detector again after changing the model, or " + _USE_FEATURES
         )
-    return logits, call[2].flatten(1)
+    return logits, features
 
 
 def penultimate(model: nn.Module, x: torch.Tensor, head: Head | None = None) -> torch.Tensor:
@@ -248,14 +259,24 @@ def penultimate(model: nn.Module, x: torch.Tensor, head: Head | None = None) -> 
 def logits_and_features(
     model: nn.Module, x: torch.Tensor, head: Head | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One forward pass: the logits and the penultimate features (N×D) read at ``head``, by default
-    the head found for this model at fit (searched once on ``x`` if none was). The features are
-    ``None`` when no ``nn.Linear`` produces the logits: logit detectors need nothing more, and
-    feature detectors refuse; a head found at fit that stopped producing the logits raises."""
-    head = head or _head_for(model, x)
-    if head is None:
-        return _forward(model, x), None
-    return _through(model, x, head)
+    """One forward pass: the logits and the penultimate features (N×D) read at ``head``.
+
+    By default the head is the one found for this model at fit (searched on ``x`` if there is
+    none, or if it stopped producing the logits). The features are ``None`` when no
+    ``nn.Linear`` produces the logits: logit detectors need nothing more, feature detectors
+    refuse (and refuse a head other than the one they were fitted on).
+    """
+    if head is not None:
+        return _through(model, x, head)
+    if model in _HEADS:
+        known = _HEADS[model]
+        if known is None:
+            return _forward(model, x), None
+        logits, features = _read(model, x, known)
+        if features is not None:
+            return logits, features
+    found = _search(model, x)  # first time, or the model changed since its head was found
+    return found if found is not None else (_forward(model, x), None)
 
 
 class _FeatureDetector(Detector):
@@ -327,10 +348,10 @@ class _FeatureDetector(Detector):
         return "features" if self.params["features"] is None and self._given_head() is None else None
 
     def score_outputs(self, logits, features):
-        if features is None or _HEADS.get(self._module()) != self._head:
+        if self.reads() == "features" and (features is None or _HEADS.get(self._module()) != self._head):
             raise ValueError(
-                f"detector {self.name!r} was fitted on another head than the model's current one "
-                "(the model changed since fit): fit it again"
+                f"detector {self.name!r} was fitted on the input of {self._head.name if self._head else 'a head'}, "
+                "which no longer produces the model's logits (the model changed since fit): fit it again"
             )
         return self._backend.predict_features(features)
 
