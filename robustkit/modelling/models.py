@@ -35,10 +35,25 @@ class NormalizedModel(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.normalize(x))
+        return self.net(self.normalize(self.checked(x)))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.features(self.normalize(x))
+        x = self.normalize(self.checked(x))
+        return self.net.features(x)
+
+    def checked(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` itself, or a ValueError when its channels are not the normalisation's: a grey
+        image would broadcast over a colour model's three means and give a meaningless number."""
+        channels = self.normalize.mean.shape[1]
+        if channels > 1 and (x.ndim != 4 or x.shape[1] != channels):
+            shape = "×".join(map(str, x.shape[1:]))
+            got = f"{x.shape[1]}-channel images ({shape})" if x.ndim == 4 else f"input of shape {tuple(x.shape)}"
+            raise ValueError(
+                f"the model normalises {channels}-channel images (its mean/std have {channels} values) but got {got}: "
+                f"this is not the data it was made for. Pass the data set the model was trained on (on the command "
+                f"line: --dataset, e.g. cifar10 for a CIFAR model) or use a model made for this data"
+            )
+        return x
 
     @property
     def head(self) -> nn.Linear:
