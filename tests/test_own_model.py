@@ -1,6 +1,7 @@
 """A user's own model and data: torchvision ResNet-18 and a FakeData DataLoader through every entry point."""
 
 import json
+import re
 import warnings
 
 import pytest
@@ -281,3 +282,78 @@ def test_diagnose_samples_a_loader_without_loading_it_whole(model, digits_test):
     from_tensors = rk.diagnose(model, (digits_test.x, digits_test.y), sample=64, seed=3)
     assert from_loader.sample == from_tensors.sample == 64
     assert from_loader.measured["clean_accuracy"] == from_tensors.measured["clean_accuracy"]
+
+
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+def cifar_resnet():
+    """A CIFAR-10 classifier as a user builds one: CIFAR's three-channel normalisation in front of a ResNet-18
+    whose adaptive pooling takes any image size (so only the channel check stops it on 8×8 grey digits)."""
+    torch.manual_seed(0)
+    return rk.with_normalization(torchvision.models.resnet18(num_classes=10), CIFAR_MEAN, CIFAR_STD).eval()
+
+
+def _digits_net_5():
+    """A digits-shaped model with 5 outputs where digits has 10 classes."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 5))
+
+
+GREY = r"normalises 3-channel images \(its mean/std have 3 values\) but got 1-channel images \(1×8×8\)"
+
+
+def test_a_colour_model_refuses_grey_images_instead_of_broadcasting_them(digits_test):
+    """Issue 23: a CIFAR model on 8×8 digits printed "clean 0.062, robust 0.040" and exit 0."""
+    net, x, y = cifar_resnet(), digits_test.x[:4], digits_test.y[:4]
+    with pytest.raises(ValueError, match=GREY + r".*--dataset"):
+        net(x)
+    with pytest.raises(ValueError, match=GREY):
+        net.features(x)
+    # the message survives probe (it converts RuntimeErrors), shape_errors and every backend
+    with pytest.raises(ValueError, match=GREY):
+        accuracy(net, x, y)
+    with pytest.raises(ValueError, match=GREY):
+        predict(net, x)
+    for backend in ("reference", "torchattacks", "art"):
+        with pytest.raises(ValueError, match=GREY):
+            robust_accuracy(rk.attack("fgsm", backend, eps=0.1), net, x, y)
+    with pytest.raises(ValueError, match=GREY):
+        rk.diagnose(net, (x, y))
+    assert net(torch.rand(2, 3, 8, 8)).shape == (2, 10)  # its own kind of input still runs
+    grey = rk.with_normalization(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)), (0.5,), (0.3,))
+    assert grey(x).shape == (4, 10)  # one mean: nothing to mismatch
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["attack", "--model", "cifar_resnet"],
+         r"does not fit digits, the data set `robustkit attack` uses when --dataset is not given \(1×8×8 images, 10 "
+         r"classes\): the model normalises 3-channel images .*: this is not the data it was made for\. Pass --dataset"),
+        (["ood", "--model", "cifar_resnet", "--detectors", "max_logit"],
+         r"does not fit digits, the data set `robustkit ood` uses when --id is not given .* Pass --id"),
+        (["defend", "--model", "cifar_resnet", "--defense", "median_filter"],
+         r"does not fit digits, the data set `robustkit defend` uses .* 1-channel images"),
+        (["crosscheck", "fgsm", "--model", "cifar_resnet"], r"`robustkit crosscheck` uses when --dataset is not given"),
+        (["attack", "--model", "resnet18", "--dataset", "digits"],
+         r"does not fit --dataset digits \(1×8×8 images, 10 classes\): the model cannot take input of shape \(1, 8, 8\)"),
+        (["eval", "--model", "_digits_net_5", "--dataset", "digits"],
+         r"does not fit --dataset digits \(1×8×8 images, 10 classes\): it has 5 outputs but digits has 10 classes\. "
+         r"Pass --dataset"),
+        (["run", "fgsm-sweep", "--model", "cifar_resnet", "--dataset", "digits"], r"does not fit --dataset digits"),
+    ],
+)  # fmt: skip
+def test_cli_checks_a_users_model_against_the_data_before_any_work(tmp_path, monkeypatch, capsys, args, message):
+    """One line, exit 2, nothing written or trained: the model runs on one test image of the data set first."""
+    monkeypatch.chdir(tmp_path)
+    at = args.index("--model") + 1
+    args = [*args[:at], f"{__file__}:{args[at]}", *args[at + 1 :], "--device", "cpu", "--out", str(tmp_path / "run")]
+    if args[0] == "crosscheck":
+        args = args[:-2]  # crosscheck writes nothing
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert re.search(message, err), err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()

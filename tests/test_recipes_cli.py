@@ -292,3 +292,48 @@ def test_strict_passes_a_clean_recipe_and_exits_3_on_a_legitimate_warning(tmp_pa
     statuses = {c["name"]: c["status"] for c in json.loads((tmp_path / "masked" / "results.json").read_text())["checks"]}
     assert statuses["unbounded_attack (PGD L2 on the distilled model)"] in ("warn", "fail")
     assert "unbounded_attack (PGD L2 on the distilled model)" in err and "--strict" in err
+
+
+def test_attack_report_names_attack_images_and_model_and_gives_one_value_per_quantity(tmp_path, capsys, model, digits_test):
+    """Issue 23: the title was a repr, and the headline robust accuracy (0.0019) and its sweep row (0.0) at the same
+    eps differed: eps_sweep attacked its second batch of 256 with the random starts of the first batch's images."""
+    import robustkit as rk
+    from robustkit.evaluate import robust_accuracy
+    from robustkit.modelling.checkpoint import save_checkpoint
+
+    weights, out = tmp_path / "digits.pt", tmp_path / "run"
+    save_checkpoint(weights, model, model.robustkit_spec, {})
+    main(["attack", "--weights", str(weights), "--eps", "0.1", "--steps", "3", "--sweep", "0,0.05,0.1", "--limit", "300",
+          "--no-progress", "--device", "cpu", "--out", str(out)])  # fmt: skip
+    assert "(300 digits test images)" in capsys.readouterr().out
+    results, report = json.loads((out / "results.json").read_text()), (out / "report.md").read_text()
+    title = f"# PGD L∞ at eps 0.1, 3 steps (reference backend) on 300 digits test images, model `{weights}`\n"
+    assert report.startswith(title)
+    x, y, pgd = digits_test.x[:300], digits_test.y[:300], rk.attack("pgd", eps=0.1, steps=3)
+    expected = robust_accuracy(pgd, model, x, y)  # RobustBench's definition, as eval reports it
+    assert results["images"] == results["sweep"]["images"] == 300
+    assert (results["clean_accuracy"], results["robust_accuracy"]) == (expected["clean_accuracy"], expected["accuracy"])
+    at_half = robust_accuracy(pgd.with_params(eps=0.05), model, x, y)["accuracy"]
+    assert results["sweep"]["accuracy"] == [expected["clean_accuracy"], at_half, expected["accuracy"]]
+    assert 0 < results["robust_accuracy"] < at_half < results["clean_accuracy"]
+    # every table says how many images it is about
+    assert f"| images | clean accuracy | robust accuracy |\n|---|---|---|\n| 300 | {results['clean_accuracy']:.4g} |" in report
+    assert "| eps | images | robust accuracy |" in report and report.count("| 300 |") == 4
+    assert "The checks ran on a seeded sample of 256 of the 300 images" in report
+
+
+def test_piped_help_is_whole():
+    """rich lays help out 80 columns wide when stdout is not a terminal and cut long words ("resnet…")."""
+    from robustkit.app.cli import EVAL_HELP
+
+    runner = CliRunner()
+
+    def flat(*args):
+        done = runner.invoke(app, [*args, "--help"], prog_name="robustkit")
+        assert done.exit_code == 0, done.output
+        return " ".join(done.output.split())
+
+    root, evaluate, attack = flat(), flat("eval"), flat("attack")
+    assert EVAL_HELP in root and EVAL_HELP in evaluate and "Usage: robustkit eval [OPTIONS]" in evaluate
+    assert "module:factory (or file.py:factory) that builds the model, e.g. torchvision.models:resnet18" in evaluate
+    assert "…" not in root + evaluate + attack and "--no-progress show progress bars" in attack.replace("/", "")

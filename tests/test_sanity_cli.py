@@ -42,3 +42,26 @@ def test_attack_command_puts_checks_first_and_strict_exits_3(tmp_path, monkeypat
     assert statuses["model_learned"] == "fail"
     report = (tmp_path / "runs" / "attack" / "report.md").read_text()
     assert report.index("## Sanity checks") < report.index("| clean accuracy |")
+
+
+def test_demo_prints_how_many_checks_of_each_recipe_warn_or_fail(tmp_path, monkeypatch, capsys):
+    """`robustkit demo` (make demo): one line per recipe with its time, its warned or failed checks, its report.
+    Here on one recipe with a one-epoch profile, so it runs in seconds."""
+    import dataclasses
+    import re
+
+    from robustkit.app import cli, runner
+    from robustkit.app.recipes import recipes
+
+    monkeypatch.setattr(cli, "recipes", lambda: {"fgsm-sweep": recipes()["fgsm-sweep"]})
+    small = runner.PROFILES["small"]
+    quick = dataclasses.replace(small, train=dataclasses.replace(small.train, epochs=1), test_limit=60)
+    monkeypatch.setitem(runner.PROFILES, "small", quick)
+    main(["demo", "--out", str(tmp_path / "demo")])
+    line = capsys.readouterr().out.strip()
+    folder = tmp_path / "demo" / "fgsm-sweep"
+    results = json.loads((folder / "results.json").read_text())
+    found = sanity.problems(results)
+    assert results["checks"] and results["train_config"]["epochs"] == 1
+    words = f"{len(found)} check{'' if len(found) == 1 else 's'} warn/fail"
+    assert re.fullmatch(rf"fgsm-sweep +\d+\.\d s  {words} +{re.escape(str(folder / 'report.md'))}", line), line

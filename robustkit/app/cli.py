@@ -9,25 +9,69 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
+import re
 import sys
 import typing
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from ..core.errors import RobustkitError
 from .recipes import load_recipe, recipes
 
 STRICT_EXIT = 3  # robustkit.app.sanity.STRICT_EXIT (not imported here: it loads torch)
 
+
+def _piped() -> bool:
+    """Whether help goes to a pipe or file: rich would lay it out 80 columns wide and cut long words."""
+    return not sys.stdout.isatty()
+
+
+class _PlainWhenPiped:
+    """Help as click writes it (wrapped, nothing cut) when stdout is not a terminal; rich's panels otherwise."""
+
+    rich_markup_mode: Any
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        if not _piped():
+            return super().format_help(ctx, formatter)  # type: ignore[misc]
+        mode, self.rich_markup_mode = self.rich_markup_mode, None
+        try:
+            return super().format_help(ctx, formatter)  # type: ignore[misc]
+        finally:
+            self.rich_markup_mode = mode
+
+
+class Command(_PlainWhenPiped, TyperCommand):
+    """A command whose help stays whole when piped (``robustkit eval --help | less``)."""
+
+
+class Group(_PlainWhenPiped, TyperGroup):
+    """A command group whose help stays whole when piped; it lists each command's full summary."""
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                summary = cmd.short_help or (cmd.help or "").split("\n\n")[0]
+                rows.append((name, " ".join(summary.split())))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
 app = typer.Typer(
+    cls=Group,
     add_completion=False,
     pretty_exceptions_enable=False,
     no_args_is_help=True,
     help="Attack, defend and OOD-score PyTorch image classifiers with one API over ART, torchattacks, foolbox and pytorch-ood.",
 )
 run_app = typer.Typer(
+    cls=Group,
     help="Run a recipe (one per documented experiment): robustkit run NAME [OPTIONS]; robustkit run NAME --help.",
     no_args_is_help=True,
 )
@@ -134,14 +178,19 @@ def recipe_command(name: str) -> None:
         from .report import load_results
         from .runner import RecipeOptions
 
-        is_strict = kwargs.pop("strict")
+        ctx, is_strict = kwargs.pop("ctx"), kwargs.pop("strict")
         options = RecipeOptions(**{k: kwargs.pop(k) for k in common_names})
+        if options.model or options.weights:  # the user's model must fit the data before anything runs
+            net = _load_model(options.weights, options.model, options.unsafe_pickle, options.device)
+            check_fits(net, ctx, options.dataset, root=options.root, download=options.download)
+            del net
         path = module.run(options, **kwargs)
         typer.echo(f"report: {path / 'report.md'}")
         _report_checks(load_results(path), is_strict)
 
-    entry.__signature__ = inspect.Signature([*common, strict, *own])  # type: ignore[attr-defined]
-    run_app.command(name=name, help=(module.run.__doc__ or module.SUMMARY), short_help=module.SUMMARY)(entry)
+    context = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+    entry.__signature__ = inspect.Signature([context, *common, strict, *own])  # type: ignore[attr-defined]
+    run_app.command(name=name, cls=Command, help=(module.run.__doc__ or module.SUMMARY), short_help=module.SUMMARY)(entry)
 
 
 def _report_checks(results: dict[str, Any], strict: bool) -> None:
@@ -164,27 +213,33 @@ def add_recipe_commands() -> None:
             recipe_command(name)
 
 
-@app.command("recipes")
+@app.command("recipes", cls=Command)
 def list_recipes() -> None:
     """List the recipes (one per documented experiment)."""
     _print_table("recipes", ["name", "what", "default dataset"], [[r.name, r.summary, r.default_dataset] for r in recipes().values()])
 
 
-@app.command()
+@app.command(cls=Command)
 def demo(
     out: Annotated[Path, typer.Option(help="folder for the seven run folders")] = Path("runs/demo"),
     progress: Annotated[bool, typer.Option(help="show progress bars")] = False,
 ) -> None:
-    """Run every recipe on the embedded digits data (offline, about a minute)."""
+    """Run every recipe on digits (offline, about a minute): per recipe its time, sanity checks that warn or fail, report."""
     import time
 
+    from .report import load_results
     from .runner import RecipeOptions
+    from .sanity import problems
 
     for name in recipes():
         start = time.time()
         options = RecipeOptions(dataset="digits", out=out / name, overwrite=True, progress=progress)
         path = load_recipe(name).run(options)
-        typer.echo(f"{name:<26} {time.time() - start:5.1f} s  {path / 'report.md'}")
+        seconds = time.time() - start
+        found = problems(load_results(path))
+        checks = f"{len(found)} check{'' if len(found) == 1 else 's'} warn/fail"
+        line = f"{name:<26} {seconds:5.1f} s  {checks:<20} {path / 'report.md'}"
+        typer.secho(line, fg="yellow" if found else None)
 
 
 # ---------------------------------------------------------------- listings
@@ -202,7 +257,7 @@ def _print_table(title: str, headers: list[str], rows: list[list[Any]]) -> None:
     Console().print(table)
 
 
-@app.command()
+@app.command(cls=Command)
 def datasets() -> None:
     """List the dataset names load_dataset understands."""
     from ..modelling.data import LOADERS, default_root
@@ -227,7 +282,7 @@ def _params_text(params: list[dict[str, str]]) -> str:
     return "; ".join(f"{p['name']}={p['default']}" + (f" ({p['range']})" if p["range"] else "") for p in params) or "–"
 
 
-@app.command("list")
+@app.command("list", cls=Command)
 def list_components(
     kind: Annotated[str | None, typer.Argument(help="attacks, detectors or defenses (default: all three)")] = None,
 ) -> None:
@@ -290,7 +345,43 @@ def _load_model(weights: Path | None, factory: str | None, unsafe_pickle: bool, 
     return load_model(weights, factory, unsafe_pickle=unsafe_pickle, device=device)
 
 
-@app.command()
+def check_fits(
+    net: Any, ctx: typer.Context, dataset: str, *, param: str = "dataset", root: Path | None = None, download: bool = False
+) -> None:
+    """Before any work: run the user's model on one test image of ``dataset`` and raise a one-line
+    ValueError (exit 2) when it fails or its number of outputs is not the data set's number of
+    classes, naming the data set (and whether it is the command's default), its image shape and
+    the option that chooses it."""
+    from ..core.checks import probe
+    from ..modelling.data import load_dataset
+
+    flag = "--" + ("id" if param == "id_data" else param.replace("_", "-"))
+    data = load_dataset(dataset, "test", root=root, download=download, limit=1)
+    shape, classes = "×".join(map(str, data.info.shape)), data.info.num_classes
+    source = ctx.get_parameter_source(param)
+    if source is not None and source.name == "DEFAULT":
+        where = f"{dataset}, the data set `{ctx.command_path}` uses when {flag} is not given"
+    else:
+        where = f"{flag} {dataset}"
+    try:
+        out = probe(net, data.x)
+    except Exception as err:  # the user's code may raise anything
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        problem = re.split(r"\.\s+(?=[A-Z])", first)[0].rstrip(".")  # its first sentence: the advice is ours
+    else:
+        if not hasattr(out, "ndim") or out.ndim != 2:
+            problem = f"it returns {getattr(out, 'shape', type(out).__name__)}, not logits of shape N×classes"
+        elif out.shape[1] != classes:
+            problem = f"it has {out.shape[1]} outputs but {dataset} has {classes} classes"
+        else:
+            return
+    raise ValueError(
+        f"your model does not fit {where} ({shape} images, {classes} classes): {problem}. "
+        f"Pass {flag} with the data set your model was made for (robustkit datasets lists them)"
+    )
+
+
+@app.command(cls=Command)
 def train(
     dataset: Annotated[str, typer.Option(help="dataset name")] = "digits",
     arch: Annotated[str | None, typer.Option(help="small_cnn, cnn6, resnet18, autoencoder")] = None,
@@ -324,8 +415,9 @@ def train(
     typer.echo(f"checkpoint: {out}")
 
 
-@app.command()
+@app.command(cls=Command)
 def attack(
+    ctx: typer.Context,
     weights: WeightsOption = None,
     model: FactoryOption = None,
     unsafe_pickle: UnsafeOption = False,
@@ -342,6 +434,7 @@ def attack(
     out: Annotated[Path, typer.Option(help="run folder")] = Path("runs/attack"),
     overwrite: Annotated[bool, typer.Option(help="replace an existing run folder")] = False,
     root: Annotated[Path | None, typer.Option(help="dataset root")] = None,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Attack a trained model on a test set: accuracy, per-eps table, image grid."""
     from .tasks import attack_run
@@ -350,18 +443,22 @@ def attack(
     if steps is not None:
         params["steps"] = steps
     net = _load_model(weights, model, unsafe_pickle, device)
+    check_fits(net, ctx, dataset, root=root)
+    label = f"`{model or weights}`" + (f" with `{weights}`" if model and weights else "")
     folder, results = attack_run(
-        net, dataset, attack_name, params, out, backend=backend, sweep=sweep, limit=limit, overwrite=overwrite, root=root
-    )
+        net, dataset, attack_name, params, out, backend=backend, sweep=sweep, limit=limit, overwrite=overwrite,
+        root=root, model_label=label, progress=progress,
+    )  # fmt: skip
     typer.echo(
         f"clean {results['clean_accuracy']:.4f}  robust {results['robust_accuracy']:.4f}  "
-        f"report: {folder.path / 'report.md'}"
+        f"({results['images']} {dataset} test images)  report: {folder.path / 'report.md'}"
     )
     _report_checks(results, strict)
 
 
-@app.command()
+@app.command(cls=Command)
 def ood(
+    ctx: typer.Context,
     weights: WeightsOption = None,
     model: FactoryOption = None,
     unsafe_pickle: UnsafeOption = False,
@@ -380,13 +477,22 @@ def ood(
 
     names = [d.strip() for d in detectors.split(",") if d.strip()]
     net = _load_model(weights, model, unsafe_pickle, device)
+    check_fits(net, ctx, id_data, param="id_data", root=root)
     _, rows, results = ood_run(net, id_data, ood_data, names, out, limit=limit, overwrite=overwrite, root=root)
-    _print_table(f"{id_data} vs {ood_data}", OOD_HEADERS, rows)
+    images = results["images"]
+    _print_table(f"{id_data} ({images['id']} images) vs {ood_data} ({images['ood']} images)", OOD_HEADERS, rows)
     _report_checks(results, strict)
 
 
-@app.command("eval")
+EVAL_HELP = (
+    "Evaluate a model as RobustBench and OpenOOD do: clean accuracy, robust accuracy (default AutoAttack at 8/255 L∞) "
+    "and an OOD table against near and far sets, with sanity checks. Runs under torchrun too."
+)
+
+
+@app.command("eval", cls=Command, help=EVAL_HELP)
 def eval_command(
+    ctx: typer.Context,
     weights: WeightsOption = None,
     model: FactoryOption = None,
     unsafe_pickle: UnsafeOption = False,
@@ -415,8 +521,7 @@ def eval_command(
     strict: Annotated[bool, typer.Option(help=f"exit with status {STRICT_EXIT} when a sanity check warns or fails")] = False,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
-    """Evaluate a model as RobustBench and OpenOOD do: clean accuracy, robust accuracy (default AutoAttack at
-    8/255 L∞) and an OOD table against near and far sets, with sanity checks. Runs under torchrun too."""
+    """`EVAL_HELP`: RobustBench's and OpenOOD's numbers for one model, in one run folder."""
     from ..evaluate.benchmark import ood_sets, threat_model
     from ..modelling.data import LOADERS, load_dataset
     from ..registry import detector_class
@@ -449,6 +554,7 @@ def eval_command(
             about = ModelInfo(f"robustkit's `{record['arch']}` ({record['epochs']} epochs, trained once, then cached)", record)
         else:
             net = _load_model(weights, model, unsafe_pickle, device)
+            check_fits(net, ctx, dataset, root=root, download=download)
             record = {"model": model, "weights": None if weights is None else str(weights)}
             about = ModelInfo(f"`{model or weights}`" + (f" with `{weights}`" if model and weights else ""), record)
         folder, results, bench = eval_run(
@@ -464,13 +570,21 @@ def eval_command(
         means = bench.means()
         groups = [g for g in ("near", "far") if g in means]
         rows = [[d] + [means[g][d]["AUROC"] for g in groups] for d in bench.detectors]
-        _print_table(f"OOD AUROC against {dataset} (mean per group)", ["detector", *(f"{g} AUROC" for g in groups)], rows)
-        typer.echo(f"clean {bench.clean_accuracy:.4f}  robust {bench.robust_accuracy:.4f}  report: {folder / 'report.md'}")
+        _print_table(
+            f"OOD AUROC against {bench.n} {dataset} test images (mean per group)",
+            ["detector", *(f"{g} AUROC" for g in groups)],
+            rows,
+        )
+        typer.echo(
+            f"clean {bench.clean_accuracy:.4f}  robust {bench.robust_accuracy:.4f}  ({bench.n} {dataset} test images)  "
+            f"report: {folder / 'report.md'}"
+        )
         _report_checks(results, strict)
 
 
-@app.command()
+@app.command(cls=Command)
 def defend(
+    ctx: typer.Context,
     weights: WeightsOption = None,
     model: FactoryOption = None,
     unsafe_pickle: UnsafeOption = False,
@@ -490,17 +604,23 @@ def defend(
     from .tasks import defend_run
 
     net = _load_model(weights, model, unsafe_pickle, device)
+    check_fits(net, ctx, dataset, root=root)
     defended, rows = defend_run(
         net, defense_name, _parse_params(param), dataset, attack_name, eps, epochs, limit=limit, root=root
     )
-    _print_table(f"{defense_name} vs {attack_name} eps={eps}", ["model", "clean", "attacked (adaptive)"], rows)
+    _print_table(
+        f"{defense_name} vs {attack_name} eps={eps} on {dataset} test images",
+        ["model", "images", "clean", "attacked (adaptive)"],
+        rows,
+    )
     if hasattr(defended, "robustkit_spec"):
         save_checkpoint(out, defended, defended.robustkit_spec, {"defense": defense_name})
         typer.echo(f"checkpoint: {out}")
 
 
-@app.command()
+@app.command(cls=Command)
 def crosscheck(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="attack name, e.g. fgsm")],
     weights: WeightsOption = None,
     model: FactoryOption = None,
@@ -524,6 +644,7 @@ def crosscheck(
         net, _ = train_model(spec, train_set, TrainConfig(), device=resolve_device(device))
     else:
         net = _load_model(weights, model, unsafe_pickle, device)
+        check_fits(net, ctx, dataset)
     rows = agreement(name, net, test.x, test.y, **({} if eps is None else {"eps": eps}))
     keys = ["backend", "accuracy", "mean_linf", "mean_l2", "max_abs_diff", "prediction_agreement"]
     _print_table(f"{name}: backends on the same {len(test)} images", keys, [[r[k] for k in keys] for r in rows])

@@ -6,12 +6,18 @@ They write run folders with the same machinery as the recipes (`RunFolder`, `tab
 
 from __future__ import annotations
 
+import contextlib
+import math
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from ..evaluate import accuracy, attack_batches, eps_sweep, ood, predict, robust_accuracy
+from ..attacks.base import Attack
+from ..core.checks import parse_eps
+from ..evaluate import accuracy, attack_batches, ood, predict, robust_accuracy
+from ..evaluate.benchmark import eps_text
 from ..evaluate.diagnose import diagnose, ood_auroc, ood_saturated
 from ..modelling.data import load_dataset
 from ..modelling.train import TrainConfig
@@ -21,6 +27,40 @@ from . import plots, sanity
 from .report import RunFolder, table
 
 OOD_HEADERS = ["detector", "AUROC", "AUPR-IN", "AUPR-OUT", "FPR95TPR"]
+
+
+NAMES = {
+    "fgsm": "FGSM", "pgd": "PGD", "pgd_l2": "PGD", "eot_pgd": "EOT-PGD", "ddn": "DDN", "deepfool": "DeepFool",
+    "autoattack": "AutoAttack", "square": "Square Attack", "square_l2": "Square Attack",
+}  # fmt: skip
+
+
+def attack_title(atk: Attack) -> str:
+    """``PGD L∞ at eps 8/255, 10 steps (reference backend)``: an attack as a report names it."""
+    text = f"{NAMES.get(atk.name, atk.name)} {'L∞' if atk.norm == 'linf' else 'L2'}"
+    if atk.eps is not None:
+        text += f" at eps {eps_text(atk.eps, atk.norm)}"
+    if atk.params.get("steps") is not None:
+        text += f", {atk.params['steps']} steps"
+    return f"{text} ({atk.backend} backend)"
+
+
+@contextlib.contextmanager
+def _stages(total: int, enabled: bool) -> Iterator[Callable[[str], None]]:
+    """A transient rich progress bar over ``total`` named stages: ``stage(label)`` starts the next one."""
+    from rich.progress import Progress
+
+    with Progress(transient=True, disable=not enabled) as bar:
+        task = bar.add_task("", total=total)
+        started = [False]
+
+        def stage(label: str) -> None:
+            if started[0]:
+                bar.advance(task)
+            started[0] = True
+            bar.update(task, description=label)
+
+        yield stage
 
 
 def attack_run(
@@ -35,36 +75,96 @@ def attack_run(
     limit: int = 512,
     overwrite: bool = False,
     root: Path | None = None,
+    model_label: str = "the model",
+    progress: bool = False,
 ) -> tuple[RunFolder, dict[str, Any]]:
-    """Attack ``model`` on a test set: accuracy, an optional per-eps table, an image grid."""
+    """Attack ``model`` on a test set: clean and robust accuracy, an optional per-eps table, an image grid.
+
+    Robust accuracy as RobustBench defines it (Croce et al. 2021): an image counts when the model
+    classifies it correctly and the attack, run on every correctly classified image, does not
+    change that. Each sweep row is the same quantity at its eps, on the same images; the row at
+    the headline eps is the headline number itself.
+    """
     atk = make_attack(attack_name, backend, **params)
+    eps_values = [parse_eps(e) for e in sweep.split(",")] if sweep else []
     data = load_dataset(dataset, "test", root=root, limit=limit)
     folder = RunFolder(out, overwrite=overwrite)
-    adv = attack_batches(atk, model, data.x, data.y)
-    clean, robust = accuracy(model, data.x, data.y), accuracy(model, adv, data.y)
-    checks = diagnose(model, data, attack=atk).checks  # on a 256-image sample
-    results: dict[str, Any] = {
-        "attack": atk.describe(),
-        "clean_accuracy": clean,
-        "robust_accuracy": robust,
-        "checks": sanity.as_records(checks),
-    }
-    lines = [f"# {atk!r} on {dataset}", "", table(["clean accuracy", "robust accuracy"], [[clean, robust]])]
-    lines = [*lines[:2], *sanity.section(checks), *lines[2:]]
-    if sweep:
-        result = eps_sweep(atk, model, data.x, data.y, sweep.split(","))
-        results["sweep"] = result.as_dict()
-        plots.eps_curves({atk.name: (result.eps, result.accuracy)}, folder.figure("eps_curve"))
-        rows = [list(r) for r in zip(result.eps, result.accuracy, strict=True)]
-        lines += ["", table(["eps", "accuracy"], rows), "", "![eps](eps_curve.png)"]
-    names = data.info.classes
-    n = min(8, len(data))
-    grid = [
-        ("clean", data.x[:n].numpy(), [names[int(p)] for p in predict(model, data.x[:n])]),
-        ("adversarial", adv[:n].numpy(), [names[int(p)] for p in predict(model, adv[:n])]),
-    ]
-    plots.image_grid(grid, folder.figure("examples"), title=repr(atk))
-    lines += ["", "![examples](examples.png)"]
+    n = len(data)
+    with _stages(3 + len(eps_values), progress) as stage:
+        stage(f"{attack_title(atk)} on {n} images")
+        result = robust_accuracy(atk, model, data.x, data.y)
+        clean, robust = result["clean_accuracy"], result["accuracy"]
+        stage("sanity checks")
+        diagnosis = diagnose(model, data, attack=atk)  # on a seeded sample of 256 images
+        checks = diagnosis.checks
+        title = f"{attack_title(atk)} on {n} {dataset} test images, model {model_label}"
+        results: dict[str, Any] = {
+            "attack": atk.describe(),
+            "images": n,
+            "model": model_label,
+            "clean_accuracy": clean,
+            "robust_accuracy": robust,
+            "checks": sanity.as_records(checks),
+        }
+        params_text = ", ".join(
+            f"{k}={eps_text(v, atk.norm) if k == 'eps' and v is not None else v}" for k, v in atk.params.items()
+        )
+        lines = [f"# {title}", "", f"Attack parameters: {params_text}.", ""]
+        if checks:
+            lines += [
+                *sanity.section(checks),
+                (
+                    f"The checks ran on a seeded sample of {diagnosis.sample} of the {n} images"
+                    if diagnosis.sample < n
+                    else f"The checks ran on these {n} images"
+                )
+                + ", attacking every image (correctly classified or not) in their own runs, so the accuracies they "
+                "quote may differ from the tables below.",
+                "",
+            ]
+        lines += [
+            f"## Accuracy on {n} test images",
+            "",
+            table(["images", "clean accuracy", "robust accuracy"], [[n, clean, robust]]),
+            "",
+            "An image counts as robust when the model classifies it correctly and the attack, run on every "
+            "correctly classified image, does not change that (RobustBench's definition: robust accuracy ≤ clean "
+            "accuracy).",
+        ]
+        if eps_values:
+            accuracies = []
+            for eps in eps_values:
+                stage(f"sweep: eps {eps_text(eps, atk.norm)}")
+                if atk.eps is not None and math.isclose(eps, atk.eps, rel_tol=1e-9, abs_tol=1e-12):
+                    accuracies.append(robust)  # the headline run: one quantity, one value
+                elif eps == 0:
+                    accuracies.append(clean)  # no perturbation: robust accuracy is clean accuracy
+                else:
+                    accuracies.append(robust_accuracy(atk.with_params(eps=eps), model, data.x, data.y)["accuracy"])
+            results["sweep"] = {"eps": eps_values, "accuracy": accuracies, "images": n}
+            plots.eps_curves({atk.name: (eps_values, accuracies)}, folder.figure("eps_curve"))
+            rows = [[eps_text(e, atk.norm), n, a] for e, a in zip(eps_values, accuracies, strict=True)]
+            lines += [
+                "",
+                f"## Robust accuracy against eps on the same {n} images",
+                "",
+                table(["eps", "images", "robust accuracy"], rows),
+                "",
+                "Each row attacks the same images with the same attack at its eps; a row at the headline eps is "
+                "the headline number.",
+                "",
+                "![eps](eps_curve.png)",
+            ]
+        stage("figures")
+        names = data.info.classes
+        k = min(8, n)
+        adv = attack_batches(atk, model, data.x[:k], data.y[:k])  # image i attacked as in the headline run
+        grid = [
+            ("clean", data.x[:k].numpy(), [names[int(p)] for p in predict(model, data.x[:k])]),
+            ("adversarial", adv.numpy(), [names[int(p)] for p in predict(model, adv)]),
+        ]
+        plots.image_grid(grid, folder.figure("examples"), title=attack_title(atk))
+        lines += ["", f"## The first {k} images, clean and attacked", "", "![examples](examples.png)"]
     folder.finish(results, "\n".join(lines) + "\n")
     return folder, results
 
@@ -79,7 +179,7 @@ def ood_run(
     limit: int | None = 1000,
     overwrite: bool = False,
     root: Path | None = None,
-) -> tuple[RunFolder, list[list[Any]]]:
+) -> tuple[RunFolder, list[list[Any]], dict[str, Any]]:
     """Score ID vs OOD test images with several detectors: metrics table, histograms, ROC and PR."""
     built = {name: detector(name) for name in detectors}  # bad names fail before any work
     train_set = load_dataset(id_data, "train", root=root)
@@ -97,8 +197,24 @@ def ood_run(
         plots.score_histogram(result.id_scores, result.ood_scores, folder.figure(f"hist_{name}"), title=name)
     plots.roc_pr(scores, folder.figure("roc"), folder.figure("pr"))
     figures = " ".join(f"![{f}]({f})" for f in folder.figures)
-    lines = [f"# OOD: {id_data} vs {ood_data}", "", *sanity.section(checks), table(OOD_HEADERS, rows), "", figures]
-    record = {"id": id_data, "ood": ood_data, "metrics": metrics, "checks": sanity.as_records(checks)}
+    images = {"id": len(id_set), "ood": len(ood_set), "train": len(train_set)}
+    counts = (
+        f"{images['id']} ID test images ({id_data}) against {images['ood']} OOD images ({ood_data}); the detectors "
+        f"were fitted on {images['train']} ID training images. OOD is the positive class."
+    )
+    lines = [
+        f"# OOD: {id_data} vs {ood_data}",
+        "",
+        counts,
+        "",
+        *sanity.section(checks),
+        f"## Detectors on {images['id']} ID and {images['ood']} OOD images",
+        "",
+        table(OOD_HEADERS, rows),
+        "",
+        figures,
+    ]
+    record = {"id": id_data, "ood": ood_data, "images": images, "metrics": metrics, "checks": sanity.as_records(checks)}
     folder.finish(record, "\n".join(lines) + "\n")
     return folder, rows, record
 
@@ -130,7 +246,8 @@ def defend_run(
     limit: int = 1000,
     root: Path | None = None,
 ) -> tuple[nn.Module, list[list[Any]]]:
-    """Defend ``model``; returns the defended model and clean / attacked accuracy before and after."""
+    """Defend ``model``; returns the defended model and, before and after, the number of test
+    images and the clean and attacked accuracy on them."""
     cls = defense_class(defense_name)
     declared = {p.name for p in cls.declared()}
     atk = make_attack(attack_name, eps=eps)
@@ -144,7 +261,7 @@ def defend_run(
     test = load_dataset(dataset, "test", root=root, limit=limit)
     defended = defense.apply(model, train_set)
     rows = [
-        [label, accuracy(m, test.x, test.y), robust_accuracy(atk, m, test.x, test.y)["accuracy"]]
+        [label, len(test), accuracy(m, test.x, test.y), robust_accuracy(atk, m, test.x, test.y)["accuracy"]]
         for label, m in (("undefended", model), ("defended", defended))
     ]
     return defended, rows
