@@ -52,3 +52,49 @@ def test_docs_build_strict(tmp_path):
     evaluate = (tmp_path / "site" / "evaluate" / "index.html").read_text()
     assert 'id="scaling-out"' in evaluate and "Far OOD: fakedata" in evaluate and 'src="../examples/eval/ood_auroc.png"' in evaluate
     assert "robustkit eval [OPTIONS]" in (tmp_path / "site" / "cli" / "index.html").read_text()
+
+
+LINK = re.compile(r"!?\[(?:[^\]\\]|\\.)*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+FENCE = re.compile(r"^(```|~~~).*?^\1", re.M | re.S)
+
+
+def _generated() -> set[str]:
+    """Pages and folders `make docs` writes (docs/build_examples.py) before mkdocs builds the site: links to them
+    are checked by test_docs_build_strict's mkdocs build, not here."""
+    from robustkit.app.recipes import recipes
+
+    names = {"cli.md", "reference.md", "generated", "examples/eval"}
+    return names | {f"examples/{n}.md" for n in recipes()} | {f"examples/{n}" for n in recipes()}
+
+
+def relative_links(text: str) -> list[str]:
+    """Relative link targets of a Markdown text (links and images), outside code, without their anchors."""
+    text = FENCE.sub("", text)
+    text = re.sub(r"`[^`\n]*`", "", text)
+    targets = [m.group(1) for m in LINK.finditer(text)]
+    return [t.split("#")[0] for t in targets if not re.match(r"^([a-z][a-z0-9+.-]*:|#|/)", t, re.I)]
+
+
+def test_relative_links_parse():
+    text = "[a](b.md) ![f](img/x.png \"t\") [c](https://x.org/d.md) [e](#top) [g](h.md#sec)\n`[i](j.md)`\n```\n[k](l.md)\n```"
+    assert relative_links(text) == ["b.md", "img/x.png", "h.md"]
+
+
+def test_docs_link_only_pages_that_exist():
+    """Every relative link in README.md, docs/*.md and docs/examples/* names a file of the source tree (or a page
+    the docs build generates); anchors aside."""
+    generated = _generated()
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "docs" / "examples").glob("*.md"))]
+    committed = set(subprocess.run(["git", "ls-files"], capture_output=True, text=True, cwd=ROOT).stdout.split())
+    pages = [p for p in pages if str(p.relative_to(ROOT)) in committed]  # not the generated pages themselves
+    broken = []
+    for page in pages:
+        for target in relative_links(page.read_text()):
+            if not target:
+                continue
+            path = (page.parent / target).resolve()
+            in_docs = path.is_relative_to(ROOT / "docs") and str(path.relative_to(ROOT / "docs"))
+            if path.exists() or (in_docs and any(in_docs == g or in_docs.startswith(g + "/") for g in generated)):
+                continue
+            broken.append(f"{page.relative_to(ROOT)}: {target}")
+    assert len(pages) > 10 and not broken, broken
