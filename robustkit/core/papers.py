@@ -25,3 +25,5 @@ CARLINI_WAGNER_2016 = "Carlini & Wagner 2016, Defensive Distillation is Not Robu
 CROCE_2021 = "Croce et al. 2021, RobustBench: a standardized adversarial robustness benchmark, https://arxiv.org/abs/2010.09670"
 ZHANG_2023 = "Zhang et al. 2023, OpenOOD v1.5: Enhanced Benchmark for Out-of-Distribution Detection, https://arxiv.org/abs/2306.09301"
 YANG_2022 = "Yang et al. 2022, OpenOOD: Benchmarking Generalized Out-of-Distribution Detection, https://arxiv.org/abs/2210.07242"
+CARLINI_WAGNER_2017 = "Carlini & Wagner 2017, Towards Evaluating the Robustness of Neural Networks, https://arxiv.org/abs/1608.04644"
+ANDRIUSHCHENKO_2020 = "Andriushchenko et al. 2020, Square Attack: a query-efficient black-box adversarial attack via random search, https://arxiv.org/abs/1912.00049"
