@@ -238,6 +238,8 @@ def test_seeds_give_mean_and_spread_and_share_the_cache(tmp_path):
     assert results["mean"]["acc@0"] == pytest.approx(sum(clean) / 2)
     report = (folder / "report.md").read_text()
     assert "2 seeds" in report and "±" in report and "(seed-1/report.md)" in report and "## Findings (from the means)" in report
+    assert "(mean ± sample std over 2 runs, each on the same 60 test images)" in report  # the table's image count
+    assert results["images"]["test"] == 60 and all(r["images"] == results["images"] for r in per_seed)
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 2  # one model per seed
     again = load_recipe("fgsm-sweep").run(
         RecipeOptions(dataset="digits", epochs=1, out=tmp_path / "t", progress=False, limit=60, seeds=2,

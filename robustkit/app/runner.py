@@ -292,6 +292,7 @@ def finish(ctx: Context, results: dict[str, Any], lines: list[str], checks: Sequ
         "options": options,
         "train_config": dataclasses.asdict(ctx.config),
         "checks": sanity.as_records(checks),
+        "images": {"train": len(ctx.train), "test": len(ctx.test)},
         **results,
         "models": ctx.models,
     }
@@ -423,6 +424,8 @@ def over_seeds(
         rows.append([h.label, spread_text(mean, std), ", ".join(spread_text(n.get(h.key), None) for n in per_seed),
                      f"{ref} {h.note}".strip()])  # fmt: skip
     found = [s for s in [seed_dependence(headlines(first), per_seed)] if s] + findings(means)
+    test_images = first.get("images", {}).get("test")
+    each = f", each on the same {test_images} test images" if test_images is not None else ""
     lines = [
         f"# {title} — {len(seeds)} seeds",
         "",
@@ -431,7 +434,7 @@ def over_seeds(
         + ", ".join(f"[seed {s}](seed-{s}/report.md)" for s in seeds)
         + ".",
         "",
-        f"## Headline numbers (mean ± sample std over {len(seeds)} runs)",
+        f"## Headline numbers (mean ± sample std over {len(seeds)} runs{each})",
         "",
         table(["headline", "mean ± std", "per seed", "write-up"], rows),
         "",
@@ -443,6 +446,7 @@ def over_seeds(
     results = {
         "recipe": name,
         "seeds": seeds,
+        "images": first.get("images"),
         "per_seed": per_seed,
         "mean": means,
         "std": {k: v[1] for k, v in summary.items()},
