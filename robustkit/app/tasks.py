@@ -47,10 +47,13 @@ def attack_title(atk: Attack) -> str:
 
 @contextlib.contextmanager
 def _stages(total: int, enabled: bool) -> Iterator[Callable[[str], None]]:
-    """A transient rich progress bar over ``total`` named stages: ``stage(label)`` starts the next one."""
+    """A transient rich progress bar on stderr over ``total`` named stages: ``stage(label)`` starts the next
+    one. Shown only when ``enabled`` and stderr is a terminal."""
+    from rich.console import Console
     from rich.progress import Progress
 
-    with Progress(transient=True, disable=not enabled) as bar:
+    console = Console(stderr=True)
+    with Progress(console=console, transient=True, disable=not (enabled and console.is_terminal)) as bar:
         task = bar.add_task("", total=total)
         started = [False]
 
