@@ -36,11 +36,14 @@ def _median(values: list) -> float | None:
 
 
 def numbers(results: dict) -> dict[str, float | None]:
-    """Median budget k (of the successful images) and success rate, untargeted and targeted."""
+    """Median budget k (of the successful images), success rate and the number of images
+    searched (``<mode>/images``) and fooled within the cap (``<mode>/found``), untargeted and targeted."""
     out: dict[str, float | None] = {}
     for mode in ("untargeted", "targeted"):
-        out[f"{mode}/median_k"] = _median([r["k"] for r in results[mode]["images"] if r["k"]])
+        found = [r["k"] for r in results[mode]["images"] if r["k"]]
+        out[f"{mode}/median_k"] = _median(found)
         out[f"{mode}/success_rate"] = results[mode]["success_rate"]
+        out[f"{mode}/images"], out[f"{mode}/found"] = len(results[mode]["images"]), len(found)
     return out
 
 
@@ -48,16 +51,19 @@ def findings(n: dict) -> list[str]:
     """The report's findings, computed from `numbers` alone."""
     ks, kt = n.get("untargeted/median_k"), n.get("targeted/median_k")
     out = []
+    ft, fs = n.get("targeted/found"), n.get("untargeted/found")
+    over = f" over the {ft:g} and {fs:g} images fooled" if ft is not None and fs is not None else ""
     if ks is not None and kt is not None:
         out.append(
-            f"Targeted success needs a larger budget than untargeted here too (median {kt:g} vs {ks:g} /255), as in the write-up."
+            f"Targeted success needs a larger budget than untargeted here too (median {kt:g} vs {ks:g} /255{over}), as in the write-up."
             if kt >= ks
-            else f"Targeted budgets were not larger than untargeted ones on these images (median {kt:g} vs {ks:g} /255), unlike the write-up."
+            else f"Targeted budgets were not larger than untargeted ones on these images (median {kt:g} vs {ks:g} /255{over}), unlike the write-up."
         )
     for mode in ("untargeted", "targeted"):
-        rate = n.get(f"{mode}/success_rate")
+        rate, searched = n.get(f"{mode}/success_rate"), n.get(f"{mode}/images")
         if rate is not None and rate < 1:
-            out.append(f"{mode.capitalize()} FGSM failed within the budget cap on {1 - rate:.0%} of the images.")
+            of = f"the {searched:g} images searched" if searched else "the images"
+            out.append(f"{mode.capitalize()} FGSM failed within the budget cap on {1 - rate:.0%} of {of}.")
     return out
 
 

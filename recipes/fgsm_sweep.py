@@ -39,13 +39,15 @@ RISE = 0.01  # a rise in accuracy larger than this (10 images in 1000) is remark
 
 
 def numbers(results: dict) -> dict[str, float | None]:
-    """The sweep as flat numbers: ``acc@ε`` (untargeted), ``targeted_acc@ε`` and ``target_rate@ε``."""
+    """The sweep as flat numbers: ``acc@ε`` (untargeted), ``targeted_acc@ε``, ``target_rate@ε`` and
+    ``targeted_images`` (the test images not of the target class, which the targeted sweep attacks)."""
     out: dict[str, float | None] = {}
     for e, a in zip(results["untargeted"]["eps"], results["untargeted"]["accuracy"], strict=True):
         out[f"acc@{e:g}"] = a
     targeted = results["targeted"]
     for e, a, r in zip(targeted["eps"], targeted["accuracy"], targeted["target_rate"], strict=True):
         out[f"targeted_acc@{e:g}"], out[f"target_rate@{e:g}"] = a, r
+    out["targeted_images"] = results.get("targeted_images")
     return out
 
 
@@ -97,7 +99,9 @@ def findings(n: dict) -> list[str]:
     if rates:
         e_best, r_best = max(rates, key=lambda er: er[1])
         tail = rates[-1]
-        sentence = f"The targeted attack reaches its class most often at ε={e_best:g} ({r_best:.3f} of the images)"
+        images = n.get("targeted_images")
+        of = f"the {images:g} images not of that class" if images else "the images"
+        sentence = f"The targeted attack reaches its class most often at ε={e_best:g} ({r_best:.3f} of {of})"
         if tail[1] < r_best - RISE:
             sentence += f" and less often at larger budgets ({tail[1]:.3f} at ε={tail[0]:g}): one step overshoots"
         out.append(sentence + ".")
@@ -161,6 +165,7 @@ def _once(options: RecipeOptions, eps: str, target: str | None) -> Path:
         "untargeted": untargeted.as_dict(),
         "targeted": targeted.as_dict(),
         "clean_accuracy": at.get(0.0),
+        "targeted_images": len(yt),
     }
     n = numbers(results)
     results["findings"] = findings(n)

@@ -29,6 +29,7 @@ def test_fgsm_sweep_targeted_overshoot():
     assert "ε=0.1 (0.600" in findings("fgsm-sweep", n) and "overshoots" in findings("fgsm-sweep", n)
     n["target_rate@0.3"] = 0.7
     assert "overshoots" not in findings("fgsm-sweep", n)
+    assert "(0.700 of the 405 images not of that class)" in findings("fgsm-sweep", {**n, "targeted_images": 405})
 
 
 OOD = {"clean": 0.6, "max_logit/AUROC": 0.91, "max_softmax/AUROC": 0.88, "mahalanobis/AUROC": 0.95,
@@ -173,6 +174,9 @@ def test_fgsm_budget_findings_follow_the_numbers(numbers, expected):
     text = findings("fgsm-budget", numbers)
     assert expected in text
     assert ("failed within the budget cap on 50%" in text) == (numbers["targeted/success_rate"] == 0.5)
+    counted = findings("fgsm-budget", {**numbers, "targeted/images": 4, "targeted/found": 2, "untargeted/found": 4})
+    assert "/255 over the 2 and 4 images fooled)" in counted
+    assert ("on 50% of the 4 images searched." in counted) == (numbers["targeted/success_rate"] == 0.5)
 
 
 def test_seed_dependence_names_the_numbers_that_move_with_the_seed():
