@@ -92,7 +92,7 @@ def test_healthy_model_passes_every_check(model, digits_test):
     assert curve["eps"] == pytest.approx([0, 4 / 255, 8 / 255, 16 / 255, 1.0])
     assert curve["accuracy"][0] == m["clean_accuracy"] and curve["accuracy"][2] == m["robust_accuracy"]
     assert all(a >= b for a, b in zip(curve["accuracy"], curve["accuracy"][1:], strict=False))
-    assert d.sample == SAMPLE and d.cost["ratio"] > 1 and d.cost["attack_runs"] <= 7
+    assert d.sample == SAMPLE and d.cost["ratio"] > 1 and d.cost["attack_runs"] <= 8
     record = json.loads(json.dumps(d.as_dict()))
     assert record["ok"] and [c["name"] for c in record["checks"]] == list(CHECKS)
     assert all(c["paper"].count("https://arxiv.org/abs/") >= 1 for c in record["checks"])
@@ -108,9 +108,11 @@ def test_quantising_input_layer_trips_the_gradient_checks(model, digits_test):
     assert s["unbounded_attack"] == "fail" and d["unbounded_attack"].values["accuracy"] > 0.1
     assert s["adaptive_vs_oblivious"] == "fail"  # the oblivious attack (on the bare model) does far better
     assert d.measured["oblivious_accuracy"] < d.measured["robust_accuracy"] - 0.3
-    assert s["model_learned"] == s["defense_cost"] == s["unstable_predictions"] == "pass"
-    assert not d.ok and {c.name for c in d.problems} == {
+    assert s["model_learned"] == s["defense_cost"] == s["unstable_predictions"] == s["output_head"] == "pass"
+    assert s["gradient_consistency"] == "fail"  # a step that crosses a rounding threshold moves the output, unseen
+    assert not d.ok and {c.name for c in d.problems} - {"gradient_free"} == {
         "gradients_available",
+        "gradient_consistency",
         "unbounded_attack",
         "adaptive_vs_oblivious",
     }
@@ -137,15 +139,23 @@ def test_weak_attack_trips_the_attack_checks(model, digits_test):
 
 def test_untrained_model_fails_model_learned_only(untrained, digits_test):
     d = diagnose(untrained, digits_test, sample=SAMPLE)
-    assert statuses(d) == {"model_learned": "fail", "gradients_available": "pass", "unstable_predictions": "pass"}
+    model_checks = ["model_learned", "output_head", "input_scale", "gradients_available", "gradient_consistency"]
+    assert statuses(d) == {**dict.fromkeys(model_checks, "pass"), "model_learned": "fail", "unstable_predictions": "pass"}
     assert d["model_learned"].values["clean_accuracy"] <= d["model_learned"].values["fail_at_or_below"]
-    assert set(d.skipped) == set(CHECKS) - {"model_learned", "gradients_available", "unstable_predictions"}
+    assert set(d.skipped) == set(CHECKS) - {*model_checks, "unstable_predictions"}
     assert d.skipped["unbounded_attack"] == "needs attack=" and "ratio" not in d.cost
 
 
 def test_randomised_model_warns_unstable_predictions(model, digits_test):
     d = diagnose(Noisy(model), digits_test, sample=SAMPLE)
-    assert statuses(d) == {"model_learned": "pass", "gradients_available": "pass", "unstable_predictions": "warn"}
+    assert statuses(d) == {
+        "model_learned": "pass",
+        "output_head": "pass",
+        "input_scale": "pass",
+        "gradients_available": "pass",
+        "gradient_consistency": "fail",  # fresh noise at every call: the gradient cannot predict the next output
+        "unstable_predictions": "warn",
+    }
     assert d["unstable_predictions"].values["relative_change"] > 1e-2
     assert "EOT" in d["unstable_predictions"].detail
 
@@ -177,7 +187,15 @@ def test_data_forms_sampling_and_skip(model, digits_test):
     assert a.measured == b.measured == c.measured and a.sample == 32
     d = diagnose(model, digits_test, attack="fgsm", sample=32, skip=["monotone_in_eps", "gradients_available"])
     assert "monotone_in_eps" not in d and d.skipped["monotone_in_eps"].startswith("skipped by the caller")
-    assert d.names == ["model_learned", "unstable_predictions", "unbounded_attack"]
+    assert d.names == [
+        "model_learned",
+        "output_head",
+        "input_scale",
+        "gradient_consistency",
+        "unstable_predictions",
+        "unbounded_attack",
+        "gradient_free",
+    ]
     with pytest.raises(KeyError, match="skipped by the caller"):
         d["monotone_in_eps"]
     with pytest.raises(ValueError, match="valid names"):
@@ -283,7 +301,7 @@ def test_training_property_uses_the_same_rules():
 
 
 def test_ood_auroc_and_saturation(model, digits_test):
-    assert ood_auroc(0.3).status == "warn" and "sign flip" in ood_auroc(0.3).detail
+    assert ood_auroc(0.3).status == "warn" and "sign flip" in ood_auroc(0.3).detail and "below chance" in ood_auroc(0.3).detail
     assert ood_auroc({"AUROC": 0.8}).status == "pass"
     rng = np.random.default_rng(0)
     id_s, ood_s = rng.normal(0, 1, 500), rng.normal(1, 1, 500)

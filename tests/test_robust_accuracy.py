@@ -89,3 +89,13 @@ def test_survivors_are_pooled_into_full_attack_batches(weak, digits_test):
     assert all(n == 64 for n in second.sizes[:-1]) and result["attacked"] == clean + sum(second.sizes)
     plain = robust_accuracy([rk.attack("fgsm", eps=0.02), rk.attack("fgsm", eps=0.1)], weak, x, y, early_stop=False)
     assert result["accuracy"] == plain["accuracy"]
+
+
+def test_eps_sweep_seeds_each_image_by_its_global_index(model, digits_test):
+    """A sweep's PGD row equals robust_accuracy without early stopping, whatever the batch size (the sweep
+    attacked images past its first batch with other images' random starts)."""
+    x, y = digits_test.x[:300], digits_test.y[:300]
+    pgd = rk.attack("pgd", eps=0.1, steps=3)
+    sweep = rk.evaluate.eps_sweep(pgd, model, x, y, eps_values=[0.1], batch_size=100)
+    whole = rk.evaluate.robust_accuracy(pgd, model, x, y, early_stop=False)
+    assert sweep.accuracy[0] == whole["accuracy"]

@@ -21,3 +21,8 @@ class BackendMissingError(RobustkitError, ImportError):
 
 class NotFittedError(RobustkitError, RuntimeError):
     """A detector was asked to score before `fit`."""
+
+
+class RobustkitWarning(UserWarning):
+    """A sanity check that warned or failed on a number robustkit returned (filter with
+    ``warnings.filterwarnings("ignore", category=RobustkitWarning)``; the check itself stays in the result)."""

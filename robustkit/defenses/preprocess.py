@@ -33,6 +33,14 @@ class PreprocessedModel(nn.Module):
         if isinstance(preprocess, nn.Module):
             self.purifier = preprocess
 
+    @property
+    def surrogate_gradient(self) -> bool:
+        """Whether the backward pass is a deliberate approximation (BPDA), not the forward's gradient.
+
+        Sanity checks that compare the gradient with the forward pass (`gradient_consistency`)
+        skip such a model; set the same attribute on your own BPDA module."""
+        return self.straight_through
+
     def purify(self, x: torch.Tensor) -> torch.Tensor:
         if not self.straight_through:
             return self.preprocess(x)

@@ -31,34 +31,52 @@ from .checks.attack import (
     _at_eps,
     _judge_unbounded,
     _opened,
+    gradient_based,
+    gradient_free_companion,
     incomplete_optimisation,
     iterative_vs_single_step,
+    loss_companion,
+    loss_gap,
     monotone_in_eps,
 )
 from .checks.base import STATUSES, Check, Diagnosis, noise_tolerance
-from .checks.contract import model_learned
+from .checks.contract import input_scale, model_learned, output_head
 from .checks.defense import defense_cost
-from .checks.masking import adaptive_vs_oblivious, gradients_available, unstable_predictions
+from .checks.masking import (
+    adaptive_vs_oblivious,
+    gradient_consistency,
+    gradient_free,
+    gradients_available,
+    unstable_predictions,
+)
 from .checks.ood import ood_auroc, ood_saturated
-from .robustness import _predict, _rate
+from .predictions import _outputs, _predict, _rate
 
 __all__ = ["CHECKS", "STATUSES", "Check", "Diagnosis", "diagnose", "noise_tolerance", "ood_auroc", "ood_saturated"]
 
 CHECKS = (
     "model_learned",
+    "output_head",
+    "input_scale",
     "gradients_available",
+    "gradient_consistency",
     "unstable_predictions",
     "defense_cost",
     "unbounded_attack",
     "monotone_in_eps",
     "iterative_vs_single_step",
     "incomplete_optimisation",
+    "loss_gap",
+    "gradient_free",
     "adaptive_vs_oblivious",
 )
 """The checks `diagnose` can run, in the order it runs them."""
 
+GRADIENT_FREE_SAMPLE = 32  # survivors of the attack that the gradient-free check attacks with Square
+GRADIENT_FREE_QUERIES = 100  # Square's queries per image there
 
-# ---------------------------------------------------------------- diagnose
+ATTACK_CHECKS = CHECKS[CHECKS.index("unbounded_attack") :]
+"""The checks that need an attack."""
 
 
 def diagnose(
@@ -79,24 +97,28 @@ def diagnose(
     Attack or a registry name; ``eps`` overrides its budget. ``defense_of``: the undefended
     model when ``model`` is a defended one. ``skip``: names of checks not to run.
 
-    Always: `model_learned` (1 forward pass), `gradients_available` (1 forward + 1 backward),
-    `unstable_predictions` (2 forward); with ``defense_of``: `defense_cost` (1 forward).
-    With an attack (A = one run of it on the sample, the unit of ``cost["ratio"]``):
+    Always (the model's contract and its gradients): `model_learned` and `output_head` (1 forward
+    pass), `input_scale` (2 forward), `gradients_available` (1 forward + 1 backward),
+    `gradient_consistency` (2 forward + 1 backward), `unstable_predictions` (2 forward); with
+    ``defense_of``: `defense_cost` (1 forward). With an attack (A = one run of it on the sample,
+    the unit of ``cost["ratio"]``):
 
     - the attack at eps itself (1 A: robust accuracy, and the time ``cost["ratio"]`` divides by);
-    - `unbounded_attack`: the attack with its budget opened (1 A);
+    - `unbounded_attack`: the attack with its budget opened (1 A); an attack with a gradient-free
+      part (AutoAttack's Square) is replaced by the reference PGD of its norm, so that a gradient
+      attack, not random search, has to reach ~0%;
     - `monotone_in_eps` over eps · (0, ½, 1, 2) and the opened budget (2 A more: ½ and 2);
     - `iterative_vs_single_step` for L∞ attacks other than FGSM (1 forward + 1 backward);
     - `incomplete_optimisation` for attacks with ``steps``: 2×steps on the survivors (≤ 2 A);
+    - `loss_gap` for iterative cross-entropy attacks: the same attack on the DLR loss (1 A);
+    - `gradient_free`: a 100-query Square attack on at most 32 of the images the attack left
+      standing (about 200 forward passes of 32 images; none when nothing survives);
     - `adaptive_vs_oblivious` with ``defense_of``: the attack crafted on it (1 A).
 
-    So at most 6 A (7 A with ``defense_of``) plus about one A of forward and backward passes
-    for PGD-10. Measured on digits (PGD-10 at 8/255, 256 points, 94% of them surviving, 2
-    loaded CPU cores): 5.9 attack runs and 6.9× the attack's own wall time (benchmarks/bench.py,
-    ``bench_diagnose``); fewer survivors make the doubled-steps rerun cheaper. For a cheap
-    attack such as FGSM the fixed forward passes dominate and the ratio is higher.
-    ``Diagnosis.cost`` reports each call's seconds, the seconds of one attack run, their ratio,
-    and ``attack_runs``: the attack runs it made, counted in runs over the whole sample.
+    Measured on digits (PGD-10 at 8/255, 256 points, 2 loaded CPU cores): see
+    benchmarks/bench.py ``bench_diagnose``. ``Diagnosis.cost`` reports each call's seconds, the
+    seconds of one attack run, their ratio, and ``attack_runs``: the attack runs it made,
+    counted in runs over the whole sample.
     """
     start = time.perf_counter()
     unknown = sorted(set(skip) - set(CHECKS))
@@ -121,12 +143,25 @@ def diagnose(
     def acc_of(adv: torch.Tensor, on: nn.Module = model) -> float:
         return _rate(_predict(on, adv, batch_size) == y.cpu())
 
-    clean = acc_of(x)
+    outputs = _outputs(model, x, batch_size)
+    clean = _rate(outputs.argmax(1) == y.cpu())
     measured: dict[str, Any] = {"clean_accuracy": clean, "num_classes": num_classes}
     if wanted("model_learned"):
         checks.append(model_learned(clean, num_classes, n))
+    if wanted("output_head"):
+        checks.append(output_head(outputs))
+    if wanted("input_scale"):
+        checks.append(input_scale(model, x, y, clean_accuracy=clean, batch_size=batch_size))
     if wanted("gradients_available"):
         checks.append(gradients_available(model, x, y, batch_size))
+    surrogate = [type(m).__name__ for m in model.modules() if getattr(m, "surrogate_gradient", False)]
+    why = (
+        f"the gradient is a deliberate surrogate (BPDA) in {surrogate[0]}; the attack checks judge it"
+        if surrogate
+        else None
+    )
+    if wanted("gradient_consistency", why):
+        checks.append(gradient_consistency(model, x, y, seed=seed, batch_size=batch_size))
     if wanted("unstable_predictions"):
         checks.append(unstable_predictions(model, x, batch_size=batch_size))
     if wanted("defense_cost", None if defense_of is not None else "needs defense_of= (the undefended model)"):
@@ -136,7 +171,7 @@ def diagnose(
 
     attack_seconds, runs = None, 0.0  # runs: attack runs on the whole sample, survivors counted pro rata
     if attack is None:
-        for name in CHECKS[4:]:
+        for name in ATTACK_CHECKS:
             wanted(name, "needs attack=")
     else:
         attack = make_attack(attack) if isinstance(attack, str) else attack
@@ -144,30 +179,36 @@ def diagnose(
             raise TypeError(f"attack must be an Attack or an attack name, got {type(attack).__name__}")
         if eps is not None:
             attack = _at_eps(attack, parse_eps(eps, limit=math.inf))
+
+        def run(a: Attack, xs: torch.Tensor = x, ys: torch.Tensor = y) -> torch.Tensor:
+            return attack_batches(a, model, xs, ys, batch_size=batch_size)
+
         t0 = time.perf_counter()
-        adv = attack_batches(attack, model, x, y, batch_size=batch_size)
+        adv = run(attack)
         attack_seconds = time.perf_counter() - t0
         runs += 1
-        robust = acc_of(adv)
+        survived = _predict(model, adv, batch_size) == y.cpu()
+        robust = _rate(survived)
         measured.update(attack=attack.describe(), robust_accuracy=robust)
-        opened, budget = _opened(attack, x)
+        gradient_attack = gradient_based(attack)
+        opened, budget = _opened(gradient_attack, x)
         bounded_eps = attack.eps if attack.bounded else None
         unbounded_acc = 0.0
         if "unbounded_attack" not in skipped or ("monotone_in_eps" not in skipped and bounded_eps and budget):
-            unbounded_acc = acc_of(attack_batches(opened, model, x, y, batch_size=batch_size))
+            unbounded_acc = acc_of(run(opened))
             runs += 1
             measured["unbounded_accuracy"] = unbounded_acc
         if wanted("unbounded_attack"):
-            checks.append(_judge_unbounded(unbounded_acc, n, budget, attack))
+            checks.append(_judge_unbounded(unbounded_acc, n, budget, gradient_attack))
         why = None if bounded_eps else f"{attack.label()} has no budget to vary (unbounded or eps 0)"
         if wanted("monotone_in_eps", why):
             grid = [(0.0, clean), (bounded_eps, robust)]
             for factor in (0.5, 2.0):
                 e = bounded_eps * factor
                 if budget is None or e < budget:
-                    grid.append((e, acc_of(attack_batches(_at_eps(attack, e), model, x, y, batch_size=batch_size))))
+                    grid.append((e, acc_of(run(_at_eps(attack, e)))))
                     runs += 1
-            if budget is not None:
+            if budget is not None and gradient_attack is attack:
                 grid.append((budget, unbounded_acc))
             grid.sort()
             measured["eps_curve"] = {"eps": [g[0] for g in grid], "accuracy": [g[1] for g in grid]}
@@ -178,13 +219,28 @@ def diagnose(
         elif attack.name == "fgsm":
             why = "the attack is single-step FGSM itself"
         if wanted("iterative_vs_single_step", why):
-            fgsm = acc_of(attack_batches(FGSM(eps=bounded_eps), model, x, y, batch_size=batch_size))
+            fgsm = acc_of(run(FGSM(eps=bounded_eps)))
             measured["fgsm_accuracy"] = fgsm
             checks.append(iterative_vs_single_step(robust, fgsm, n))
         why = None if "steps" in attack.params else f"{attack.label()} has no steps parameter"
         if wanted("incomplete_optimisation", why):
             checks.append(incomplete_optimisation(attack, model, x, y, x_adv=adv, batch_size=batch_size))
             runs += 2 * robust  # twice the steps, on the points that survived
+        companion, why = loss_companion(attack, num_classes)
+        if wanted("loss_gap", why):
+            other = acc_of(run(companion))
+            runs += 1
+            measured[f"{companion.params['loss']}_accuracy"] = other
+            checks.append(loss_gap(robust, other, n, companion.params["loss"]))
+        square, why = gradient_free_companion(attack, GRADIENT_FREE_QUERIES)
+        if wanted("gradient_free", why):
+            idx = survived.nonzero().flatten()
+            tried = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(seed))[:GRADIENT_FREE_SAMPLE]]
+            still = 0
+            if len(tried):
+                still = int((_predict(model, run(square, x[tried], y[tried]), batch_size) == y[tried].cpu()).sum())
+            measured["gradient_free_broken"] = len(tried) - still
+            checks.append(gradient_free(len(tried) - still, len(tried), len(idx), n, square.label()))
         if wanted(
             "adaptive_vs_oblivious", None if defense_of is not None else "needs defense_of= (the undefended model)"
         ):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -15,15 +16,19 @@ from ..core.errors import NotFittedError
 from ..detectors.base import Detector
 from ..detectors.ood import logits_and_features
 from ..modelling.batches import image_batches, indexed_images
+from .checks.base import Check, warn_problems
+from .checks.ood import ood_auroc, ood_saturated
 
 
 @dataclass
 class OODResult:
-    """OOD metrics (OOD = positive class) and the raw scores they came from."""
+    """OOD metrics (OOD = positive class), the raw scores they came from, and the sanity checks
+    on them (`ood_auroc`, `ood_saturated`; `ood` also raises a `RobustkitWarning` for each problem)."""
 
     metrics: dict[str, float]
     id_scores: np.ndarray
     ood_scores: np.ndarray
+    checks: list[Check] = field(default_factory=list)
 
 
 def ood_metrics(id_scores: Sequence[float] | np.ndarray, ood_scores: Sequence[float] | np.ndarray) -> dict[str, float]:
@@ -77,7 +82,7 @@ def ood(
             named = {detector.name: detector}
             id_scores = _sharded_scores(named, id_x, batch_size, rank, size)[detector.name]
             ood_scores = _sharded_scores(named, ood_x, batch_size, rank, size)[detector.name]
-        return OODResult(ood_metrics(id_scores, ood_scores), id_scores, ood_scores)
+        return _checked(detector.name, id_scores, ood_scores)
     named = dict(detector) if isinstance(detector, dict) else {d.name: d for d in detector}
     if not named or not all(isinstance(d, Detector) for d in named.values()):
         raise TypeError("ood() takes a detector, or a non-empty list or {name: detector} dict of detectors")
@@ -88,10 +93,18 @@ def ood(
     else:
         id_scores = _sharded_scores(named, id_x, batch_size, rank, size)
         ood_scores = _sharded_scores(named, ood_x, batch_size, rank, size)
-    return {
-        name: OODResult(ood_metrics(id_scores[name], ood_scores[name]), id_scores[name], ood_scores[name])
-        for name in named
-    }
+    return {name: _checked(name, id_scores[name], ood_scores[name]) for name in named}
+
+
+def _checked(name: str, id_scores: np.ndarray, ood_scores: np.ndarray) -> OODResult:
+    """The `OODResult` with its checks, each problem also raised as a `RobustkitWarning` naming the detector."""
+    result = OODResult(ood_metrics(id_scores, ood_scores), id_scores, ood_scores)
+    result.checks = [
+        dataclasses.replace(check, name=f"{check.name} ({name})")
+        for check in (ood_auroc(result), ood_saturated(id_scores, ood_scores))
+    ]
+    warn_problems(result.checks, stacklevel=4)
+    return result
 
 
 def _sharded_scores(

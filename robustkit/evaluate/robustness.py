@@ -12,11 +12,15 @@ from torch import nn
 
 from ..attacks.base import Attack
 from ..attacks.reference import gradient_sign_and_logits
-from ..core.checks import check_images, check_labels, inspect_model, model_device, parse_eps, preserved_state, probe
+from ..core.checks import check_images, check_labels, inspect_model, model_device, parse_eps, preserved_state
 from ..core.distributed import sum_counts, world
-from ..modelling.batches import image_batches, indexed_batches, map_batches
+from ..modelling.batches import indexed_batches
 from ..modelling.data import as_image_set
 from ..registry import ATTACKS, attack_class
+from .checks.attack import monotone_in_eps
+from .checks.base import Check, warn_problems
+from .checks.contract import model_learned, output_head
+from .predictions import _outputs, _predict, _rate, predict
 
 
 def _indexed_batches(
@@ -53,46 +57,10 @@ def _indexed_batches(
         yield xb, yb, tb, ib
 
 
-def _checked_batches(
-    model: nn.Module,
-    x: Any,
-    y: torch.Tensor | None,
-    batch_size: int,
-    target: torch.Tensor | None = None,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
-    """Validated ``(images, labels, targets)`` batches of all the data (`_indexed_batches` in one process)."""
-    empty = True
-    for xb, yb, tb, _ in _indexed_batches(model, x, y, batch_size, target):
-        empty = False
-        yield xb, yb, tb
-    if empty:
-        raise ValueError("the data is empty; pass at least one image")
-
-
 def _nonempty(counts: dict[str, int]) -> dict[str, int]:
     if counts["total"] == 0:
         raise ValueError("the data is empty; pass at least one image")
     return counts
-
-
-def predict(model: nn.Module, x: Any, batch_size: int = 512) -> torch.Tensor:
-    """Predicted classes of ``x`` (a tensor, or a Dataset/DataLoader; eval mode, state restored)."""
-    preds = []
-    for xb in image_batches(x, batch_size):
-        check_images(xb)
-        probe(model, xb)
-        preds.append(_predict(model, xb, batch_size))
-    if not preds:
-        raise ValueError("the data is empty; pass at least one image")
-    return torch.cat(preds)
-
-
-@torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """`predict` without input checks, for inputs already validated."""
-    with preserved_state(model):
-        model.eval()
-        return map_batches(lambda b: model(b).argmax(1), x, batch_size, model_device(model))
 
 
 def accuracy(
@@ -116,11 +84,6 @@ def accuracy(
 
     counts = _nonempty(sum_counts(local, size))
     return counts["hits"] / counts["total"]
-
-
-def _rate(hits: torch.Tensor) -> float:
-    """Fraction of True values, exact in float64."""
-    return int(hits.sum()) / max(1, hits.numel())
 
 
 def random_targets(y: torch.Tensor, num_classes: int, seed: int = 0) -> torch.Tensor:
@@ -179,11 +142,15 @@ def robust_accuracy(
     judge = eval_model or model
     rank, size = world(distributed)
 
+    first: list[torch.Tensor] = []  # the judge's outputs on this rank's first batch, for output_head
+
     def local() -> dict[str, int]:
         counts = dict.fromkeys(("total", "clean", "robust", "reached", "attacked"), 0)
         pipeline = _Survivors(attacks, model, judge, batch_size, counts)
         for xb, yb, tb, ib in _indexed_batches(model, x, y, batch_size, target, rank, size):
             labels = yb.cpu()
+            if not first:
+                first.append(_outputs(judge, xb, batch_size))
             counts["total"] += len(xb)
             if early_stop:
                 clean = _predict(judge, xb)
@@ -218,7 +185,23 @@ def robust_accuracy(
     if early_stop:
         out["clean_accuracy"] = counts["clean"] / n
     out["attacked"] = counts["attacked"]
-    return out
+    result = RobustAccuracy(out)
+    if first:
+        result.checks.append(output_head(first[0]))
+    if early_stop:
+        result.checks.append(model_learned(out["clean_accuracy"], first[0].shape[1] if first else 2, n))
+    warn_problems(result.checks)
+    return result
+
+
+class RobustAccuracy(dict):
+    """`robust_accuracy`'s numbers (a dict, as before) with the cheap sanity checks on them in
+    ``checks``: `output_head` on the first batch's outputs and, with early stopping, `model_learned`
+    (each problem is also raised as a `RobustkitWarning`). For the attack's own checks, run `diagnose`."""
+
+    def __init__(self, numbers: dict[str, float]):
+        super().__init__(numbers)
+        self.checks: list[Check] = []
 
 
 @dataclass
@@ -315,15 +298,23 @@ def _direction(
 
 @dataclass
 class Sweep:
-    """Accuracy (and targeted success) per eps; ``passes`` counts forward/backward passes."""
+    """Accuracy (and targeted success) per eps; ``passes`` counts forward/backward passes;
+    ``checks``: `monotone_in_eps` on the curve (a problem is also raised as a `RobustkitWarning`)."""
 
     eps: list[float]
     accuracy: list[float]
     target_rate: list[float] | None = None
     passes: dict[str, int] = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"eps": self.eps, "accuracy": self.accuracy, "target_rate": self.target_rate, "passes": self.passes}
+        return {
+            "eps": self.eps,
+            "accuracy": self.accuracy,
+            "target_rate": self.target_rate,
+            "passes": self.passes,
+            "checks": [c.as_dict() for c in self.checks],
+        }
 
 
 def eps_sweep(
@@ -349,7 +340,7 @@ def eps_sweep(
     passes = {"forward": 0, "backward": 0}
     reuse_gradient = attack.name == "fgsm"
     n = 0
-    for xb, yb, tb in _checked_batches(model, x, y, batch_size, target):
+    for xb, yb, tb, ib in _indexed_batches(model, x, y, batch_size, target):
         n += len(xb)
         direction, clean = _direction(model, xb, yb, tb) if reuse_gradient else (None, None)
         if direction is not None:
@@ -364,18 +355,24 @@ def eps_sweep(
                 elif direction is not None:
                     adv = (xb + eps * direction).clamp(0, 1)
                 else:
-                    adv = attack.with_params(eps=eps)(model, xb, yb, target=tb)
+                    adv = attack.with_params(eps=eps)(model, xb, yb, target=tb, index=ib)  # seeds by global index
                 preds = _predict(model, adv)
                 passes["forward"] += 1
             hits[j] += int((preds == yb.cpu()).sum())
             if tb is not None:
                 target_hits[j] += int((preds == tb.cpu()).sum())
-    return Sweep(
+    if n == 0:
+        raise ValueError("the data is empty; pass at least one image")
+    sweep = Sweep(
         eps=eps_list,
         accuracy=(hits / n).tolist(),
         target_rate=(target_hits / n).tolist() if target is not None else None,
         passes=passes,
     )
+    if len(set(eps_list)) >= 2:
+        sweep.checks.append(monotone_in_eps(eps_list, sweep.accuracy, n))
+    warn_problems(sweep.checks)
+    return sweep
 
 
 @dataclass

@@ -16,8 +16,9 @@ from torch import nn
 
 from ...attacks.base import Attack, attack_batches
 from ...core.checks import check_images, check_labels, inspect_model, parse_eps
-from ...core.papers import CARLINI_2019, PINTOR_2022
-from ..robustness import _predict, _rate
+from ...core.papers import CARLINI_2019, CARLINI_WAGNER_2017, CROCE_2020, PINTOR_2022
+from ...registry import attack as make_attack
+from ..predictions import _predict, _rate
 from .base import Z_FAIL, Check, _check_n, _fmt_eps, _not_above, _share, noise_tolerance
 
 UNBOUNDED_WARN, UNBOUNDED_FAIL = 0.02, 0.10  # accuracy left by the attack with its budget opened
@@ -141,6 +142,8 @@ def incomplete_optimisation(
     before, after = len(idx) / n, still / n
     drop = before - after
     warn_at, fail_at = max(STEPS_WARN, 2 / n), max(STEPS_FAIL, 4 / n)
+    # Decided on counts of images, not on floats: a drop of exactly 2 of 256 images must not read as "more than 2".
+    dropped, warn_count, fail_count = len(idx) - still, max(STEPS_WARN * n, 2), max(STEPS_FAIL * n, 4)
     values = {
         "steps": steps,
         "accuracy": before,
@@ -151,12 +154,12 @@ def incomplete_optimisation(
         "n": n,
     }
     papers = f"{PINTOR_2022}; {CARLINI_2019}"
-    if drop > warn_at:
+    if dropped > warn_count:
         detail = (
             f"doubling the steps ({steps} → {2 * steps}) lowers robust accuracy from {before:.1%} to {after:.1%}: "
             "the attack had not converged; raise steps (or the step size) until the number stops moving"
         )
-        return Check("incomplete_optimisation", "fail" if drop > fail_at else "warn", detail, values, papers)
+        return Check("incomplete_optimisation", "fail" if dropped > fail_count else "warn", detail, values, papers)
     detail = f"doubling the steps ({steps} → {2 * steps}) changes robust accuracy by {drop:.1%} (within {warn_at:.1%})"
     return Check("incomplete_optimisation", "pass", detail, values, papers)
 
@@ -198,3 +201,76 @@ def _judge_unbounded(accuracy: float, n: int, budget: float | None, attack: Atta
         f"with its budget opened ({opened}) the attack reaches {accuracy:.1%} accuracy: it finds adversarial examples"
     )
     return Check("unbounded_attack", "pass", detail, values, papers)
+
+
+NOT_GRADIENT_ONLY = ("autoattack", "square", "square_l2")
+"""Attacks that are, or include, gradient-free search: they can break a model whose gradients are masked."""
+
+GRADIENT_ATTACK = {"linf": "pgd", "l2": "pgd_l2"}
+"""The reference gradient attack of each norm (registry names), used where a check needs one."""
+
+
+def gradient_based(attack: Attack) -> Attack:
+    """``attack`` itself when it follows gradients only; else the reference PGD of its norm and budget.
+
+    AutoAttack's Square reaches ~0% at an opened budget whatever the gradients do, so the opened
+    budget check would pass on a model whose gradients are masked (Croce & Hein 2020's Square is a
+    check on gradient attacks, not a substitute for one).
+    """
+    if attack.name not in NOT_GRADIENT_ONLY:
+        return attack
+    return make_attack(GRADIENT_ATTACK[attack.norm], eps=attack.eps, steps=20)
+
+
+def loss_companion(attack: Attack, num_classes: int) -> tuple[Attack | None, str | None]:
+    """The same iterative attack on the DLR loss (the margin with fewer than 3 classes), or why there is none."""
+    if not attack.bounded or not attack.eps:
+        return None, f"{attack.label()} has no budget"
+    if "steps" not in attack.params:
+        return None, f"{attack.label()} is not iterative"
+    if attack.name in NOT_GRADIENT_ONLY:
+        return None, f"{attack.label()} runs its own losses (APGD-DLR, the margin)"
+    loss = "dlr" if num_classes >= 3 else "margin"
+    if "loss" in attack.params:
+        if attack.params["loss"] != "ce":
+            return None, f"{attack.label()} already ascends the {attack.params['loss']} loss"
+        return attack.with_params(loss=loss), None
+    if attack.norm not in GRADIENT_ATTACK:
+        return None, f"no reference attack for the {attack.norm} norm"
+    params = {k: attack.params[k] for k in ("steps", "alpha", "random_start", "seed") if k in attack.params}
+    return make_attack(GRADIENT_ATTACK[attack.norm], eps=attack.eps, loss=loss, **params), None
+
+
+def loss_gap(ce_accuracy: float, other_accuracy: float, n: int, loss: str = "dlr") -> Check:
+    """The cross-entropy attack must not leave more accuracy than the same attack on a logit-margin loss.
+
+    Cross-entropy reads the outputs through a softmax: a squashed head (sigmoid, tanh), a
+    saturated softmax or a large temperature flattens its gradient while the argmax stays, and
+    the attack stalls. The margin (Carlini & Wagner 2017) and DLR (Croce & Hein 2020, invariant to
+    the outputs' scale) losses do not. Cross-entropy leaving more accuracy beyond `noise_tolerance`
+    (z = 2: warn, z = 4: fail) means its number overstates robustness.
+
+    Papers: Carlini & Wagner 2017, https://arxiv.org/abs/1608.04644; Croce & Hein 2020, https://arxiv.org/abs/2003.01690
+    """
+    return _not_above(
+        "loss_gap", ce_accuracy, other_accuracy, n, ("ce_accuracy", f"{loss}_accuracy"),
+        "on {n} images the cross-entropy attack leaves {worse:.1%} accuracy but the same attack on the "
+        + loss + " loss only {better:.1%} (noise ±{tol:.1%}): the cross-entropy gradient is flattened (a "
+        "squashed or saturated output, a temperature), so its number overstates robustness; report the lower one "
+        "(attack with loss='" + loss + "', or AutoAttack, whose APGD-DLR does) and check the model returns logits",
+        "the cross-entropy attack ({worse:.1%}) is as strong as the same attack on the " + loss
+        + " loss ({better:.1%}) on {n} images",
+        f"{CARLINI_WAGNER_2017}; {CROCE_2020}",
+    )  # fmt: skip
+
+
+def gradient_free_companion(attack: Attack, queries: int = 200) -> tuple[Attack | None, str | None]:
+    """The Square attack of the attack's norm and budget (the gradient-free check), or why there is none."""
+    if attack.name in NOT_GRADIENT_ONLY:
+        return None, f"{attack.label()} is, or includes, the gradient-free Square attack"
+    if not attack.bounded or not attack.eps:
+        return None, f"{attack.label()} has no budget"
+    name = {"linf": "square", "l2": "square_l2"}.get(attack.norm)
+    if name is None:
+        return None, f"no gradient-free attack for the {attack.norm} norm"
+    return make_attack(name, eps=attack.eps, n_queries=queries, seed=0), None

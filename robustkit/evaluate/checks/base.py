@@ -10,11 +10,13 @@ z = 2 for "warn" (about 5% false alarms for one comparison by chance alone) and 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ...core.errors import RobustkitWarning
 from ...core.params import jsonable
 
 STATUSES = ("pass", "warn", "fail")
@@ -160,5 +162,13 @@ def _not_above(
     values = {keys[0]: worse, keys[1]: better, "excess": excess, "tolerance": tol, "fail_tolerance": tol_fail, "n": n}
     if excess > tol:
         status = "fail" if excess > tol_fail else "warn"
-        return Check(name, status, warn_text.format(worse=worse, better=better, tol=tol), values, paper)
-    return Check(name, "pass", pass_text.format(worse=worse, better=better, tol=tol), values, paper)
+        return Check(name, status, warn_text.format(worse=worse, better=better, tol=tol, n=n), values, paper)
+    return Check(name, "pass", pass_text.format(worse=worse, better=better, tol=tol, n=n), values, paper)
+
+
+def warn_problems(checks: list[Check], stacklevel: int = 3) -> list[Check]:
+    """Raise a `RobustkitWarning` for each check that warns or fails; return ``checks``."""
+    for check in checks:
+        if not check.ok:
+            warnings.warn(str(check), RobustkitWarning, stacklevel=stacklevel)
+    return checks

@@ -7,10 +7,17 @@ from __future__ import annotations
 
 import math
 
-from ...core.papers import CARLINI_2019
-from .base import Check, _check_n, _share
+import torch
+from torch import nn
+
+from ...core.checks import check_images, check_labels, inspect_model
+from ...core.papers import CARLINI_2019, CARLINI_WAGNER_2017, CROCE_2020
+from ..predictions import _predict, _rate
+from .base import Z_FAIL, Check, _check_n, _share, noise_tolerance
 
 LEARNED_TOLERANCE_Z = 2.0  # "at chance": within 2 binomial standard errors of 1/num_classes
+PINNED, PINNED_SHARE = 1e-3, 0.25  # an output within 0.1% of the range from its min or max is pinned; share that fails
+INPUT_SCALE_GAIN = 0.10  # accuracy that rescaled input may gain over [0, 1] pixels
 
 
 def model_learned(clean_accuracy: float, num_classes: int, n: int | None = None) -> Check:
@@ -26,6 +33,7 @@ def model_learned(clean_accuracy: float, num_classes: int, n: int | None = None)
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes={num_classes!r} must be an integer ≥ 2")
     chance = 1 / num_classes
+    on = "" if n is None else f" on {n} images"
     tolerance = 0.01 if n is None else LEARNED_TOLERANCE_Z * math.sqrt(chance * (1 - chance) / _check_n(n))
     warn_below = min(2 * chance, (1 + chance) / 2)
     values = {
@@ -39,7 +47,7 @@ def model_learned(clean_accuracy: float, num_classes: int, n: int | None = None)
         status, detail = (
             "fail",
             (
-                f"clean accuracy {acc:.1%} is at chance ({chance:.1%}): the model learned nothing (or labels or "
+                f"clean accuracy {acc:.1%}{on} is at chance ({chance:.1%}): the model learned nothing (or labels or "
                 "preprocessing are wrong), so its robustness numbers mean nothing; fix training first"
             ),
         )
@@ -47,10 +55,118 @@ def model_learned(clean_accuracy: float, num_classes: int, n: int | None = None)
         status, detail = (
             "warn",
             (
-                f"clean accuracy {acc:.1%} is below {warn_below:.1%} (chance {chance:.1%}): the model barely learned; "
+                f"clean accuracy {acc:.1%}{on} is below {warn_below:.1%} (chance {chance:.1%}): the model barely learned; "
                 "train it properly before trusting robust accuracy, which is bounded by clean accuracy"
             ),
         )
     else:
-        status, detail = "pass", f"clean accuracy {acc:.1%} is well above chance ({chance:.1%})"
+        status, detail = "pass", f"clean accuracy {acc:.1%}{on} is well above chance ({chance:.1%})"
     return Check("model_learned", status, detail, values, CARLINI_2019)
+
+
+def output_head(outputs: torch.Tensor) -> Check:
+    """The model's outputs must be logits, not probabilities or a squashed or clipped version of them.
+
+    ``outputs``: the model's outputs on a sample (N×K). Fails when they are probabilities (non-negative,
+    rows summing to 1) or when more than a quarter of them are pinned at the extremes of their range
+    (a sigmoid, tanh, clamp or final ReLU head: its flat parts pass no gradient, so cross-entropy
+    attacks overstate robust accuracy and energy or max-logit scores read the squash). Warns on
+    log-probabilities (attacks are unaffected, but the energy score is the constant 0). Cost: none,
+    the outputs are given.
+
+    Papers: Carlini & Wagner 2017 (attack logits, not probabilities), https://arxiv.org/abs/1608.04644;
+    Croce & Hein 2020 (DLR, a loss that does not depend on the scale of the outputs), https://arxiv.org/abs/2003.01690
+    """
+    if not isinstance(outputs, torch.Tensor) or outputs.ndim != 2 or outputs.shape[1] < 2 or len(outputs) == 0:
+        raise ValueError("output_head needs the model's outputs as an N×K tensor with K ≥ 2 classes")
+    out = outputs.detach().double().cpu()
+    lo, hi = float(out.min()), float(out.max())
+    sums, lse = out.sum(1), out.logsumexp(1)
+    span = max(hi - lo, 1e-12)
+    pinned = ((out - lo).abs() <= PINNED * span) | ((hi - out).abs() <= PINNED * span)
+    values = {
+        "min": lo,
+        "max": hi,
+        "share_pinned": float(pinned.double().mean()),
+        "max_abs_row_sum_minus_1": float((sums - 1).abs().max()),
+        "max_abs_logsumexp": float(lse.abs().max()),
+        "n": len(out),
+    }
+    papers = f"{CARLINI_WAGNER_2017}; {CROCE_2020}"
+    fix = "return the logits (drop the final layer that squashes them)"
+    if lo >= 0 and values["max_abs_row_sum_minus_1"] < 1e-4:
+        detail = (
+            f"the outputs on {len(out)} images are probabilities (non-negative, each row sums to 1): cross-entropy on "
+            f"them misleads gradient attacks and logit-based OOD scores; {fix}"
+        )
+        return Check("output_head", "fail", detail, values, papers)
+    if hi <= 1e-6 and values["max_abs_logsumexp"] < 1e-4:
+        detail = (
+            f"the outputs on {len(out)} images are log-probabilities (log_softmax): attacks are unaffected, but the "
+            f"energy score is the constant 0 and max-logit is log max-softmax; {fix} for OOD detection"
+        )
+        return Check("output_head", "warn", detail, values, papers)
+    # Within [0, 1] or [-1, 1] and reaching the top tenth of it (an untrained model's small logits do not).
+    unit = next(((a, b) for a, b in ((0.0, 1.0), (-1.0, 1.0)) if a <= lo and hi <= b and hi >= b - 0.1 * (b - a)), None)
+    if unit is not None:
+        detail = (
+            f"the outputs on {len(out)} images never leave [{unit[0]:g}, {unit[1]:g}] (range [{lo:.3g}, {hi:.3g}]): a "
+            "squashed head (sigmoid, tanh) whose flat ends pass little gradient, so cross-entropy attacks overstate "
+            f"robust accuracy and energy or max-logit scores read the squash; {fix}, or attack with a margin or DLR loss"
+        )
+        return Check("output_head", "fail", detail, values, papers)
+    if values["share_pinned"] > PINNED_SHARE:
+        detail = (
+            f"{values['share_pinned']:.0%} of the outputs on {len(out)} images sit at the extremes of their range "
+            f"[{lo:.4g}, {hi:.4g}]: a saturating head (sigmoid, tanh, clamp, ReLU) passes no gradient there, so "
+            "cross-entropy attacks overstate robust accuracy and energy or max-logit scores read the squash; "
+            f"{fix}, or attack with a margin or DLR loss"
+        )
+        return Check("output_head", "fail", detail, values, papers)
+    detail = f"the outputs on {len(out)} images look like logits (range [{lo:.3g}, {hi:.3g}], none saturated)"
+    return Check("output_head", "pass", detail, values, papers)
+
+
+def input_scale(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean_accuracy: float | None = None, batch_size: int = 256
+) -> Check:
+    """Accuracy on [0, 1] pixels must not be far below accuracy on the same images rescaled.
+
+    Classifies the images standardised per channel (with the sample's own mean and std) and
+    scaled to 0..255. When either beats the [0, 1] pixels by more than 10 points and beyond
+    `noise_tolerance` (z = 4), the model expects input robustkit does not give it (its training
+    normalisation is missing): every number measured on it is wrong. Fix: put the normalisation
+    in front (``robustkit.with_normalization(model, mean, std)``). Cost: two forward passes.
+
+    Paper: Carlini et al. 2019, On Evaluating Adversarial Robustness, https://arxiv.org/abs/1902.06705
+    """
+    check_images(x)
+    check_labels(y, len(x), inspect_model(model, x))
+    n = len(x)
+    flat = x.transpose(0, 1).flatten(1)
+    mean, std = flat.mean(1).view(1, -1, 1, 1), flat.std(1).clamp_min(1e-6).view(1, -1, 1, 1)
+    raw = clean_accuracy if clean_accuracy is not None else _accuracy(model, x, y, batch_size)
+    raw = _share("clean_accuracy", raw)
+    tried = {
+        "standardised": _accuracy(model, (x - mean) / std, y, batch_size),
+        "0..255": _accuracy(model, x * 255, y, batch_size),
+    }
+    best = max(tried, key=lambda k: tried[k])
+    values = {"accuracy": raw, **{f"accuracy_{k}": v for k, v in tried.items()}, "n": n}
+    gain = tried[best] - raw
+    if gain > max(INPUT_SCALE_GAIN, noise_tolerance(raw, tried[best], n, Z_FAIL)):
+        detail = (
+            f"the model classifies {tried[best]:.1%} of {n} images given {best} input but {raw:.1%} given [0, 1] "
+            "pixels: it expects the input normalised as in its training, so every number measured here is wrong; "
+            "put that normalisation inside the model (robustkit.with_normalization(model, mean, std))"
+        )
+        return Check("input_scale", "fail", detail, values, CARLINI_2019)
+    detail = (
+        f"[0, 1] pixels give {raw:.1%} accuracy on {n} images, rescaled input no more "
+        f"(standardised {tried['standardised']:.1%}, 0..255 {tried['0..255']:.1%})"
+    )
+    return Check("input_scale", "pass", detail, values, CARLINI_2019)
+
+
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
+    return _rate(_predict(model, x, batch_size) == y.cpu())

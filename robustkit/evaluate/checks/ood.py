@@ -5,41 +5,61 @@ Papers: Hein, Andriushchenko & Bitterwolf 2019; Hendrycks et al. 2022.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from ...core.papers import HEIN_2019, HENDRYCKS_2022
-from .base import Check, _share
+from .base import Check, _check_n, _share
 
 SATURATED = 0.10  # share of OOD scores tied with another score
 
 
-def ood_auroc(metrics: Any) -> Check:
-    """OOD AUROC below 0.5 warns: the score ranks ID images as more anomalous than OOD ones.
+def ood_auroc(metrics: Any, n_id: int | None = None, n_ood: int | None = None) -> Check:
+    """OOD AUROC at or below chance warns: the score does not rank OOD images above ID ones.
 
-    Takes an AUROC, an `ood_metrics` dict or an `OODResult`. Below 0.5 the detector is worse
-    than a coin: a sign flip (scores must be higher for OOD), or a model more confident on these
-    OOD images than on its own test images, as ReLU networks can be far from their training data.
+    Takes an AUROC, an `ood_metrics` dict or an `OODResult` (which knows its image counts; else
+    pass ``n_id`` and ``n_ood``). With the counts, "at chance" is within 2 standard errors of
+    0.5 under no separation, sqrt((n_id + n_ood + 1) / (12·n_id·n_ood)) (the Mann–Whitney null);
+    without them, exactly 0.5. At chance, the score does not separate the sets (a constant score,
+    such as the energy of log-probabilities, gives exactly 0.5). Below it, the ranking is reversed:
+    a sign flip (scores must be higher for OOD), or a model more confident on these OOD images
+    than on its own test images, as ReLU networks can be far from their training data.
 
-    Paper: Hein, Andriushchenko & Bitterwolf 2019, https://arxiv.org/abs/1812.05720
+    Papers: Hein, Andriushchenko & Bitterwolf 2019, https://arxiv.org/abs/1812.05720; Mann & Whitney 1947
     """
-    metrics = getattr(metrics, "metrics", metrics)  # an OODResult
+    if hasattr(metrics, "id_scores"):  # an OODResult
+        n_id, n_ood, metrics = len(metrics.id_scores), len(metrics.ood_scores), metrics.metrics
     auroc = _share("AUROC", metrics["AUROC"] if isinstance(metrics, dict) else metrics)
-    values = {"AUROC": auroc}
-    if auroc < 0.5:
+    counted = n_id is not None and n_ood is not None
+    if counted:
+        n_id, n_ood = _check_n(n_id), _check_n(n_ood)
+        tolerance = 2 * math.sqrt((n_id + n_ood + 1) / (12 * n_id * n_ood))
+    else:
+        tolerance = 0.0
+    values = {"AUROC": auroc, "chance_tolerance": tolerance, "n_id": n_id, "n_ood": n_ood}
+    on = f" on {n_id} ID and {n_ood} OOD images" if counted else ""
+    if auroc < 0.5 - tolerance:
         detail = (
-            f"AUROC {auroc:.3f} < 0.5: the score ranks ID as more anomalous than OOD: a sign flip (higher scores "
-            "must mean more OOD), or a model more confident on these OOD images than on its own test images, as "
-            "ReLU networks can be far from their data (noise images often do this); check the sign, then the score "
-            "histograms, and compare training seeds"
+            f"AUROC {auroc:.3f}{on} is below chance: the score ranks ID as more anomalous than OOD: a sign flip "
+            "(higher scores must mean more OOD), or a model more confident on these OOD images than on its own test "
+            "images, as ReLU networks can be far from their data (noise images often do this); check the sign, then "
+            "the score histograms, and compare training seeds"
+        )
+        return Check("ood_auroc", "warn", detail, values, HEIN_2019)
+    if auroc <= 0.5 + tolerance:
+        noise = f" (within ±{tolerance:.3f}, two standard errors)" if counted else ""
+        detail = (
+            f"AUROC {auroc:.3f}{on} is at chance{noise}: the score does not separate ID from OOD (a constant score, "
+            "e.g. the energy of log-probabilities, gives exactly 0.5); try another score or check the model's outputs"
         )
         return Check("ood_auroc", "warn", detail, values, HEIN_2019)
     return Check(
         "ood_auroc",
         "pass",
-        f"AUROC {auroc:.3f} ≥ 0.5: the score ranks OOD above ID more often than not",
+        f"AUROC {auroc:.3f}{on} is above chance" + (f" by more than {tolerance:.3f}" if counted else ""),
         values,
         HEIN_2019,
     )
