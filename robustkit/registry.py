@@ -40,6 +40,12 @@ ATTACKS: dict[str, dict[str, str]] = {
         "art": "robustkit.attacks.art:DeepFool",
         "torchattacks": "robustkit.attacks.torchattacks:DeepFool",
     },
+    "eot_pgd": {
+        "reference": "robustkit.attacks.reference:EOTPGD",
+        "torchattacks": "robustkit.attacks.torchattacks:EOTPGD",
+    },
+    "square": {"torchattacks": "robustkit.attacks.torchattacks:Square"},
+    "square_l2": {"torchattacks": "robustkit.attacks.torchattacks:SquareL2"},
     "autoattack": {"torchattacks": "robustkit.attacks.torchattacks:AutoAttack"},
 }
 

@@ -25,7 +25,11 @@ def eps_param(default: float | None, norm: str, optional: bool = False) -> Param
 ALPHA = Param("alpha", None, "step size; None: 2.5·eps/steps (Madry et al.)", low=0, low_open=True, optional=True)
 STEPS = positive_int("steps", 10, "iterations")
 RANDOM_START = flag("random_start", True, "start from a random point of the eps-ball")
-SEED = Param("seed", 0, "seed for random starts; None: use the global RNG", types=(int,), optional=True)
+SEED = Param(
+    "seed", 0, "seed for random starts; None: draw one from the global torch RNG (torch.manual_seed repeats a run)",
+    types=(int,), optional=True,
+)  # fmt: skip
+EOT_SAMPLES = positive_int("eot_samples", 10, "gradients averaged per step (Expectation over Transformation)")
 OVERSHOOT = Param("overshoot", 0.02, "relative overshoot past the decision boundary", low=0)
 DEEPFOOL_PARAMETERS = (  # ART's DeepFool and robustkit's reference one take the same steps
     positive_int("steps", 50, "iterations at most"),
@@ -90,7 +94,8 @@ class Attack(Configurable):
         Attacks with ``per_example_seeds`` draw image i's randomness from a generator seeded
         by (``seed``, index[i]), so an image gets the same attack whatever batch it sits in
         (early stopping, sharding across processes); the default is the position in ``x``.
-        Other backends draw from one generator per call and ignore ``index``.
+        Other backends draw from one generator per call and ignore ``index``. The call runs
+        under its own RNG state, seeded by ``seed`` (``None``: a seed drawn from the global RNG).
         """
         if not isinstance(x, torch.Tensor) or y is None:
             if target is not None or index is not None:
@@ -122,9 +127,9 @@ class Attack(Configurable):
         device = model_device(model)
         xd, yd = x.detach().to(device).clone(), y.to(device)
         td = None if target is None else target.to(device)
+        seed = draw_seed() if self.seed is None else self.seed  # seed=None: each call advances the global RNG
         with preserved_state(model), torch.random.fork_rng(devices=_cuda_devices(device)):
-            if self.seed is not None:
-                torch.manual_seed(self.seed)
+            torch.manual_seed(seed)
             model.eval()
             adv = self._run_indexed(model, xd, yd, td, num_classes, index.cpu())
         adv = self._project(xd, adv.detach().to(device=device, dtype=x.dtype))
@@ -160,6 +165,11 @@ class Attack(Configurable):
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, num_classes: int
     ) -> torch.Tensor:
         """Backend call on validated inputs that sit on the model's device."""
+
+
+def draw_seed() -> int:
+    """A seed drawn from the global torch RNG (so ``torch.manual_seed`` reproduces it, and it advances)."""
+    return int(torch.randint(0, 2**62, (), dtype=torch.int64))
 
 
 def check_index(index: object, n: int) -> torch.Tensor:

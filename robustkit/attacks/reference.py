@@ -8,8 +8,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.checks import preserved_state
-from ..core.papers import GOODFELLOW_2015, MADRY_2018, MOOSAVI_2016
-from .base import ALPHA, DEEPFOOL_PARAMETERS, RANDOM_START, STEPS, Attack, default_alpha, eps_param, example_generators
+from ..core.papers import ATHALYE_2018, CARLINI_WAGNER_2017, CROCE_2020, GOODFELLOW_2015, MADRY_2018, MOOSAVI_2016
+from .base import (
+    ALPHA,
+    DEEPFOOL_PARAMETERS,
+    EOT_SAMPLES,
+    RANDOM_START,
+    STEPS,
+    Attack,
+    default_alpha,
+    eps_param,
+    example_generators,
+)
+from .losses import LOSS, attack_loss, check_loss
 
 
 def gradient_sign_and_logits(
@@ -61,9 +72,11 @@ class PGD(Attack):
 
     x₀ = clip(x + U(−eps, eps)); x_{t+1} = clip(x + clamp(x_t + alpha·sign ∇ₓL(x_t) − x, ±eps), 0, 1),
     the order torchattacks.PGD uses, so without a random start the two agree exactly. L is the
-    cross-entropy summed over the batch (targeted: −L at the target), so an image's steps do not
-    depend on the other images of its batch, and with an integer ``seed`` image i's random start
-    comes from a generator seeded by (seed, its global index): the same attack in any batch.
+    ``loss``, summed over the batch: the cross-entropy (targeted: −L at the target), the logit
+    margin (Carlini & Wagner 2017) or DLR (Croce & Hein 2020), whose gradients survive a saturated
+    output (`robustkit.attacks.losses`). An image's steps do not depend on the other images of its
+    batch, and with an integer ``seed`` image i's random start comes from a generator seeded by
+    (seed, its global index): the same attack in any batch.
     """
 
     name = "pgd"
@@ -71,23 +84,28 @@ class PGD(Attack):
     norm = "linf"
     targeted = True
     per_example_seeds = True
-    parameters = (eps_param(8 / 255, "linf"), ALPHA, STEPS, RANDOM_START)
-    paper = MADRY_2018
+    parameters = (eps_param(8 / 255, "linf"), ALPHA, STEPS, RANDOM_START, LOSS)
+    paper = f"{MADRY_2018}; {CARLINI_WAGNER_2017}; {CROCE_2020}"  # the attack; its margin and DLR losses
 
     def _run(self, model, x, y, target, num_classes):
         return self._run_indexed(model, x, y, target, num_classes, torch.arange(len(x)))
 
     def _run_indexed(self, model, x, y, target, num_classes, index):
         p = self.params
+        check_loss(self.label(), p["loss"], num_classes, target is not None)
         alpha = default_alpha(p)
         adv = (x + self.random_start(x, index)).clamp(0.0, 1.0) if p["random_start"] else x.clone()
-        labels, sign = (y, 1.0) if target is None else (target, -1.0)
         for _ in range(p["steps"]):
-            adv.requires_grad_(True)
-            loss = F.cross_entropy(model(adv), labels, reduction="sum")
-            (grad,) = torch.autograd.grad(sign * loss, adv)
-            adv = self._step(x, adv.detach(), grad, alpha)
+            adv = self._step(x, adv, self.gradient(model, adv, y, target), alpha)
         return adv
+
+    def gradient(
+        self, model: nn.Module, adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
+    ) -> torch.Tensor:
+        """∇ₓ of the declared ``loss`` summed over the batch, at ``adv`` (one forward and backward pass)."""
+        adv = adv.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(attack_loss(model(adv), y, target, self.params["loss"]), adv)
+        return grad
 
     def random_start(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """The random start's offsets (image i's from (seed, index[i]); the global RNG when seed is None)."""
@@ -116,7 +134,7 @@ class PGDL2(PGD):
 
     name = "pgd_l2"
     norm = "l2"
-    parameters = (eps_param(1.0, "l2"), ALPHA, STEPS, RANDOM_START)
+    parameters = (eps_param(1.0, "l2"), ALPHA, STEPS, RANDOM_START, LOSS)
 
     def _draw(self, shape, dtype, generator):
         eps = self.params["eps"]
@@ -133,6 +151,28 @@ class PGDL2(PGD):
         delta = adv + alpha * grad / (_l2_norms(grad) + 1e-10) - x
         delta = delta * (eps / _l2_norms(delta).clamp_min(1e-12)).clamp(max=1.0)
         return (x + delta).clamp(0.0, 1.0)
+
+
+class EOTPGD(PGD):
+    """PGD (L∞) with Expectation over Transformation (Athalye et al. 2018), per-example seeded starts.
+
+    Each step takes the sign of the gradient summed over ``eot_samples`` forward and backward
+    passes at the same point (the sign of their mean), so a model that randomises its input or
+    weights is attacked through the average of its randomness rather than one draw of it. The
+    model's own randomness comes from the call's RNG (seeded by ``seed``). On a deterministic
+    model it equals `PGD` (the sum of equal gradients has their sign). As torchattacks.EOTPGD,
+    whose ``eot_iter`` is ``eot_samples``, with the reference PGD's summed loss and random starts.
+    """
+
+    name = "eot_pgd"
+    parameters = (eps_param(8 / 255, "linf"), ALPHA, STEPS, EOT_SAMPLES, RANDOM_START, LOSS)
+    paper = f"{ATHALYE_2018}; {MADRY_2018}"
+
+    def gradient(self, model, adv, y, target):
+        total = super().gradient(model, adv, y, target)
+        for _ in range(self.params["eot_samples"] - 1):
+            total += super().gradient(model, adv, y, target)
+        return total
 
 
 class DeepFool(Attack):

@@ -1,4 +1,4 @@
-"""torchattacks adapters: FGSM, PGD (L∞, L2), DeepFool and AutoAttack, with targeted modes."""
+"""torchattacks adapters: FGSM, PGD (L∞, L2), EOT-PGD, DeepFool, Square (L∞, L2) and AutoAttack, with targeted modes."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 from torch import nn
 
 from ..core.backends import require
-from ..core.papers import CROCE_2020, GOODFELLOW_2015, MADRY_2018, MOOSAVI_2016
+from ..core.papers import ANDRIUSHCHENKO_2020, ATHALYE_2018, CROCE_2020, GOODFELLOW_2015, MADRY_2018, MOOSAVI_2016
 from ..core.params import Param, positive_int
-from .base import ALPHA, OVERSHOOT, RANDOM_START, STEPS, Attack, default_alpha, eps_param
+from .base import ALPHA, EOT_SAMPLES, OVERSHOOT, RANDOM_START, STEPS, Attack, default_alpha, draw_seed, eps_param
 
 
 class _TorchattacksAttack(Attack):
@@ -62,6 +62,20 @@ class PGDL2(PGD):
     parameters = (eps_param(1.0, "l2"), ALPHA, STEPS, RANDOM_START)
 
 
+class EOTPGD(PGD):
+    """torchattacks.EOTPGD: PGD (L∞) whose steps sum the gradients of ``eot_samples`` passes (Athalye et al. 2018)."""
+
+    name = "eot_pgd"
+    cls_name = "EOTPGD"
+    parameters = (eps_param(8 / 255, "linf"), ALPHA, STEPS, EOT_SAMPLES, RANDOM_START)
+    paper = ATHALYE_2018
+
+    def _kwargs(self, num_classes):
+        kwargs = super()._kwargs(num_classes)
+        kwargs["eot_iter"] = kwargs.pop("eot_samples")
+        return kwargs
+
+
 class DeepFool(_TorchattacksAttack):
     """torchattacks.DeepFool (minimal L2 perturbation, untargeted; one image at a time)."""
 
@@ -73,8 +87,55 @@ class DeepFool(_TorchattacksAttack):
     paper = MOOSAVI_2016
 
 
+class Square(_TorchattacksAttack):
+    """torchattacks.Square: Square Attack (Andriushchenko et al. 2020), score-based random search, L∞.
+
+    Gradient-free: it only queries the model's logits, so it is the check on a gradient attack
+    that a masked gradient fooled. Each of ``n_queries`` iterations changes one random square
+    of the perturbation (side shrinking with ``p_init``'s schedule) and keeps it if the margin
+    loss falls; images already misclassified stop querying. One restart; torchattacks' default
+    is 5000 queries (as AutoAttack's), robustkit's 1000 keeps a CPU run affordable.
+    """
+
+    name = "square"
+    norm = "linf"
+    targeted = True
+    cls_name = "Square"
+    parameters = (
+        eps_param(8 / 255, "linf"),
+        positive_int("n_queries", 1000, "queries per image at most (torchattacks and AutoAttack: 5000)"),
+        Param("p_init", 0.8, "initial share of pixels a square covers", low=0, high=1, low_open=True),
+    )
+    paper = ANDRIUSHCHENKO_2020
+
+    def _kwargs(self, num_classes):
+        p = self.params
+        return {
+            "norm": "Linf" if self.norm == "linf" else "L2",
+            "eps": p["eps"],
+            "n_queries": p["n_queries"],
+            "p_init": p["p_init"],
+            "n_restarts": 1,
+            "loss": "margin",
+            "seed": draw_seed() if p["seed"] is None else p["seed"],
+        }
+
+
+class SquareL2(Square):
+    """torchattacks.Square with norm='L2': Square Attack (Andriushchenko et al. 2020), L2."""
+
+    name = "square_l2"
+    norm = "l2"
+    parameters = (eps_param(0.5, "l2"), *Square.parameters[1:])
+
+
 class AutoAttack(_TorchattacksAttack):
-    """torchattacks.AutoAttack (standard version: APGD-CE, APGD-T, FAB-T, Square)."""
+    """torchattacks.AutoAttack: its 10-iteration re-implementation of Croce & Hein's ensemble.
+
+    Standard version: APGD-CE, APGD-T, FAB-T and Square (5000 queries), with torchattacks'
+    10 APGD iterations where the official AutoAttack runs 100, so it can overstate robust
+    accuracy against it. ``seed=None`` draws the suite's seed from the global torch RNG.
+    """
 
     name = "autoattack"
     norm = "linf"
@@ -87,4 +148,10 @@ class AutoAttack(_TorchattacksAttack):
 
     def _kwargs(self, num_classes):
         p = self.params
-        return {"norm": "Linf", "eps": p["eps"], "version": p["version"], "n_classes": num_classes, "seed": p["seed"] or 0}
+        return {
+            "norm": "Linf",
+            "eps": p["eps"],
+            "version": p["version"],
+            "n_classes": num_classes,
+            "seed": draw_seed() if p["seed"] is None else p["seed"],
+        }
