@@ -27,3 +27,4 @@ ZHANG_2023 = "Zhang et al. 2023, OpenOOD v1.5: Enhanced Benchmark for Out-of-Dis
 YANG_2022 = "Yang et al. 2022, OpenOOD: Benchmarking Generalized Out-of-Distribution Detection, https://arxiv.org/abs/2210.07242"
 CARLINI_WAGNER_2017 = "Carlini & Wagner 2017, Towards Evaluating the Robustness of Neural Networks, https://arxiv.org/abs/1608.04644"
 ANDRIUSHCHENKO_2020 = "Andriushchenko et al. 2020, Square Attack: a query-efficient black-box adversarial attack via random search, https://arxiv.org/abs/1912.00049"
+TRAMER_2020 = "Tramer et al. 2020, On Adaptive Attacks to Adversarial Example Defenses, https://arxiv.org/abs/2002.08347"

@@ -19,7 +19,7 @@ from .base import Check, _not_above
 GRADIENT_WARN, GRADIENT_FAIL = 0.01, 0.10  # share of points with a zero / NaN / inf input gradient
 CONSISTENCY_STEP = 1e-3  # the sign step whose effect the gradient must predict
 CONSISTENCY_ERROR = 0.5  # relative error above which an image's gradient mispredicts the change
-CONSISTENCY_WARN, CONSISTENCY_FAIL = 0.10, 0.25  # share of images whose gradient mispredicts
+CONSISTENCY_WARN, CONSISTENCY_FAIL = 0.30, 0.50  # median relative error of the first-order prediction
 GRADIENT_FREE_WARN, GRADIENT_FREE_FAIL = 0.10, 0.25  # share of the gradient attack's survivors Square breaks
 RANDOMISED = 1e-4  # relative change of the logits between two identical calls
 
@@ -169,12 +169,13 @@ def gradient_consistency(
 
     For each image, the margin m = z_y − z_j (j: the runner-up class at x) is compared after a random
     ±``step`` sign step (default 1e-3, a quarter of a grey level) with its first-order prediction
-    ∇m·δ. A differentiable model agrees to within a few percent on almost every image (on a digits
-    CNN the median relative error is 0.3%, on 1% of images above 50%). A gradient that exists but
-    leads nowhere does not: a high-frequency transform (shattered gradients), noise drawn afresh
-    or from the input itself (same input, same output; any change, new noise), a step the gradient
-    does not see. More than 10% of images with a relative error above 50% warns, more than 25%
-    fails: gradient attacks are then blind and robust accuracy overstated. A deliberate surrogate
+    ∇m·δ. For a differentiable model the two agree closely: the median relative error is 0.3% for a
+    digits CNN and 10% for the CIFAR-10 prefix's CNN6 (a ReLU net crosses kinks even at this scale).
+    A gradient that exists but leads nowhere does not: a high-frequency transform (x + 0.02·sin(2000x):
+    76% on the CIFAR prefix), noise drawn afresh or from the input itself (same input, same output;
+    any change, new noise: 100%), a step the gradient does not see. A median relative error above
+    30% warns, above 50% fails: gradient attacks are then blind and robust accuracy overstated. The
+    share of images above 50% is reported too. A deliberate surrogate
     gradient (BPDA's identity through a rounding step) trips it too: `diagnose` skips models with a
     module whose ``surrogate_gradient`` is True (robustkit's PreprocessedModel with straight_through).
     Cost: two forward passes and one backward.
@@ -209,7 +210,8 @@ def gradient_consistency(
     share = _rate(error > CONSISTENCY_ERROR)
     values = {"share_inconsistent": share, "median_relative_error": float(error.median()), "step": step, "n": len(x)}
     papers = f"{ATHALYE_2018}; {TRAMER_2020}"
-    if share > CONSISTENCY_WARN:
+    median = values["median_relative_error"]
+    if median > CONSISTENCY_WARN:
         detail = (
             f"on {share:.0%} of {len(x)} images the input gradient mispredicts how the output changes under a "
             f"±{step:g} step (median relative error {values['median_relative_error']:.0%}): the gradient exists but "
@@ -217,10 +219,10 @@ def gradient_consistency(
             "gradient attacks are blind and robust accuracy is overstated; attack with BPDA through the transform, "
             "EOT (eot_pgd; AutoAttack version='rand') for randomness, and a gradient-free attack (square)"
         )
-        return Check("gradient_consistency", "fail" if share > CONSISTENCY_FAIL else "warn", detail, values, papers)
+        return Check("gradient_consistency", "fail" if median > CONSISTENCY_FAIL else "warn", detail, values, papers)
     detail = (
-        f"the input gradient predicts the output's change under a ±{step:g} step on {1 - share:.0%} of {len(x)} "
-        f"images (median relative error {values['median_relative_error']:.1%})"
+        f"the input gradient predicts the output's change under a ±{step:g} step on {len(x)} images (median "
+        f"relative error {median:.1%}, within {CONSISTENCY_WARN:.0%})"
     )
     return Check("gradient_consistency", "pass", detail, values, papers)
 
