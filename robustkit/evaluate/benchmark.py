@@ -28,24 +28,18 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from ..attacks.base import Attack
-from ..core.checks import inspect_model
+from ..core.checks import inspect_model, model_device, preserved_state
 from ..core.errors import DatasetNotFoundError
 from ..core.papers import CROCE_2021, YANG_2022, ZHANG_2023
 from ..detectors.base import Detector
-from ..detectors.ood import last_linear
+from ..detectors.ood import find_head
 from ..modelling.data import LOADERS, Data, ImageSet, as_image_set, load_dataset, match_shape, pick_indices
 from ..registry import DETECTORS, attack_class, detector
 from ..registry import attack as make_attack
-from .checks import (
-    Check,
-    gradients_available,
-    iterative_vs_single_step,
-    model_learned,
-    ood_auroc,
-    ood_saturated,
-    unbounded_attack,
-    unstable_predictions,
-)
+from .checks import Check, gradients_available, iterative_vs_single_step, unbounded_attack, unstable_predictions
+from .checks.attack import gradient_based
+from .checks.contract import input_scale
+from .checks.masking import gradient_consistency
 from .ood import ood as ood_scores
 from .robustness import robust_accuracy
 
@@ -258,18 +252,27 @@ def _detectors(names: Sequence[str] | Mapping[str, Detector] | None, model: nn.M
         if twice:
             raise ValueError(f"detector {twice[0]!r} is given twice; give each detector once")
         built = {name: detector(name) for name in wanted}  # an unknown name fails here, naming the valid ones
-    skipped: dict[str, str] = {}
-    if last_linear(model) is None:
-        need = [n for n, d in built.items() if d.reads() == "features"]
-        if need and names is not None:
-            raise ValueError(
-                f"detectors {', '.join(need)} read the input of the model's last nn.Linear, and the model has none; "
-                "drop them or pass detector objects built with features=callable"
-            )
-        for n in need:
-            skipped[n] = "the model has no nn.Linear layer to take penultimate features from"
-            del built[n]
-    return built, skipped
+    return built, {}
+
+
+def _drop_unfed(
+    built: dict[str, Detector], asked: bool, model: nn.Module, x: torch.Tensor, skipped: dict[str, str]
+) -> None:
+    """Drop the feature detectors the model cannot feed (no nn.Linear outputs its logits) with a note in
+    ``skipped``; when the caller ``asked`` for them by name, that is an error naming the fix."""
+    need = [n for n, d in built.items() if d.reads() == "features"]
+    if not need:
+        return
+    with preserved_state(model), torch.no_grad():
+        model.eval()
+        try:
+            find_head(model, x.to(model_device(model)))
+        except ValueError as err:
+            if asked:
+                raise ValueError(f"detectors {', '.join(need)}: {err}") from None
+            for n in need:
+                skipped[n] = f"no nn.Linear of the model outputs its logits, so its penultimate features are unknown ({err})"
+                del built[n]
 
 
 # ---------------------------------------------------------------- the run
@@ -398,8 +401,10 @@ def benchmark(
     ``skipped``. ``detectors`` (names or ``{name: Detector}``, default `DEFAULT_DETECTORS`)
     are fitted on ``train`` and scored with one `ood` call per OOD set.
 
-    Checks: `model_learned` (all test images), `gradients_available`, `unstable_predictions`
-    and `unbounded_attack` (on a seeded sample of ``check_sample`` test images),
+    Checks: `output_head` (the first batch's outputs), `model_learned` (all test images),
+    `input_scale`, `gradients_available`, `gradient_consistency`, `unstable_predictions` and
+    `unbounded_attack` (on a seeded sample of ``check_sample`` test images; a gradient attack,
+    the reference PGD, when the threat model's attack includes Square, as AutoAttack does),
     `iterative_vs_single_step` (L∞ attacks other than FGSM; FGSM on all attacked images),
     and `ood_auroc` and `ood_saturated` per set and detector.
 
@@ -436,6 +441,7 @@ def benchmark(
     else:
         test = _test_set(data, limit)
     classes = inspect_model(model, test.sample(1, seed).x)
+    _drop_unfed(built, detectors is not None, model, test.sample(16, seed).x, skipped)
     if test.info.name != "tensors" and classes != test.info.num_classes:
         raise ValueError(f"the model has {classes} outputs but {test.info.name} has {test.info.num_classes} classes")
     if isinstance(ood, Mapping):
@@ -455,12 +461,14 @@ def benchmark(
         with stage("attack", f"clean and robust accuracy: {atk.label()} at eps={atk.eps:.4g}"):
             measured = robust_accuracy(atk, model, test.data)  # one clean pass, then attacks only the correct ones
             clean, robust = measured["clean_accuracy"], measured["accuracy"]
-            checks.append(model_learned(clean, classes, n))
+            checks += measured.checks  # output_head (first batch), model_learned (all test images)
         with stage("checks", "attack sanity checks"):
             sample = test.sample(check_sample, seed)
+            checks.append(input_scale(model, sample.x, sample.y))
             checks.append(gradients_available(model, sample.x, sample.y))
+            checks.append(gradient_consistency(model, sample.x, sample.y, seed=seed))
             checks.append(unstable_predictions(model, sample.x))
-            checks.append(unbounded_attack(atk, model, sample.x, sample.y))
+            checks.append(unbounded_attack(gradient_based(atk), model, sample.x, sample.y))
             if linf_iterative:
                 fgsm = robust_accuracy(make_attack("fgsm", eps=atk.eps), model, test.data)["accuracy"]
                 checks.append(iterative_vs_single_step(robust, fgsm, n))
@@ -474,8 +482,9 @@ def benchmark(
                 rows.append({"group": s.group, "set": s.name, "detector": det_name, "metrics": result.metrics})
                 scores.setdefault(s.name, {})[det_name] = (result.id_scores, result.ood_scores)
                 what = f"{det_name}, {s.name}"
-                for check in (ood_auroc(result), ood_saturated(result.id_scores, result.ood_scores)):
-                    checks.append(Check(f"{check.name} ({what})", check.status, check.detail, check.values, check.paper))
+                for check in result.checks:  # ood_auroc and ood_saturated, named by the detector
+                    base = check.name.split(" (")[0]
+                    checks.append(Check(f"{base} ({what})", check.status, check.detail, check.values, check.paper))
     described = [
         {"name": s.name, "group": s.group, "default": s.default, "n": len(d) if hasattr(d, "__len__") else None}
         for s, d in sets.items()
