@@ -12,13 +12,14 @@ import os
 import re
 import sys
 import typing
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from ..core.errors import RobustkitError
+from ..core.errors import RobustkitError, RobustkitWarning
 from .recipes import load_recipe, recipes
 
 STRICT_EXIT = 3  # robustkit.app.sanity.STRICT_EXIT (not imported here: it loads torch)
@@ -85,6 +86,9 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
+    # Every command reports its sanity checks itself (the report, the yellow lines, --strict):
+    # the library's RobustkitWarning for the same check would print it a second time.
+    warnings.filterwarnings("ignore", category=RobustkitWarning)
     try:
         if args[:1] == ["run"]:
             if len(args) > 1 and not args[1].startswith("-"):
