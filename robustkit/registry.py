@@ -44,7 +44,7 @@ ATTACKS: dict[str, dict[str, str]] = {
         "reference": "robustkit.attacks.reference:EOTPGD",
         "torchattacks": "robustkit.attacks.torchattacks:EOTPGD",
     },
-    "square": {"torchattacks": "robustkit.attacks.torchattacks:Square"},
+    "square": {"torchattacks": "robustkit.attacks.torchattacks:Square", "art": "robustkit.attacks.art:Square"},
     "square_l2": {"torchattacks": "robustkit.attacks.torchattacks:SquareL2"},
     "autoattack": {"torchattacks": "robustkit.attacks.torchattacks:AutoAttack"},
 }

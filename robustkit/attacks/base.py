@@ -30,6 +30,10 @@ SEED = Param(
     types=(int,), optional=True,
 )  # fmt: skip
 EOT_SAMPLES = positive_int("eot_samples", 10, "gradients averaged per step (Expectation over Transformation)")
+SQUARE_PARAMETERS = (  # torchattacks' and ART's Square take the same budget, queries and schedule
+    positive_int("n_queries", 1000, "queries per image at most (torchattacks and AutoAttack: 5000)"),
+    Param("p_init", 0.8, "initial share of pixels a square covers", low=0, high=1, low_open=True),
+)
 OVERSHOOT = Param("overshoot", 0.02, "relative overshoot past the decision boundary", low=0)
 DEEPFOOL_PARAMETERS = (  # ART's DeepFool and robustkit's reference one take the same steps
     positive_int("steps", 50, "iterations at most"),

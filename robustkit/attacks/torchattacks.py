@@ -9,7 +9,18 @@ from torch import nn
 from ..core.backends import require
 from ..core.papers import ANDRIUSHCHENKO_2020, ATHALYE_2018, CROCE_2020, GOODFELLOW_2015, MADRY_2018, MOOSAVI_2016
 from ..core.params import Param, positive_int
-from .base import ALPHA, EOT_SAMPLES, OVERSHOOT, RANDOM_START, STEPS, Attack, default_alpha, draw_seed, eps_param
+from .base import (
+    ALPHA,
+    EOT_SAMPLES,
+    OVERSHOOT,
+    RANDOM_START,
+    SQUARE_PARAMETERS,
+    STEPS,
+    Attack,
+    default_alpha,
+    draw_seed,
+    eps_param,
+)
 
 
 class _TorchattacksAttack(Attack):
@@ -101,11 +112,7 @@ class Square(_TorchattacksAttack):
     norm = "linf"
     targeted = True
     cls_name = "Square"
-    parameters = (
-        eps_param(8 / 255, "linf"),
-        positive_int("n_queries", 1000, "queries per image at most (torchattacks and AutoAttack: 5000)"),
-        Param("p_init", 0.8, "initial share of pixels a square covers", low=0, high=1, low_open=True),
-    )
+    parameters = (eps_param(8 / 255, "linf"), *SQUARE_PARAMETERS)
     paper = ANDRIUSHCHENKO_2020
 
     def _kwargs(self, num_classes):
@@ -126,7 +133,7 @@ class SquareL2(Square):
 
     name = "square_l2"
     norm = "l2"
-    parameters = (eps_param(0.5, "l2"), *Square.parameters[1:])
+    parameters = (eps_param(0.5, "l2"), *SQUARE_PARAMETERS)
 
 
 class AutoAttack(_TorchattacksAttack):
