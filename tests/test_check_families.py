@@ -283,3 +283,18 @@ def test_adaptive_vs_oblivious_does_not_advise_what_the_attack_already_does():
     bpda = adaptive_vs_oblivious(0.6, 0.1, 200, method="BPDA")
     assert bpda.status == "fail" and "attack through it with BPDA" not in bpda.detail
     assert "already through the defense with BPDA" in bpda.detail
+
+
+def test_ood_names_a_head_that_makes_logit_scores_meaningless(model, digits_train, digits_test):
+    """Energy on log-probabilities is the constant 0 (AUROC exactly 0.5); on a sigmoid head it reads the squash."""
+    noise = torch.rand(100, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    log_probs = Head(model, lambda z: F.log_softmax(z, 1))
+    with pytest.warns(RobustkitWarning):
+        result = rk.evaluate.ood(rk.detector("energy").fit(log_probs), digits_test.x[:100], noise)
+    statuses = {c.name: c.status for c in result.checks}
+    assert abs(result.metrics["AUROC"] - 0.5) < 0.05  # the energy is 0 up to float round-off
+    assert statuses["ood_auroc (energy)"] == statuses["output_head (energy)"] == "warn"
+    both = rk.evaluate.ood({"energy": rk.detector("energy").fit(Head(model, torch.sigmoid)),
+                            "healthy": rk.detector("energy").fit(model)}, digits_test.x[:100], noise)  # fmt: skip
+    assert next(c for c in both["energy"].checks if c.name.startswith("output_head")).status == "fail"
+    assert next(c for c in both["healthy"].checks if c.name.startswith("output_head")).status == "pass"

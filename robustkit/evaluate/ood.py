@@ -17,13 +17,15 @@ from ..detectors.base import Detector
 from ..detectors.ood import logits_and_features
 from ..modelling.batches import image_batches, indexed_images
 from .checks.base import Check, warn_problems
+from .checks.contract import output_head
 from .checks.ood import ood_auroc, ood_saturated
 
 
 @dataclass
 class OODResult:
     """OOD metrics (OOD = positive class), the raw scores they came from, and the sanity checks
-    on them (`ood_auroc`, `ood_saturated`; `ood` also raises a `RobustkitWarning` for each problem)."""
+    on them (`ood_auroc`, `ood_saturated`, and `output_head` for a detector that scores the logits;
+    `ood` also raises a `RobustkitWarning` for each problem)."""
 
     metrics: dict[str, float]
     id_scores: np.ndarray
@@ -82,7 +84,7 @@ def ood(
             named = {detector.name: detector}
             id_scores = _sharded_scores(named, id_x, batch_size, rank, size)[detector.name]
             ood_scores = _sharded_scores(named, ood_x, batch_size, rank, size)[detector.name]
-        return _checked(detector.name, id_scores, ood_scores)
+        return _checked(detector.name, id_scores, ood_scores, _head_check(detector, id_x))
     named = dict(detector) if isinstance(detector, dict) else {d.name: d for d in detector}
     if not named or not all(isinstance(d, Detector) for d in named.values()):
         raise TypeError("ood() takes a detector, or a non-empty list or {name: detector} dict of detectors")
@@ -93,16 +95,38 @@ def ood(
     else:
         id_scores = _sharded_scores(named, id_x, batch_size, rank, size)
         ood_scores = _sharded_scores(named, ood_x, batch_size, rank, size)
-    return {name: _checked(name, id_scores[name], ood_scores[name]) for name in named}
+    heads: dict[int, Check | None] = {}  # one output_head check per model that logit detectors read
+    for det in named.values():
+        if det.reads() == "logits" and id(det.model) not in heads:
+            heads[id(det.model)] = _head_check(det, id_x)
+    return {
+        name: _checked(
+            name, id_scores[name], ood_scores[name], heads.get(id(det.model)) if det.reads() == "logits" else None
+        )
+        for name, det in named.items()
+    }
 
 
-def _checked(name: str, id_scores: np.ndarray, ood_scores: np.ndarray) -> OODResult:
+def _head_check(detector: Detector, id_x: Any) -> Check | None:
+    """`output_head` on the model's outputs for the first 64 ID images, for a detector that scores the logits
+    (a sigmoid or log-softmax head makes energy and max-logit scores meaningless or constant)."""
+    if detector.reads() != "logits" or detector.model is None:
+        return None
+    first = next(iter(image_batches(id_x, 64)), None)
+    if first is None:
+        return None
+    model = detector.model
+    with preserved_state(model), torch.no_grad():
+        model.eval()
+        outputs = model(first[:64].to(model_device(model)))
+    return output_head(outputs) if isinstance(outputs, torch.Tensor) and outputs.ndim == 2 else None
+
+
+def _checked(name: str, id_scores: np.ndarray, ood_scores: np.ndarray, head: Check | None = None) -> OODResult:
     """The `OODResult` with its checks, each problem also raised as a `RobustkitWarning` naming the detector."""
     result = OODResult(ood_metrics(id_scores, ood_scores), id_scores, ood_scores)
-    result.checks = [
-        dataclasses.replace(check, name=f"{check.name} ({name})")
-        for check in (ood_auroc(result), ood_saturated(id_scores, ood_scores))
-    ]
+    checks = (ood_auroc(result), ood_saturated(id_scores, ood_scores), *([head] if head is not None else []))
+    result.checks = [dataclasses.replace(check, name=f"{check.name} ({name})") for check in checks]
     warn_problems(result.checks, stacklevel=4)
     return result
 
