@@ -206,6 +206,7 @@ def _once(options, eps, squeezer, attack_limit, deepfool_steps, deepfool_backend
         "squeezed_training", squeezer=squeezer, train_config=ctx.config, cache=options.cache, progress=options.progress
     ).apply(model, ctx.train)
     x, y = ctx.test.x[:attack_limit], ctx.test.y[:attack_limit]
+    images = f"all {len(x)} test images" if len(x) == len(ctx.test) else f"the first {len(x)} test images"
     # On the CIFAR-10 prefix model both backends at 50 steps leave ≤ 3% (torchattacks 2.3%, ART 0.0% of 256
     # images) but ART took 8× longer (254 s vs 30 s): it steps the whole batch, 10 class gradients each,
     # until its last image flips.
@@ -258,7 +259,7 @@ def _once(options, eps, squeezer, attack_limit, deepfool_steps, deepfool_backend
     lines = header(ctx, TITLE, SUMMARY) + [
         f"FGSM ε={fgsm.eps:g}; PGD ε={fgsm.eps:g}, 10 steps; DeepFool ({deepfool.backend}, at most "
         f"{deepfool.params['steps']} iterations, {deepfool_seconds:.0f} s on the undefended model); squeezer "
-        f"`{squeezer}`; {len(x)} test images. Attacks perturb only the images a model classifies correctly (the "
+        f"`{squeezer}`; every accuracy on {images}. Attacks perturb only the images a model classifies correctly (the "
         "others count as wrong): DeepFool ignores the label and would push a misclassified image across its "
         "nearest boundary, sometimes onto the true class. Squeezing, oblivious: examples made on the undefended "
         "model, as in the write-up; adaptive: attacked through the filter (BPDA). Adversarial training: FGSM"
@@ -272,7 +273,7 @@ def _once(options, eps, squeezer, attack_limit, deepfool_steps, deepfool_backend
         "",
         *[f"- {f}" for f in results["findings"]],
         "",
-        f"## Accuracy ({len(x)} test images)",
+        f"## Accuracy ({images})",
         "",
         table(
             ["defense \\ attack", "DeepFool", "FGSM", "PGD", "clean"],
@@ -283,14 +284,13 @@ def _once(options, eps, squeezer, attack_limit, deepfool_steps, deepfool_backend
         "",
         "![accuracy per attack and defense](matrix.png)",
         "",
-        f"## Against the write-up ({len(x)} test images here)",
+        f"## Against the write-up (here {images})",
         "",
         comparison(compare, options.dataset),
     ]
     n, none = len(y), matrix["none"]
     used = next(r for r in training["runs"] if r["attack"] == training["used"])
     squeezing, bpda = matrix["feature squeezing"], matrix["feature squeezing (adaptive, BPDA)"]
-    images = f"{n} test images"
     checks = [
         labelled(model_learned(none["clean"], len(ctx.test.info.classes), n), images),
         labelled(iterative_vs_single_step(none["pgd"], none["fgsm"], n), f"undefended, {images}"),
