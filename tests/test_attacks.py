@@ -15,6 +15,9 @@ PARAMS = (
     }
     | {("pgd", b): {"eps": 0.1, **FAST} for b in ATTACKS["pgd"]}
     | {("pgd_l2", b): {"eps": 1.0, **FAST} for b in ATTACKS["pgd_l2"]}
+    | {("eot_pgd", b): {"eps": 0.1, "eot_samples": 2, **FAST} for b in ATTACKS["eot_pgd"]}
+    | {("square", b): {"eps": 0.1, "n_queries": 20} for b in ATTACKS["square"]}
+    | {("square_l2", b): {"eps": 1.0, "n_queries": 20} for b in ATTACKS["square_l2"]}
     | {
         ("ddn", "foolbox"): {"steps": 10},
         ("deepfool", "art"): {"steps": 5},

@@ -12,7 +12,13 @@ from torch import nn
 import robustkit as rk
 from robustkit.attacks.base import STEPS, Attack, eps_param
 from robustkit.core.errors import RobustkitWarning
-from robustkit.evaluate.checks.attack import incomplete_optimisation, loss_gap
+from robustkit.evaluate.checks.attack import (
+    gradient_based,
+    gradient_free_companion,
+    incomplete_optimisation,
+    loss_gap,
+    unbounded_attack,
+)
 from robustkit.evaluate.checks.contract import input_scale, output_head
 from robustkit.evaluate.checks.masking import adaptive_vs_oblivious, gradient_consistency, gradient_free
 from robustkit.evaluate.checks.ood import ood_auroc
@@ -298,3 +304,20 @@ def test_ood_names_a_head_that_makes_logit_scores_meaningless(model, digits_trai
                             "healthy": rk.detector("energy").fit(model)}, digits_test.x[:100], noise)  # fmt: skip
     assert next(c for c in both["energy"].checks if c.name.startswith("output_head")).status == "fail"
     assert next(c for c in both["healthy"].checks if c.name.startswith("output_head")).status == "pass"
+
+
+def test_diagnose_flags_shattered_gradients_under_pgd_and_autoattack(model, digits_test):
+    """x + 0.02·sin(2000x) in front: gradients exist but lead nowhere. PGD's number is overstated and the
+    gradient-free and consistency checks say so; AutoAttack's own Square would pass the opened budget, so
+    that check runs the reference PGD instead."""
+    shattered = Shattered(model)
+    d = rk.diagnose(shattered, digits_test, attack=rk.attack("pgd", eps=0.1), sample=64)
+    status = {c.name: c.status for c in d.checks}
+    assert status["gradient_consistency"] == "fail"
+    assert status["gradient_free"] in ("warn", "fail") and d["gradient_free"].values["broken"] >= 3
+    assert status["output_head"] == status["gradients_available"] == status["unstable_predictions"] == "pass"
+    aa = rk.attack("autoattack", eps=0.1)
+    x, y = digits_test.x[:64], digits_test.y[:64]
+    opened = unbounded_attack(gradient_based(aa), shattered, x, y)
+    assert opened.values["attack"] == "pgd (reference)" and opened.status == "fail"
+    assert gradient_free_companion(aa)[0] is None and "Square" in gradient_free_companion(aa)[1]

@@ -250,7 +250,11 @@ def gradient_free(broken: int, tried: int, survivors: int, n: int, attack_name: 
     share = broken / tried if tried else 0.0
     values = {"broken": broken, "tried": tried, "survivors": survivors, "n": n, "share": share, "attack": attack_name}
     papers = f"{ANDRIUSHCHENKO_2020}; {ATHALYE_2018}"
-    of = f"{tried} of the {survivors} images (of {n})" if tried < survivors else f"the {survivors} images (of {n})"
+    of = (
+        f"the {tried} it tried among the {survivors} images (of {n})"
+        if tried < survivors
+        else f"the {survivors} images (of {n})"
+    )
     if share > GRADIENT_FREE_WARN and broken >= 3:
         detail = (
             f"the gradient-free {attack_name} breaks {broken} of {of} the gradient attack left standing ({share:.0%}): "
