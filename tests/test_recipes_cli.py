@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_report_values import check_counts, report_problems  # tests/ is on sys.path (rootdir conftest)
 from typer.testing import CliRunner
 
 from robustkit.app.cli import app, main
@@ -65,6 +66,7 @@ def test_recipe_on_digits(tmp_path, name):
         assert (folder / figure).stat().st_size > 1000
     report = (folder / "report.md").read_text()
     assert report.startswith("# ") and "| " in report
+    assert report_problems(report) == [] and check_counts(report, results) == []  # one value per quantity, counted
     assert all(f"]({figure})" in report for figure in results["run"]["figures"])  # the report shows every figure ...
     assert "**What to look at.**" in report  # ... and says what to look at
     assert results["findings"] and "## Findings" in report
@@ -292,8 +294,9 @@ def test_strict_passes_a_clean_recipe_and_exits_3_on_a_legitimate_warning(tmp_pa
     assert done.value.code == STRICT_EXIT
     err = capsys.readouterr().err
     statuses = {c["name"]: c["status"] for c in json.loads((tmp_path / "masked" / "results.json").read_text())["checks"]}
-    assert statuses["unbounded_attack (PGD L2 on the distilled model)"] in ("warn", "fail")
-    assert "unbounded_attack (PGD L2 on the distilled model)" in err and "--strict" in err
+    check = "unbounded_attack (PGD L2 on the distilled model, the 120 attacked images)"
+    assert statuses[check] in ("warn", "fail")
+    assert check in err and "--strict" in err
 
 
 def test_attack_report_names_attack_images_and_model_and_gives_one_value_per_quantity(tmp_path, capsys, model, digits_test):

@@ -1,14 +1,9 @@
 """One quantity, one value: every recipe report states each table's image count, gives a quantity
 one value per image count, shows shares at one precision and says on how many images each
-sanity check was measured (issue 23)."""
+sanity check was measured (issue 23). The checkers run on every recipe's digits report in
+tests/test_recipes_cli.py (test_recipe_on_digits)."""
 
-import json
 import re
-
-import pytest
-
-from robustkit.app.recipes import load_recipe, recipes
-from robustkit.app.runner import RecipeOptions
 
 COUNT = re.compile(r"\b(\d+(?: \d{3})*)(?:-image\b|\s+(?:[\w'-]+\s+){0,3}?(?:images|examples)\b)")
 SHARE = re.compile(r"^-?\d*\.\d+$")
@@ -146,18 +141,3 @@ def test_check_counts_wants_the_sample_in_the_name():
     assert check_counts("model_learned", results) == ["check model_learned ran on 256 images and its name does not say so"]
     results["checks"][0]["name"] = "model_learned (256-image sample)"
     assert check_counts("| model_learned (256-image sample) |", results) == []
-
-
-# ---------------------------------------------------------------- every recipe's digits report
-
-
-@pytest.mark.parametrize("name", list(recipes()))
-def test_recipe_reports_give_one_value_per_quantity(tmp_path, name):
-    # the training of test_recipe_on_digits (its models come from the session's cache), on fewer test images
-    options = RecipeOptions(dataset="digits", epochs=3, out=tmp_path / name, progress=False, limit=40)
-    own = {"deepfool_steps": 10} if name == "defense-matrix" else {}
-    folder = load_recipe(name).run(options, **own)
-    report = (folder / "report.md").read_text()
-    results = json.loads((folder / "results.json").read_text())
-    assert report_problems(report) == []
-    assert check_counts(report, results) == []
