@@ -90,15 +90,17 @@ def ood(
         raise TypeError("ood() takes a detector, or a non-empty list or {name: detector} dict of detectors")
     if not isinstance(detector, dict) and len(named) < len(detector):
         raise ValueError("two detectors share a name: pass a {name: detector} dict")
+    first: dict[int, torch.Tensor] = {}  # the shared pass's first ID logits per model, for output_head
     if size == 1:
-        id_scores, ood_scores = _score_all(named, id_x, batch_size), _score_all(named, ood_x, batch_size)
+        id_scores, ood_scores = _score_all(named, id_x, batch_size, first), _score_all(named, ood_x, batch_size)
     else:
         id_scores = _sharded_scores(named, id_x, batch_size, rank, size)
         ood_scores = _sharded_scores(named, ood_x, batch_size, rank, size)
     heads: dict[int, Check | None] = {}  # one output_head check per model that logit detectors read
     for det in named.values():
         if det.reads() == "logits" and id(det.model) not in heads:
-            heads[id(det.model)] = _head_check(det, id_x)
+            logits = first.get(id(det.model))
+            heads[id(det.model)] = output_head(logits) if logits is not None else _head_check(det, id_x)
     return {
         name: _checked(
             name, id_scores[name], ood_scores[name], heads.get(id(det.model)) if det.reads() == "logits" else None
@@ -150,8 +152,11 @@ def _sharded_scores(
     return {name: merge_rows([(index, scores[name]) for index, scores in parts]).numpy() for name in detectors}
 
 
-def _score_all(detectors: dict[str, Detector], x: Any, batch_size: int) -> dict[str, np.ndarray]:
-    """Every detector's scores on ``x``; those reading one model's outputs share its forward pass."""
+def _score_all(
+    detectors: dict[str, Detector], x: Any, batch_size: int, first: dict[int, torch.Tensor] | None = None
+) -> dict[str, np.ndarray]:
+    """Every detector's scores on ``x``; those reading one model's outputs share its forward pass
+    (whose first batch of logits goes to ``first``, keyed by the model's id, when given)."""
     shared: dict[int, list[str]] = {}
     alone = []
     for name, det in detectors.items():
@@ -171,6 +176,8 @@ def _score_all(detectors: dict[str, Detector], x: Any, batch_size: int) -> dict[
             with preserved_state(model), torch.no_grad(), shape_errors(model, xb):
                 model.eval()
                 logits, features = logits_and_features(model, xb.to(device))
+                if first is not None and id(model) not in first:
+                    first[id(model)] = logits.detach().cpu()
                 for name in names:
                     out[name].append(detectors[name].score_outputs(logits, features).detach().float().cpu())
     for name in alone:
