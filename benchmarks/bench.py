@@ -227,8 +227,8 @@ def bench_diagnose(batch: int, repeats: int, steps: int) -> list[dict]:
         {
             "what": f"diagnose(), pgd-{steps}, {len(x)} points / the attack alone ({d.cost['attack_runs']:.2f} attack runs)",
             "ratio": ratio,
-            "goal": "<= 7.5",
-            "ok": ratio <= 7.5,
+            "goal": "<= 10",  # 6.9x with 9 checks; 9.2x with 14 (loss_gap's DLR run, Square, the contract checks)
+            "ok": ratio <= 10,
         }
     ]
 
