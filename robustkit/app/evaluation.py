@@ -148,7 +148,8 @@ def report_lines(bench: Benchmark, about: ModelInfo, device: str, figures: Seque
         "",
         table(
             ["clean accuracy", "robust accuracy", "threat model", "attack"],
-            [[bench.clean_accuracy, bench.robust_accuracy, threat, f"{atk['label']}{f': {params}' if params else ''}"]],
+            [[f"{bench.clean_accuracy:.3f}", f"{bench.robust_accuracy:.3f}", threat,
+              f"{atk['label']}{f': {params}' if params else ''}"]],
         ),
         "",
         "An image counts as robust when the model classifies it correctly and the attack, run on every correctly "

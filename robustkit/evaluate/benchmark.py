@@ -482,8 +482,10 @@ def benchmark(
                 rows.append({"group": s.group, "set": s.name, "detector": det_name, "metrics": result.metrics})
                 scores.setdefault(s.name, {})[det_name] = (result.id_scores, result.ood_scores)
                 what = f"{det_name}, {s.name}"
-                for check in result.checks:  # ood_auroc and ood_saturated, named by the detector
+                for check in result.checks:  # ood_auroc and ood_saturated (output_head is the model's, checked above)
                     base = check.name.split(" (")[0]
+                    if base == "output_head":
+                        continue
                     checks.append(Check(f"{base} ({what})", check.status, check.detail, check.values, check.paper))
     described = [
         {"name": s.name, "group": s.group, "default": s.default, "n": len(d) if hasattr(d, "__len__") else None}
