@@ -96,8 +96,8 @@ class Param:
         """The default as a user would write it (``8/255`` for such a budget)."""
         if self.budget and isinstance(self.default, float):
             k = self.default * 255
-            if abs(k - round(k)) < 1e-9 and round(k) > 0:
-                return f"{round(k)}/255"
+            if abs(k - round(k)) < 1e-9 and 0 < round(k) < 255 and f"{self.default:.4g}" != f"{self.default:.12g}":
+                return f"{round(k)}/255"  # 8/255; but 1.0, 0.2 and 0.5 stay as they are
         return repr(self.default)
 
     def range_text(self) -> str:
