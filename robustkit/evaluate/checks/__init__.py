@@ -1,8 +1,10 @@
 """Sanity checks, one module per family; `robustkit.evaluate.diagnose` runs them on a model.
 
-- `contract`: the model works and takes the input it is given (model_learned, ...);
-- `masking`: the gradients an attack follows exist, are stable and lead somewhere;
-- `attack`: the attack did its job (opened budget, eps curve, steps, single step);
+- `contract`: the model works, returns logits and takes the input it is given (model_learned,
+  output_head, input_scale);
+- `masking`: the gradients an attack follows exist, are stable and lead somewhere (gradients_available,
+  gradient_consistency, unstable_predictions, gradient_free, adaptive_vs_oblivious);
+- `attack`: the attack did its job (opened budget, eps curve, single step, steps, loss_gap);
 - `defense`: what a defense costs, catastrophic overfitting;
 - `ood`: OOD scores rank better than a coin and are not decided by ties.
 
@@ -11,11 +13,17 @@ or "fail" (the number is wrong as it stands), a one-sentence ``detail`` saying w
 and what to do, the ``values`` behind it and the ``paper`` it comes from.
 """
 
-from .attack import incomplete_optimisation, iterative_vs_single_step, monotone_in_eps, unbounded_attack
-from .base import STATUSES, Z_FAIL, Z_WARN, Check, Diagnosis, noise_tolerance
-from .contract import model_learned
+from .attack import incomplete_optimisation, iterative_vs_single_step, loss_gap, monotone_in_eps, unbounded_attack
+from .base import STATUSES, Z_FAIL, Z_WARN, Check, Diagnosis, noise_tolerance, warn_problems
+from .contract import input_scale, model_learned, output_head
 from .defense import catastrophic_overfitting, defense_cost
-from .masking import adaptive_vs_oblivious, gradients_available, unstable_predictions
+from .masking import (
+    adaptive_vs_oblivious,
+    gradient_consistency,
+    gradient_free,
+    gradients_available,
+    unstable_predictions,
+)
 from .ood import ood_auroc, ood_saturated
 
 __all__ = [
@@ -27,14 +35,20 @@ __all__ = [
     "adaptive_vs_oblivious",
     "catastrophic_overfitting",
     "defense_cost",
+    "gradient_consistency",
+    "gradient_free",
     "gradients_available",
     "incomplete_optimisation",
+    "input_scale",
     "iterative_vs_single_step",
+    "loss_gap",
     "model_learned",
     "monotone_in_eps",
     "noise_tolerance",
     "ood_auroc",
     "ood_saturated",
+    "output_head",
     "unbounded_attack",
     "unstable_predictions",
+    "warn_problems",
 ]
