@@ -48,7 +48,8 @@ def model_learned(clean_accuracy: float, num_classes: int, n: int | None = None)
             "fail",
             (
                 f"clean accuracy {acc:.1%}{on} is at chance ({chance:.1%}): the model learned nothing (or labels or "
-                "preprocessing are wrong), so its robustness numbers mean nothing; fix training first"
+                "preprocessing are wrong), so its robustness numbers mean nothing; check the input normalisation "
+                "(input_scale) and the labels, then training"
             ),
         )
     elif acc < warn_below:
@@ -56,7 +57,8 @@ def model_learned(clean_accuracy: float, num_classes: int, n: int | None = None)
             "warn",
             (
                 f"clean accuracy {acc:.1%}{on} is below {warn_below:.1%} (chance {chance:.1%}): the model barely learned; "
-                "train it properly before trusting robust accuracy, which is bounded by clean accuracy"
+                "check that it gets the input normalised as in its training (input_scale), or train it properly, before "
+                "trusting robust accuracy, which is bounded by clean accuracy"
             ),
         )
     else:
