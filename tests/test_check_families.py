@@ -321,3 +321,20 @@ def test_diagnose_flags_shattered_gradients_under_pgd_and_autoattack(model, digi
     opened = unbounded_attack(gradient_based(aa), shattered, x, y)
     assert opened.values["attack"] == "pgd (reference)" and opened.status == "fail"
     assert gradient_free_companion(aa)[0] is None and "Square" in gradient_free_companion(aa)[1]
+
+
+def test_benchmark_drops_feature_detectors_a_model_cannot_feed(model):
+    """A model that ends in log_softmax after its head: no nn.Linear outputs what the model returns, so the
+    default Mahalanobis and ViM are dropped with the reason; asked for by name, they are refused."""
+    from robustkit.evaluate import benchmark
+
+    log_probs = Head(model, lambda z: F.log_softmax(z, 1))
+    common = {"attack": "fgsm", "eps": 0.05, "ood": ["fakedata"], "limit": 40, "check_sample": 32}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RobustkitWarning)
+        result = benchmark(log_probs, "digits", **common)
+    assert {"mahalanobis", "vim"} <= set(result.skipped) and "features=" in result.skipped["vim"]
+    assert {r["detector"] for r in result.ood} == {"max_softmax", "max_logit", "energy"}
+    assert next(c for c in result.checks if c.name == "output_head").status == "warn"  # log-probabilities
+    with pytest.raises(ValueError, match="features="):
+        benchmark(log_probs, "digits", detectors=["mahalanobis"], **common)
