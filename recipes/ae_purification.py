@@ -1,6 +1,5 @@
 """Recipe 6 — an autoencoder that cleans adversarial inputs, oblivious and adaptive (Meng & Chen 2017, MagNet)."""
 
-import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -8,7 +7,7 @@ import torch
 
 from robustkit.app import plots
 from robustkit.app.runner import Headline, RecipeOptions, finish, header, look, over_seeds, start, table
-from robustkit.app.sanity import labelled
+from robustkit.app.sanity import adaptive_row, labelled
 from robustkit.evaluate import (
     Check,
     accuracy,
@@ -39,28 +38,14 @@ ADAPTIVE = {  # what each adaptive row already does, for the advice of its adapt
 
 
 def adaptive_advice(check: Check, row: str) -> Check:
-    """``adaptive_vs_oblivious`` for an adaptive row (a key of `ADAPTIVE`): when it warns, its advice
-    fits what that row already does, instead of telling it to attack through the defense with BPDA
-    (Athalye et al. 2018); when it passes leaving more accuracy than the oblivious attack (within
-    noise), it does not call it as strong."""
-    v = check.values
-    adaptive, oblivious, tol = v["adaptive_accuracy"], v["oblivious_accuracy"], v["tolerance"]
-    if adaptive <= oblivious:
-        return check
-    if check.status == "pass":  # weaker, within noise: not "at least as strong"
-        detail = (
-            f"PGD {row} leaves {adaptive:.1%} accuracy, more than PGD made on the bare classifier ({oblivious:.1%}) "
-            f"but within sampling noise (±{tol:.1%}): no sign of masked gradients on these images, and no stronger "
-            f"attack either; the lower number, {oblivious:.1%}, is the defense's worth"
-        )
-        return dataclasses.replace(check, detail=detail)
-    detail = (
-        f"PGD {row} leaves {adaptive:.1%} accuracy, more than PGD made on the bare classifier ({oblivious:.1%}, "
-        f"noise ±{tol:.1%}): this row {ADAPTIVE[row]}. Take the lower number, {oblivious:.1%}, as the defense's "
-        "worth, and strengthen this attack (more steps, random restarts, the other adaptive row's gradient) "
-        "before reporting one for it"
+    """``adaptive_vs_oblivious`` for an adaptive row (a key of `ADAPTIVE`), whose attack already goes through the AE."""
+    return adaptive_row(
+        check,
+        f"PGD {row}",
+        "PGD made on the bare classifier",
+        f"this row {ADAPTIVE[row]}",
+        "more steps, random restarts, the other adaptive row's gradient",
     )
-    return dataclasses.replace(check, detail=detail)
 
 
 def numbers(results: dict) -> dict[str, float | None]:

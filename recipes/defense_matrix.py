@@ -1,6 +1,5 @@
 """Recipe 7 — attacks × defenses accuracy table (the write-up's table)."""
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Annotated
@@ -18,7 +17,7 @@ from robustkit.app.runner import (
     start,
     table,
 )
-from robustkit.app.sanity import labelled
+from robustkit.app.sanity import adaptive_row, labelled
 from robustkit.evaluate import (
     Check,
     accuracy,
@@ -53,31 +52,15 @@ def _three(value: float | None) -> str:
 
 
 def through_filter(check: Check, attack_name: str) -> Check:
-    """``adaptive_vs_oblivious`` for the squeezing column that already attacks through the filter
-    with BPDA: when it warns, its advice is to make that attack stronger, not to switch to BPDA
-    (Athalye et al. 2018, §4.1: a straight-through gradient can mislead an attack); when it passes
-    leaving more accuracy than the oblivious attack (within noise), it does not call it as strong."""
-    v = check.values
-    adaptive, oblivious, tol = v["adaptive_accuracy"], v["oblivious_accuracy"], v["tolerance"]
-    if adaptive <= oblivious:
-        return check
-    if check.status == "pass":  # weaker, within noise: not "at least as strong"
-        detail = (
-            f"{attack_name} through the filter (BPDA) leaves {adaptive:.1%} accuracy, more than {attack_name} examples "
-            f"made on the undefended model ({oblivious:.1%}) but within sampling noise (±{tol:.1%}): no sign of masked "
-            f"gradients on these images, and no stronger attack either; the lower number, {oblivious:.1%}, is the "
-            "defense's worth"
-        )
-        return dataclasses.replace(check, detail=detail)
-    detail = (
-        f"{attack_name} through the filter (BPDA) leaves {adaptive:.1%} accuracy, more than {attack_name} examples "
-        f"made on the undefended model ({oblivious:.1%}, noise ±{tol:.1%}): this column already attacks through "
-        "the filter with BPDA, and its straight-through gradient (the filter taken as the identity) misleads "
-        f"the attack here. Take the lower number, {oblivious:.1%}, as the defense's worth against {attack_name}, and "
-        "strengthen the adaptive attack (more steps, random restarts, a differentiable approximation of the "
-        "filter) before reporting one for it"
+    """``adaptive_vs_oblivious`` for the squeezing column that already attacks through the filter with BPDA."""
+    return adaptive_row(
+        check,
+        f"{attack_name} through the filter (BPDA)",
+        f"{attack_name} examples made on the undefended model",
+        "this column already attacks through the filter with BPDA, and its straight-through gradient (the filter "
+        "taken as the identity) misleads the attack here",
+        "more steps, random restarts, a differentiable approximation of the filter",
     )
-    return dataclasses.replace(check, detail=detail)
 
 
 def numbers(results: dict) -> dict[str, float | None]:

@@ -56,3 +56,30 @@ def as_records(checks: Sequence[Check]) -> list[dict[str, Any]]:
 def problems(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The warned or failed check records of a results.json."""
     return [c for c in results.get("checks", []) if c.get("status") != "pass"]
+
+
+def adaptive_row(check: Check, subject: str, oblivious: str, already: str, strengthen: str) -> Check:
+    """``adaptive_vs_oblivious`` for a report row whose attack already goes through the defense.
+
+    ``subject`` names that attack ("FGSM through the filter (BPDA)"), ``oblivious`` the one made on
+    the undefended model, ``already`` what the row already does (so the advice is not to do it), and
+    ``strengthen`` how to make it stronger. When the adaptive attack leaves more accuracy, the lower
+    (oblivious) number is the defense's worth (Athalye et al. 2018, §4.1: a straight-through
+    gradient can mislead); within noise, the check passes without calling it "as strong".
+    """
+    v = check.values
+    adaptive, oblivious_acc, tol = v["adaptive_accuracy"], v["oblivious_accuracy"], v["tolerance"]
+    if adaptive <= oblivious_acc:
+        return check
+    leaves = f"{subject} leaves {adaptive:.1%} accuracy, more than {oblivious}"
+    if check.status == "pass":
+        detail = (
+            f"{leaves} ({oblivious_acc:.1%}) but within sampling noise (±{tol:.1%}): no sign of masked gradients on "
+            f"these images, and no stronger attack either; the lower number, {oblivious_acc:.1%}, is the defense's worth"
+        )
+    else:
+        detail = (
+            f"{leaves} ({oblivious_acc:.1%}, noise ±{tol:.1%}): {already}. Take the lower number, {oblivious_acc:.1%}, "
+            f"as the defense's worth, and strengthen this attack ({strengthen}) before reporting one for it"
+        )
+    return dataclasses.replace(check, detail=detail)
