@@ -141,7 +141,6 @@ def test_input_scale_catches_a_model_that_expects_0_to_255(model, sample):
 def test_gradient_consistency_fails_where_gradients_lead_nowhere(model, sample, broken):
     x, y = sample
     wrapped = broken(model)
-    assert rk.evaluate.unstable_predictions(wrapped, x).status == "pass" or broken is not InputSeededNoise
     check = gradient_consistency(wrapped, x, y)
     assert check.status == "fail", check.detail
     assert check.values["share_inconsistent"] > 0.5 and check.values["median_relative_error"] > 0.5

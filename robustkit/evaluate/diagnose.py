@@ -232,7 +232,7 @@ def diagnose(
             runs += 1
             measured[f"{companion.params['loss']}_accuracy"] = other
             checks.append(loss_gap(robust, other, n, companion.params["loss"]))
-        square, why = gradient_free_companion(attack, GRADIENT_FREE_QUERIES)
+        square, why = gradient_free_companion(attack, GRADIENT_FREE_QUERIES, seed)
         if wanted("gradient_free", why):
             idx = survived.nonzero().flatten()
             tried = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(seed))[:GRADIENT_FREE_SAMPLE]]

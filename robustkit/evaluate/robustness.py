@@ -149,11 +149,11 @@ def robust_accuracy(
         pipeline = _Survivors(attacks, model, judge, batch_size, counts)
         for xb, yb, tb, ib in _indexed_batches(model, x, y, batch_size, target, rank, size):
             labels = yb.cpu()
-            if not first:
+            if not first:  # one forward pass gives output_head its outputs and the clean pass its predictions
                 first.append(_outputs(judge, xb, batch_size))
             counts["total"] += len(xb)
             if early_stop:
-                clean = _predict(judge, xb)
+                clean = first[0].argmax(1) if counts["total"] == len(xb) else _predict(judge, xb)
                 robust = clean == labels
                 counts["clean"] += int(robust.sum())
                 rows = _Rows(xb, yb, tb, ib, robust)

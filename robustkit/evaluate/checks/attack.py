@@ -264,7 +264,7 @@ def loss_gap(ce_accuracy: float, other_accuracy: float, n: int, loss: str = "dlr
     )  # fmt: skip
 
 
-def gradient_free_companion(attack: Attack, queries: int = 200) -> tuple[Attack | None, str | None]:
+def gradient_free_companion(attack: Attack, queries: int = 200, seed: int = 0) -> tuple[Attack | None, str | None]:
     """The Square attack of the attack's norm and budget (the gradient-free check), or why there is none."""
     if attack.name in NOT_GRADIENT_ONLY:
         return None, f"{attack.label()} is, or includes, the gradient-free Square attack"
@@ -273,4 +273,4 @@ def gradient_free_companion(attack: Attack, queries: int = 200) -> tuple[Attack 
     name = {"linf": "square", "l2": "square_l2"}.get(attack.norm)
     if name is None:
         return None, f"no gradient-free attack for the {attack.norm} norm"
-    return make_attack(name, eps=attack.eps, n_queries=queries, seed=0), None
+    return make_attack(name, eps=attack.eps, n_queries=queries, seed=seed), None
