@@ -343,7 +343,7 @@ def _once(options, train, targeted, random_start, sets, explicit, eps) -> Path:
     checks += [labelled(monotone_in_eps(s["eps"], s["accuracy"], n_test), f"FGSM sweep, {k}, {images}")
                for k, s in sweeps.items()]  # fmt: skip
     checks += [
-        labelled(ood_auroc(m), f"{k.replace('|', ' / ')}, {n_test} ID vs {len(outliers[k.split('|')[0]])} OOD images")
+        labelled(ood_auroc(m, n_test, len(outliers[k.split('|')[0]])), f"{k.replace('|', ' / ')}, {n_test} ID vs {len(outliers[k.split('|')[0]])} OOD images")
         for k, m in metrics.items()
         if k.endswith("max_logit")
     ]

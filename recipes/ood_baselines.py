@@ -168,7 +168,7 @@ def _once(options: RecipeOptions, ood_set: str) -> Path:
         *[f"![{d}](sorted_{d}.png) ![{d}](hist_{d}.png)" for d in metrics],
     ]
     checks = [labelled(model_learned(clean, len(ctx.test.info.classes), len(ctx.test)), f"all {len(ctx.test)} test images")]
-    checks += [labelled(ood_auroc(m), f"{name}, {sizes}") for name, m in metrics.items()]
+    checks += [labelled(ood_auroc(m, len(ctx.test), len(outliers)), f"{name}, {sizes}") for name, m in metrics.items()]
     checks.append(labelled(ood_saturated(*scores["max_softmax"]), f"max_softmax, {sizes}"))
     return finish(ctx, results, lines, checks)
 
