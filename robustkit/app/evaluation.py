@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..attacks.base import NORMS
 from ..core.checks import model_device, resolve_device
 from ..evaluate.benchmark import GROUPS, Benchmark, benchmark, eps_text
 from . import plots, sanity
@@ -129,7 +130,7 @@ def best_detector(bench: Benchmark) -> str:
 def report_lines(bench: Benchmark, about: ModelInfo, device: str, figures: Sequence[str] = ()) -> list[str]:
     """report.md: the header, sanity checks, the accuracy table and the OOD tables."""
     atk = bench.attack
-    norm = "L∞" if atk["norm"] == "linf" else "L2"
+    norm = NORMS[atk["norm"]]
     threat = f"{norm}, ε = {eps_text(atk['eps'], atk['norm'])}"
     params = ", ".join(
         f"{k}={v}" for k, v in atk.items() if k not in ("name", "backend", "norm", "eps", "label") and v is not None

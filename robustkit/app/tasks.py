@@ -37,7 +37,7 @@ NAMES = {
 
 def attack_title(atk: Attack) -> str:
     """``PGD L∞ at eps 8/255, 10 steps (reference backend)``: an attack as a report names it."""
-    text = f"{NAMES.get(atk.name, atk.name)} {'L∞' if atk.norm == 'linf' else 'L2'}"
+    text = f"{NAMES.get(atk.name, atk.name)} {atk.norm_label()}"
     if atk.eps is not None:
         text += f" at eps {eps_text(atk.eps, atk.norm)}"
     if atk.params.get("steps") is not None:

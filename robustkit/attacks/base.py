@@ -13,13 +13,27 @@ from ..core.checks import check_images, check_labels, inspect_model, model_devic
 from ..core.params import Configurable, Param, flag, positive_int
 from ..modelling.batches import labelled_batches, slices
 
+NORMS = {"linf": "L∞", "l2": "L2", "l1": "L1"}
+"""The threat models' norms (attack ``norm`` values) and how reports write them."""
+
 
 def eps_param(default: float | None, norm: str, optional: bool = False) -> Param:
     """The budget: a number or a string such as ``"8/255"``, in pixel units of [0, 1] images."""
-    help = "L∞ budget per pixel (e.g. 8/255)" if norm == "linf" else "L2 budget of the whole perturbation"
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; valid: {', '.join(NORMS)}")
+    help = "L∞ budget per pixel (e.g. 8/255)" if norm == "linf" else f"{NORMS[norm]} budget of the whole perturbation"
     if optional:
         help += "; None: unbounded"
-    return Param("eps", default, help, budget=True, low=0, high=1.0 if norm == "linf" else 1e3, optional=optional)
+    high = {"linf": 1.0, "l2": 1e3, "l1": 1e5}[norm]
+    return Param("eps", default, help, budget=True, low=0, high=high, optional=optional)
+
+
+def perturbation_norms(delta: torch.Tensor, norm: str) -> torch.Tensor:
+    """Each image's perturbation size in ``norm`` (one value per row of ``delta``)."""
+    flat = delta.flatten(1)
+    if norm == "linf":
+        return flat.abs().amax(dim=1)
+    return flat.norm(p=2 if norm == "l2" else 1, dim=1)
 
 
 ALPHA = Param("alpha", None, "step size; None: 2.5·eps/steps (Madry et al.)", low=0, low_open=True, optional=True)
@@ -53,7 +67,7 @@ class Attack(Configurable):
 
     kind = "attack"
     backend: ClassVar[str]
-    norm: ClassVar[str]  # "linf" or "l2"
+    norm: ClassVar[str]  # a key of NORMS: "linf", "l2" or "l1"
     targeted: ClassVar[bool] = False  # whether a targeted mode exists
     bounded: ClassVar[bool] = True  # whether the output stays inside the eps-ball
     per_example_seeds: ClassVar[bool] = False  # whether image i's randomness depends only on (seed, index[i])
@@ -65,6 +79,11 @@ class Attack(Configurable):
     @classmethod
     def label(cls) -> str:
         return f"{cls.name} ({cls.backend})"
+
+    @classmethod
+    def norm_label(cls) -> str:
+        """``L∞``, ``L2`` or ``L1``: the norm as reports write it."""
+        return NORMS[cls.norm]
 
     @property
     def eps(self) -> float | None:
@@ -146,9 +165,9 @@ class Attack(Configurable):
             delta = adv - x
             if self.norm == "linf":
                 delta = delta.clamp(-eps, eps)
-            else:
-                norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
-                delta = delta * (eps / norms).clamp(max=1.0).view(-1, 1, 1, 1)
+            else:  # L2, L1: rescaling corrects round-off (the exact L1 projection is not needed for it)
+                norms = perturbation_norms(delta, self.norm).clamp_min(1e-12)
+                delta = delta * (eps / norms).clamp(max=1.0).view(-1, *([1] * (delta.ndim - 1)))
             adv = x + delta
         return adv.clamp(0.0, 1.0)
 

@@ -182,7 +182,8 @@ def _opened(attack: Attack, x: torch.Tensor) -> tuple[Attack, float | None]:
         return _at_eps(attack, None), None
     if attack.norm == "linf":
         return _at_eps(attack, 1.0), 1.0
-    budget = min(math.sqrt(x[0].numel()), eps_param.high or math.inf)
+    widest = x[0].numel() if attack.norm == "l1" else math.sqrt(x[0].numel())  # the [0, 1] cube's diameter
+    budget = min(widest, eps_param.high or math.inf)
     return _at_eps(attack, budget), budget
 
 
