@@ -28,3 +28,6 @@ YANG_2022 = "Yang et al. 2022, OpenOOD: Benchmarking Generalized Out-of-Distribu
 CARLINI_WAGNER_2017 = "Carlini & Wagner 2017, Towards Evaluating the Robustness of Neural Networks, https://arxiv.org/abs/1608.04644"
 ANDRIUSHCHENKO_2020 = "Andriushchenko et al. 2020, Square Attack: a query-efficient black-box adversarial attack via random search, https://arxiv.org/abs/1912.00049"
 TRAMER_2020 = "Tramer et al. 2020, On Adaptive Attacks to Adversarial Example Defenses, https://arxiv.org/abs/2002.08347"
+CROCE_HEIN_2020_FAB = "Croce & Hein 2020, Minimally distorted Adversarial Examples with a Fast Adaptive Boundary Attack, https://arxiv.org/abs/1907.02044"
+CHEN_2018_EAD = "Chen et al. 2018, EAD: Elastic-Net Attacks to Deep Neural Networks via Adversarial Examples, https://arxiv.org/abs/1709.04114"
+CHEN_2020_HSJ = "Chen, Jordan & Wainwright 2020, HopSkipJumpAttack: A Query-Efficient Decision-Based Attack, https://arxiv.org/abs/1904.02144"
