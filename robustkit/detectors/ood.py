@@ -8,7 +8,9 @@ the one whose output equals the model's output (the last such call if several do
 the order the layers were registered in and whatever auxiliary layers run beside it; that head
 is reused (and checked) when scoring. A model whose logits no layer outputs as they are (a
 temperature division or another op after the head, no ``nn.Linear``, TorchScript) is refused:
-pass ``features=callable`` (and, for ViM, ``head=nn.Linear``, checked to map them to the logits).
+pass ``features=callable`` (and, for the detectors that also use the head, ``head=nn.Linear``,
+checked to map them to the logits). The post-hoc detectors that reshape the features or the head
+(ReAct, ASH, DICE, SHE, ...) are in `robustkit.detectors.posthoc`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ FEATURES = component(
     "features",
     (Callable,),
     "callable x → N×D penultimate features; default: the input of the nn.Linear whose output is the logits",
+)
+HEAD = component(
+    "head", (nn.Linear,), "the nn.Linear that maps the features to the logits; default: found in the forward pass"
 )
 
 
@@ -127,7 +132,7 @@ class Head:
 _HEADS: weakref.WeakKeyDictionary[nn.Module, Head | None] = weakref.WeakKeyDictionary()  # model -> head found at fit
 _USE_FEATURES = (
     "pass features=callable (x → N×D penultimate features) when constructing the detector "
-    "(and, for vim, head=the nn.Linear that maps those features to the logits)"
+    "(and, for the detectors that also use the head, head=the nn.Linear that maps those features to the logits)"
 )
 
 
@@ -324,6 +329,14 @@ class _FeatureDetector(Detector):
     def _make(self, pood: Any) -> Any:
         return getattr(pood, self.pood_name)(None)
 
+    def _fit_backend(self, z: torch.Tensor, y: torch.Tensor) -> None:
+        """Fit the pytorch-ood detector on the fit data's N×D features and labels."""
+        self._backend.fit_features(z, y)
+
+    def _predict(self, z: torch.Tensor) -> torch.Tensor:
+        """Scores from N×D features."""
+        return self._backend.predict_features(z)
+
     def _features(self, data, batch_size) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """``(features, labels)`` per batch of the fit data, on the model's device."""
         model = self._module()
@@ -338,11 +351,11 @@ class _FeatureDetector(Detector):
         pood = require("pytorch_ood.detector")
         pairs = list(self._features(data, batch_size))  # N×D features; the images are not kept
         self._backend = self._make(pood)
-        self._backend.fit_features(torch.cat([z for z, _ in pairs]), torch.cat([y for _, y in pairs]))
+        self._fit_backend(torch.cat([z for z, _ in pairs]), torch.cat([y for _, y in pairs]))
 
     @torch.no_grad()
     def _score(self, x):
-        return self._backend.predict_features(self._encode(x))
+        return self._predict(self._encode(x))
 
     def reads(self) -> str | None:
         return "features" if self.params["features"] is None and self._given_head() is None else None
@@ -353,7 +366,68 @@ class _FeatureDetector(Detector):
                 f"detector {self.name!r} was fitted on the input of {self._head.name if self._head else 'a head'}, "
                 "which no longer produces the model's logits (the model changed since fit): fit it again"
             )
-        return self._backend.predict_features(features)
+        return self._predict(features)
+
+
+def check_labels(name: str, y: torch.Tensor, classes: int) -> None:
+    """Labels of fit data for a detector with one statistic per logit: in 0..classes-1, raising a clear error."""
+    bad = y[(y < 0) | (y >= classes)]
+    if len(bad):
+        raise ValueError(
+            f"{name}: label {int(bad[0])} in the fit data, but the model has {classes} logits "
+            f"(classes 0..{classes - 1}); give labels in that range"
+        )
+
+
+def check_every_class(name: str, counts: torch.Tensor) -> None:
+    """Every class of the model has fit images (``counts`` per class), or a clear error."""
+    missing = (counts == 0).nonzero().flatten().tolist()
+    if missing:
+        raise ValueError(
+            f"{name} needs every one of the model's {len(counts)} classes in the fit data; "
+            f"classes {missing} have no images: fit on data that holds them all"
+        )
+
+
+class _HeadDetector(_FeatureDetector):
+    """A features detector that also uses the head's weight and bias (the head found in the forward
+    pass, or ``head=``: with ``features=``, checked so that ``head(features(x))`` equals the logits)."""
+
+    parameters: ClassVar[tuple[Param, ...]] = (FEATURES, HEAD)
+
+    def _given_head(self) -> nn.Linear | None:
+        return self.params["head"]
+
+    def _check_features(self, logits, z, x):
+        head = self.params["head"]
+        if head is None:
+            head = find_head(self._module(), x)[0].linear
+        if z.dim() != 2 or z.shape[1] != head.in_features or not _matches(head(z), logits):
+            raise ValueError(
+                f"{self.name}: head {head} does not map features(x) (shape {tuple(z.shape)}) to the model's logits; "
+                "pass the features= and head= that do (logits = head(features(x)))"
+            )
+        self._features_head = head
+
+    def linear(self) -> nn.Linear:
+        """The head (after fit): the ``nn.Linear`` whose output is the logits."""
+        return self._head.linear if self._head is not None else self._features_head
+
+    def weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The head's weight (C×D) and bias (C; zeros for a head without one), detached."""
+        head = self.linear()
+        w = head.weight.detach()
+        b = head.bias.detach() if head.bias is not None else torch.zeros(len(w), dtype=w.dtype, device=w.device)
+        return w, b
+
+    def head_copy(self) -> nn.Linear:
+        """A frozen copy of the head, for pytorch-ood classes that move or read a head module."""
+        w, b = self.weights()
+        copy = nn.Linear(w.shape[1], w.shape[0], device=w.device, dtype=w.dtype)
+        with torch.no_grad():
+            copy.weight.copy_(w)
+            copy.bias.copy_(b)
+        return copy.requires_grad_(False)
 
 
 class Mahalanobis(_FeatureDetector):
@@ -372,6 +446,13 @@ class Mahalanobis(_FeatureDetector):
 
     def _fit(self, data, batch_size):
         pood = require("pytorch_ood.detector")
+        counts, mu, outer = self._moments(data, batch_size)
+        scatter = outer - (mu.T * counts) @ mu  # Σ_i z_i z_iᵀ − Σ_c n_c μ_c μ_cᵀ = Σ_c Σ_{i∈c} (z_i−μ_c)(z_i−μ_c)ᵀ
+        self._backend = self._set_gaussians(pood, mu, scatter)
+
+    def _moments(self, data, batch_size) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-class image counts (C), class means (C×D) and Σ_i z_i z_iᵀ (D×D) of the fit data's features, in
+        float64, accumulated batch by batch."""
         sums = counts = outer = None
         for z, y in self._features(data, batch_size):
             z = z.double()
@@ -379,29 +460,23 @@ class Mahalanobis(_FeatureDetector):
                 sums = torch.zeros(self._classes, z.shape[1], dtype=torch.float64, device=z.device)
                 counts = torch.zeros(self._classes, dtype=torch.float64, device=z.device)
                 outer = torch.zeros(z.shape[1], z.shape[1], dtype=torch.float64, device=z.device)
-            bad = y[(y < 0) | (y >= self._classes)]
-            if len(bad):
-                raise ValueError(
-                    f"mahalanobis: label {int(bad[0])} in the fit data, but the model has {self._classes} logits "
-                    f"(classes 0..{self._classes - 1}); give labels in that range"
-                )
+            check_labels(self.name, y, self._classes)
             sums.index_add_(0, y, z)
             counts.index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
             outer += z.T @ z
         assert sums is not None and counts is not None and outer is not None
-        missing = (counts == 0).nonzero().flatten().tolist()
-        if missing:
-            raise ValueError(
-                f"mahalanobis needs every one of the model's {self._classes} classes in the fit data; "
-                f"classes {missing} have no images: fit on data that holds them all"
-            )
-        mu = sums / counts[:, None]
-        scatter = outer - (mu.T * counts) @ mu  # Σ_i z_i z_iᵀ − Σ_c n_c μ_c μ_cᵀ = Σ_c Σ_{i∈c} (z_i−μ_c)(z_i−μ_c)ᵀ
-        scatter += torch.eye(len(scatter), dtype=torch.float64, device=scatter.device) * 1e-6
-        self._backend = pood.Mahalanobis(None)
-        self._backend.mu = mu.float()
-        self._backend.cov = scatter.float()
-        self._backend.precision = torch.linalg.inv(scatter).float()
+        check_every_class(self.name, counts)
+        return counts, sums / counts[:, None], outer
+
+    def _set_gaussians(self, pood: Any, mu: torch.Tensor, scatter: torch.Tensor) -> Any:
+        """pytorch-ood's detector with the class means and the shared scatter (ridge 1e-6 added, as its
+        ``fit_features`` does)."""
+        scatter = scatter + torch.eye(len(scatter), dtype=torch.float64, device=scatter.device) * 1e-6
+        backend = getattr(pood, self.pood_name)(None)
+        backend.mu = mu.float()
+        backend.cov = scatter.float()
+        backend.precision = torch.linalg.inv(scatter).float()
+        return backend
 
 
 class KNN(_FeatureDetector):
@@ -416,7 +491,7 @@ class KNN(_FeatureDetector):
         return pood.KNN(None, k=self.params["k"])
 
 
-class ViM(_FeatureDetector):
+class ViM(_HeadDetector):
     """Virtual-logit matching (pytorch_ood.detector.ViM) with the head that produces the logits.
 
     ``head=`` is checked: with ``features=``, ``head(features(x))`` must equal the logits; without,
@@ -427,26 +502,12 @@ class ViM(_FeatureDetector):
     pood_name = "ViM"
     parameters = (
         FEATURES,
-        component("head", (nn.Linear,), "the nn.Linear that maps the features to the logits; default: found in the forward pass"),
+        HEAD,
         positive_int("d", None, "dimension of the principal subspace; None: half the feature size", optional=True),
     )
     paper = WANG_2022
 
-    def _given_head(self) -> nn.Linear | None:
-        return self.params["head"]
-
-    def _check_features(self, logits, z, x):
-        head = self.params["head"]
-        if head is None:
-            head = find_head(self._module(), x)[0].linear
-        if z.dim() != 2 or z.shape[1] != head.in_features or not _matches(head(z), logits):
-            raise ValueError(
-                f"vim: head {head} does not map features(x) (shape {tuple(z.shape)}) to the model's logits; "
-                "pass the features= and head= that do (logits = head(features(x)))"
-            )
-        self._vim_head = head
-
     def _make(self, pood):
-        head = self._head.linear if self._head is not None else self._vim_head
-        d = self.params["d"] or max(1, min(head.in_features // 2, head.in_features - 1))
-        return pood.ViM(None, d=d, w=head.weight.detach(), b=head.bias.detach())
+        w, b = self.weights()
+        d = self.params["d"] or max(1, min(w.shape[1] // 2, w.shape[1] - 1))
+        return pood.ViM(None, d=d, w=w, b=b)
