@@ -52,8 +52,9 @@ from .ood import (
 )
 
 
-def _fraction(name: str, default: float, help: str) -> Param:
-    return Param(name, default, f"{help} (a fraction: 0.9 means 90%)", low=0, high=1)
+def _fraction(name: str, default: float, help: str, below_one: bool = False) -> Param:
+    words = "a fraction below 1" if below_one else "a fraction"
+    return Param(name, default, f"{help} ({words}: 0.9 means 90%)", low=0, high=1)
 
 
 def _below_one(owner: str, name: str, value: float, why: str) -> None:
@@ -130,7 +131,7 @@ class ASH(_HeadOnly):
         HEAD,
         Param("variant", "ash-b", "ash-p prunes only, ash-b binarises the kept features, ash-s rescales them",
               types=(str,), choices=("ash-b", "ash-p", "ash-s")),
-        _fraction("percentile", 0.9, "share of each input's features set to zero, the smallest first"),
+        _fraction("percentile", 0.9, "share of each input's features set to zero, the smallest first", below_one=True),
     )  # fmt: skip
     paper = DJURISIC_2023
 
@@ -157,7 +158,7 @@ class SCALE(_HeadOnly):
     parameters = (
         FEATURES,
         HEAD,
-        _fraction("percentile", 0.85, "share of each input's features not counted as its largest"),
+        _fraction("percentile", 0.85, "share of each input's features not counted as its largest", below_one=True),
     )
     paper = XU_2024
 
@@ -179,7 +180,11 @@ class DICE(_HeadDetector):
     """
 
     name = "dice"
-    parameters = (FEATURES, HEAD, _fraction("p", 0.9, "share of the head's weight contributions set to zero"))
+    parameters = (
+        FEATURES,
+        HEAD,
+        _fraction("p", 0.9, "share of the head's weight contributions set to zero", below_one=True),
+    )
     paper = SUN_LI_2022
 
     def _check(self):

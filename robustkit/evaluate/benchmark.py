@@ -51,9 +51,13 @@ THREATS: dict[str, tuple[str, float]] = {"linf": ("autoattack", 8 / 255), "l2": 
 """Default attack and budget per norm: RobustBench's CIFAR-10 threat models (L∞ 8/255, L2 0.5).
 robustkit's AutoAttack adapter is L∞ only, so L2 defaults to PGD-L2."""
 
-DEFAULT_DETECTORS = ("max_softmax", "max_logit", "energy", "mahalanobis", "vim")
-"""Post-hoc detectors run by default: three logit scores and two fitted on the ID training
-features (all among OpenOOD v1.5's baselines)."""
+DEFAULT_DETECTORS = ("max_softmax", "max_logit", "energy", "gen", "mahalanobis", "rmd", "vim", "react", "ash")
+"""Post-hoc detectors run by default, covering the families of OpenOOD v1.5's post-hoc baselines
+(Zhang et al. 2023): four logit scores (MSP, max logit, energy, GEN), three fitted on the ID
+training features (Mahalanobis, relative Mahalanobis, ViM) and two that reshape the features
+before the head (ReAct, fitted; ASH). All share one model pass per scored set; the fitted ones
+take one pass over the training set each (ASH reads one batch, to find the head). The others
+(``robustkit list detectors``) run when named."""
 
 OOD_SETS: dict[str, dict[str, tuple[str, ...]]] = {
     "cifar10": {"near": ("cifar100", "tinyimagenet"), "far": ("mnist", "svhn", "textures", "places365")},
