@@ -37,7 +37,7 @@ def numbers(results: dict) -> dict[str, float | None]:
     ``mce``, ``rel_mce`` (None where undefined for every corruption), ``undefined|<ce or relative_ce>|<corruption>``
     (1: left out of the mean), ``n`` (images), ``levels`` (severities per corruption)."""
     out: dict[str, float | None] = {"n": results["images"], "levels": len(results["severities"])}
-    for model, r in results["models"].items():
+    for model, r in results["corruption"].items():
         out[f"clean|{model}"] = r["clean_accuracy"]
         out[f"mean|{model}"] = r["mean_accuracy"]
         for c, v in r["corruption_accuracy"].items():
@@ -201,7 +201,7 @@ def _once(options: RecipeOptions, eps: float, levels: list[int], corruption_seed
         "severities": levels,
         "source": result.source,
         "skipped": result.skipped,
-        "models": {"standard": ref.as_dict(), "robust": {k: x for k, x in result.as_dict().items() if k not in _ERRORS}},
+        "corruption": {"standard": ref.as_dict(), "robust": {k: x for k, x in result.as_dict().items() if k not in _ERRORS}},
         "mce": _number(result.mce),
         "relative_mce": _number(result.relative_mce),
         "ce": {c: _number(x) for c, x in result.ce.items()},

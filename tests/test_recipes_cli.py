@@ -23,6 +23,7 @@ KEYS = {
     "squeeze-distill": {"accuracy", "detector", "gradient_masking_suspected", "clean"},
     "ae-purification": {"accuracy", "eps"},
     "defense-matrix": {"accuracy", "eps", "deepfool", "adversarial_training"},
+    "corruption-robustness": {"corruption", "mce", "relative_mce", "source", "skipped", "images"},
 }
 
 FIGURES = {  # the figures EXPERIMENTS.md names, and the worked examples' grid and heatmap (issue 15)
@@ -34,6 +35,7 @@ FIGURES = {  # the figures EXPERIMENTS.md names, and the worked examples' grid a
     "squeeze-distill": ["squeezing_roc.png"],
     "ae-purification": ["purification.png"],
     "defense-matrix": ["matrix.png"],
+    "corruption-robustness": ["heatmap_standard.png", "heatmap_robust.png"],
 }
 
 
@@ -45,6 +47,7 @@ EXPECTED_CHECKS = {
     "squeeze-distill": {"model_learned", "defense_cost", "gradients_available", "unbounded_attack"},
     "ae-purification": {"model_learned", "defense_cost", "adaptive_vs_oblivious"},
     "defense-matrix": {"model_learned", "iterative_vs_single_step", "catastrophic_overfitting", "defense_cost", "adaptive_vs_oblivious"},
+    "corruption-robustness": {"model_learned", "defense_cost"},
 }
 
 
@@ -101,6 +104,9 @@ def test_recipe_on_digits(tmp_path, name):
         for name in ("pgd_linf", "pgd_l2", "ddn"):
             right, still = round(base["clean"] * n), round(base[name] * n)
             assert right - still <= results["detector"][name]["successful_examples"] <= right
+    if name == "corruption-robustness":  # digits: frost skipped, 14 corruptions × 5 severities, on 120 images
+        assert results["images"] == 120 and set(results["skipped"]) == {"frost"}
+        assert len(results["corruption"]["robust"]["accuracy"]) == 14 and "make_cifar_c.py" in results["source"]
     if name == "fgsm-budget":
         for image in results["untargeted"]["images"]:
             assert image["success"] == (image["k"] is not None)
