@@ -212,3 +212,40 @@ def test_official_files_are_read_at_the_images_positions(tmp_path):
         corruption_accuracy(_Brightness(), x, y, corruptions=["snow"], files=folder)
     with pytest.raises(ValueError, match="past the 6 test images"):
         corruption_accuracy(_Brightness(), torch.cat([x, x[:1]]), torch.cat([y, y[:1]]), corruptions=["fog"], files=folder)
+
+
+class _NearestMean(nn.Module):
+    """Logits −‖x − mean_k‖² with the digits training means: a cheap model that has learned something."""
+
+    def __init__(self):
+        super().__init__()
+        from robustkit.modelling.data import load_dataset
+
+        train = load_dataset("digits", "train")
+        self.register_buffer("means", torch.stack([train.x[train.y == k].mean(0) for k in range(10)]))
+
+    def forward(self, x):
+        return -((x[:, None] - self.means[None]) ** 2).sum(dim=(2, 3, 4))
+
+
+def nearest_mean() -> nn.Module:
+    return _NearestMean()
+
+
+def test_eval_corruptions_adds_the_table_and_the_heatmap(tmp_path, monkeypatch):
+    import json
+
+    from robustkit.app.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    main(["eval", "--model", f"{__file__}:nearest_mean", "--dataset", "digits", "--attack", "fgsm", "--eps", "0.1",
+          "--limit", "24", "--detector", "energy", "--device", "cpu", "--no-progress", "--corruptions", "--out", "run"])  # fmt: skip
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    report = (tmp_path / "run" / "report.md").read_text()
+    corrupted = results["corruptions"]
+    assert corrupted["images"] == results["n"] == 24 and corrupted["clean_accuracy"] == results["clean_accuracy"]
+    assert len(corrupted["accuracy"]) == 14 and set(corrupted["skipped"]) == {"frost"}
+    assert "corruptions.png" in results["run"]["figures"] and "](corruptions.png)" in report
+    assert "## Common corruptions (24 images)" in report and "| glass_blur |" in report and "`frost` skipped" in report
+    row = corrupted["accuracy"]["fog"]
+    assert f"| fog | {' | '.join(f'{row[str(s)]:.3f}' for s in range(1, 6))} |" in report

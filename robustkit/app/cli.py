@@ -524,6 +524,10 @@ def eval_command(
     overwrite: Annotated[bool, typer.Option(help="replace an existing run folder")] = False,
     strict: Annotated[bool, typer.Option(help=f"exit with status {STRICT_EXIT} when a sanity check warns or fails")] = False,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    corruptions: Annotated[
+        bool,
+        typer.Option(help="add accuracy under the 15 common corruptions × 5 severities (CIFAR-10-C; the official files when under --root)"),
+    ] = False,
 ) -> None:
     """`EVAL_HELP`: RobustBench's and OpenOOD's numbers for one model, in one run folder."""
     from ..evaluate.benchmark import ood_sets, threat_model
@@ -546,7 +550,7 @@ def eval_command(
     options = {
         "model": model, "weights": weights, "dataset": dataset, "root": root, "limit": limit, "seed": seed,
         "attack": attack_name, "backend": backend, "param": param, "eps": eps, "norm": norm, "ood": ood_data,
-        "detector": detector, "device": device,
+        "detector": detector, "device": device, "corruptions": corruptions,
     }  # fmt: skip
     with process_group(device) as (rank, _, device):
         lead = rank == 0  # only the first process writes and prints
@@ -564,6 +568,7 @@ def eval_command(
         folder, results, bench = eval_run(
             net, about, dataset, out, attack=threat, ood=ood_data, detectors=detector, limit=limit, seed=seed, root=root,
             download=download, overwrite=overwrite, progress=progress and lead, write=lead, options=options,
+            corruptions=corruptions,
         )  # fmt: skip
         if not lead:
             if strict and any(c["status"] != "pass" for c in results["checks"]):

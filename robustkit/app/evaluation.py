@@ -80,6 +80,7 @@ def eval_run(
     progress: bool = True,
     write: bool = True,
     options: dict[str, Any] | None = None,
+    corruptions: bool = False,
 ) -> tuple[Path | None, dict[str, Any], Benchmark]:
     """Benchmark ``model`` and (when ``write``) write the run folder ``out``; returns the folder
     (``None`` when not written), the results.json record and the `Benchmark`."""
@@ -96,11 +97,23 @@ def eval_run(
         **bench.as_dict(),
         "checks": sanity.as_records(bench.checks),
     }
+    corrupted = None
+    if corruptions:  # Hendrycks & Dietterich 2019, on the same test images (robustkit.evaluate.corruptions)
+        from ..evaluate.corruptions import corruption_benchmark
+
+        corrupted = corruption_benchmark(model, dataset, limit=limit, seed=seed, root=root, download=download)
+        results["corruptions"] = corrupted.as_dict()
     if not write:
         return None, results, bench
     folder = RunFolder(out, overwrite=overwrite)
     figures = _figures(bench, folder)
-    folder.finish(results, "\n".join(report_lines(bench, about, str(model_device(model)), figures)) + "\n")
+    lines = report_lines(bench, about, str(model_device(model)), figures)
+    if corrupted is not None:
+        grid = {c: {str(s): a for s, a in row.items()} for c, row in corrupted.accuracy.items()}
+        plots.accuracy_heatmap(grid, folder.figure("corruptions"), title=f"accuracy ({corrupted.images} images)",
+                               row_title="corruption", column_title="severity")  # fmt: skip
+        lines += corrupted.markdown("corruptions.png")
+    folder.finish(results, "\n".join(lines) + "\n")
     return folder.path, results, bench
 
 

@@ -103,6 +103,49 @@ class CorruptionResult:
         """Relative mCE: the mean of the relative CE_c where defined (`undefined` lists the others)."""
         return _mean_defined(self.relative_ce) if self.reference is not None else None
 
+    def markdown(self, figure: str | None = None) -> list[str]:
+        """A report section: the accuracy table (corruption × severity, with the mean), the source and skips."""
+        levels = self.severities
+        n = self.images
+        lines = [
+            f"## Common corruptions ({n} images)",
+            "",
+            f"Accuracy under the corruptions of Hendrycks & Dietterich 2019, severities {', '.join(map(str, levels))}, "
+            f"on the same {n} test images as the clean accuracy ({self.clean_accuracy:.3f}). Images: {self.source}; "
+            f"seed {self.seed}. Mean corruption accuracy {self.mean_accuracy:.3f}.",
+            "",
+            "| corruption | " + " | ".join(f"severity {s}" for s in levels) + " | mean |",
+            "|---" * (len(levels) + 2) + "|",
+        ]
+        for c, row in self.accuracy.items():
+            cells = " | ".join(f"{row[s]:.3f}" for s in levels)
+            lines.append(f"| {c} | {cells} | {self.corruption_accuracy[c]:.3f} |")
+        lines.append("")
+        if self.reference is not None:
+            mce, rel = self.mce, self.relative_mce
+            lines += [f"mCE {mce:.3f}, relative mCE {rel:.3f} against the reference model (1 = as many errors).", ""]
+        lines += [f"- `{c}` skipped: {why}." for c, why in self.skipped.items()]
+        if self.skipped:
+            lines.append("")
+        if "CIFAR-10-C severity constants" in self.source:
+            lines += [
+                "On-the-fly images follow CIFAR-10-C's formulas and constants (made for 32×32 images) with "
+                "robustkit's own random draws, ImageMagick's motion blur emulated and corrupt-tta's copies of the "
+                "frost textures: close to CIFAR-10-C, not the published images, so compare with RobustBench's "
+                "corruptions leaderboard (which uses the published files) with care; pass --root with the official "
+                "`CIFAR-10-C/` folder for the published images.",
+                "",
+            ]
+        if figure:
+            lines += [
+                f"![{figure}]({figure})",
+                "",
+                "**What to look at.** Each row of the heatmap is a corruption, each column a severity (1 mild to 5 "
+                "strong), on a fixed 0–1 colour scale: a row that darkens quickly is a corruption the model is fragile to.",
+                "",
+            ]
+        return lines
+
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "accuracy": {c: {str(s): v for s, v in row.items()} for c, row in self.accuracy.items()},
@@ -239,3 +282,23 @@ def corruption_accuracy(
     out.checks.append(model_learned(out.clean_accuracy, classes[0] if classes else 10, n))
     warn_problems(out.checks)
     return out
+
+
+def corruption_benchmark(
+    model: nn.Module,
+    dataset: str,
+    *,
+    limit: int | None = None,
+    seed: int = 0,
+    root: str | Path | None = None,
+    download: bool = False,
+    batch_size: int = 256,
+) -> CorruptionResult:
+    """`corruption_accuracy` on ``dataset``'s test split (the first ``limit`` images), reading the official
+    ``CIFAR-10-C/`` or ``CIFAR-100-C/`` folder under ``root`` when it is there (``robustkit eval --corruptions``)."""
+    from ..modelling.data import default_root, load_dataset
+
+    data = load_dataset(dataset, "test", root=root, download=download, limit=limit)
+    base = root if root is not None else default_root()
+    files = gen.official_folder(dataset, base) if dataset in ("cifar10", "cifar100") else None
+    return corruption_accuracy(model, data, seed=seed, batch_size=batch_size, files=files)

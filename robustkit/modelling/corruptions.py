@@ -97,7 +97,7 @@ def source_line() -> str:
     """Where on-the-fly corruptions come from, for results and reports."""
     return (
         f"generated on the fly: make_cifar_c.py's formulas and CIFAR-10-C severity constants (Hendrycks & "
-        f"Dietterich 2019), built on {library_version()}; motion blur emulates ImageMagick's"
+        f"Dietterich 2019), built on {library_version()}; motion blur (also in snow) emulates ImageMagick's MotionBlurImage"
     )
 
 
