@@ -27,6 +27,7 @@ from .checks import (
     unbounded_attack,
     unstable_predictions,
 )
+from .corruptions import CorruptionResult, corruption_accuracy
 from .diagnose import diagnose
 from .ood import OODResult, ood, ood_metrics
 from .robustness import (
@@ -45,6 +46,7 @@ __all__ = [
     "Benchmark",
     "Budget",
     "Check",
+    "CorruptionResult",
     "Diagnosis",
     "OODResult",
     "Sweep",
@@ -54,6 +56,7 @@ __all__ = [
     "attack_batches",
     "benchmark",
     "catastrophic_overfitting",
+    "corruption_accuracy",
     "defense_cost",
     "diagnose",
     "eps_sweep",
