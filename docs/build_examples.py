@@ -140,7 +140,30 @@ def component_reference() -> str:
             else:
                 parts.append("No parameters.")
             parts.append("")
-    return "\n".join(parts)
+    return "\n".join(parts + corruption_reference())
+
+
+def corruption_reference() -> list[str]:
+    """The common corruptions with their severity constants (`robustkit.modelling.corruptions`)."""
+    from robustkit.evaluate.corruptions import HENDRYCKS_2019
+    from robustkit.modelling.corruptions import CIFAR10C_CONSTANTS, CORRUPTIONS
+
+    parts = [
+        "## Corruptions",
+        "",
+        "`robustkit.evaluate.corruption_accuracy(model, data, corruptions=None, severities=None, seed=0, "
+        "reference=None, files=None)` and `robustkit eval --corruptions` ([worked example](corruptions.md)). "
+        "The 15 corruptions of CIFAR-10-C, with make_cifar_c.py's constants per severity 1 … 5 "
+        "(elastic_transform's as fractions of the image side).",
+        "",
+        f"Paper: {_paper_link(HENDRYCKS_2019)}",
+        "",
+        "| corruption | severity 1 | severity 2 | severity 3 | severity 4 | severity 5 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in CORRUPTIONS:
+        parts.append(f"| `{name}` | " + " | ".join(f"`{c}`" for c in CIFAR10C_CONSTANTS[name]) + " |")
+    return [*parts, ""]
 
 
 def run_tutorial(page: Path) -> str:
