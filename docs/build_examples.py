@@ -145,7 +145,7 @@ def component_reference() -> str:
 
 def corruption_reference() -> list[str]:
     """The common corruptions with their severity constants (`robustkit.modelling.corruptions`)."""
-    from robustkit.evaluate.corruptions import HENDRYCKS_2019
+    from robustkit.core.papers import HENDRYCKS_2019
     from robustkit.modelling.corruptions import CIFAR10C_CONSTANTS, CORRUPTIONS
 
     parts = [

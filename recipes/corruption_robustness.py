@@ -8,8 +8,9 @@ from robustkit.app import plots
 from robustkit.app.runner import Headline, RecipeOptions, finish, header, look, over_seeds, start, table
 from robustkit.app.sanity import labelled
 from robustkit.core.checks import parse_eps
+from robustkit.core.papers import HENDRYCKS_2019, YIN_2019
 from robustkit.evaluate import defense_cost, model_learned
-from robustkit.evaluate.corruptions import HENDRYCKS_2019, corruption_accuracy
+from robustkit.evaluate.corruptions import corruption_accuracy
 from robustkit.modelling.corruptions import CORRUPTIONS, official_folder
 
 NAME = "corruption-robustness"
@@ -20,7 +21,6 @@ SUMMARY = (
 )
 ORDER = 8
 DEFAULT_DATASET = "cifar10"
-YIN_2019 = "Yin et al. 2019, A Fourier Perspective on Model Robustness in Computer Vision, https://arxiv.org/abs/1906.08988"
 LOOK = (
     "Each heatmap row is a corruption, each column a severity (1 mild to 5 strong); the colour is accuracy on a "
     "fixed 0–1 scale. Compare the two heatmaps row by row: a row that is brighter for the adversarially trained "
@@ -229,7 +229,7 @@ def _once(options: RecipeOptions, eps: float, levels: list[int], corruption_seed
     lines = header(ctx, TITLE, SUMMARY) + [
         f"Robust model: adversarial training with {training['used']} at ε = {eps_text}. Corrupted images: "
         f"{result.source}; corruption seed {corruption_seed}. {n} test images, severities {', '.join(map(str, levels))}. "
-        f"Corruptions: {HENDRYCKS_2019}.",
+        f"Corruptions: {HENDRYCKS_2019}. Adversarial training and corruptions by frequency: {YIN_2019}.",
         "",
         *[f"- `{c}` skipped: {why}." for c, why in result.skipped.items()],
         *([""] if result.skipped else []),

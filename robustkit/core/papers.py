@@ -43,3 +43,5 @@ PARK_2023 = "Park, Jung & Teoh 2023, Nearest Neighbor Guidance for Out-of-Distri
 LIU_QIN_2024 = "Liu & Qin 2024, Fast Decision Boundary based Out-of-Distribution Detector (fDBD), https://arxiv.org/abs/2312.11536"
 LIU_QIN_2025 = "Liu & Qin 2025, Detecting Out-of-Distribution Through the Lens of Neural Collapse (NCI), https://arxiv.org/abs/2311.01479"
 GUO_2017 = "Guo et al. 2017, On Calibration of Modern Neural Networks (temperature scaling), https://arxiv.org/abs/1706.04599"
+HENDRYCKS_2019 = "Hendrycks & Dietterich 2019, Benchmarking Neural Network Robustness to Common Corruptions and Perturbations, https://arxiv.org/abs/1903.12261"
+YIN_2019 = "Yin et al. 2019, A Fourier Perspective on Model Robustness in Computer Vision, https://arxiv.org/abs/1906.08988"

@@ -18,11 +18,6 @@ from .checks.contract import model_learned
 from .predictions import _outputs, _predict
 from .robustness import _indexed_batches, _nonempty
 
-HENDRYCKS_2019 = (
-    "Hendrycks & Dietterich 2019, Benchmarking Neural Network Robustness to Common Corruptions and Perturbations, "
-    "https://arxiv.org/abs/1903.12261"
-)
-
 
 @dataclass
 class CorruptionResult:
