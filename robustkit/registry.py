@@ -83,6 +83,7 @@ DEFENSES: dict[str, str] = {
     "median_filter": "robustkit.defenses.preprocess:MedianFilter",
     "resample": "robustkit.defenses.preprocess:Resample",
     "ae_purification": "robustkit.defenses.preprocess:AutoencoderPurification",
+    "gaussian_augmentation": "robustkit.defenses.smoothing:GaussianAugmentation",
 }
 
 KINDS = ("attacks", "detectors", "defenses")

@@ -203,3 +203,24 @@ def accuracy_heatmap(
     ax.set(xlabel=column_title, ylabel=row_title, title=title)
     fig.colorbar(image, ax=ax, label="accuracy")
     return _save(plt, fig, path)
+
+
+def certified_curves(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float] | None]],
+    path: str | Path,
+    title: str = "",
+    images: int | None = None,
+) -> Path:
+    """Certified accuracy against the L2 radius (solid), with the empirical robust accuracy of the same
+    smoothed classifier (dashed, same colour) when given: one colour per label (e.g. per σ)."""
+    plt, fig, (ax,) = _figure(size=(5.6, 3.8))
+    for k, (label, (radii, certified, empirical)) in enumerate(curves.items()):
+        colour = f"C{k}"
+        ax.plot(radii, certified, marker="o", color=colour, label=f"{label}: certified")
+        if empirical is not None:
+            ax.plot(radii, empirical, marker="x", linestyle="--", color=colour, label=f"{label}: PGD-L2 (empirical)")
+    ylabel = "accuracy" + (f" ({images} images)" if images else "")
+    ax.set(xlabel="L2 radius (pixel units)", ylabel=ylabel, ylim=(0, 1.02), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(plt, fig, path)

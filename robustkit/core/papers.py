@@ -45,3 +45,5 @@ LIU_QIN_2025 = "Liu & Qin 2025, Detecting Out-of-Distribution Through the Lens o
 GUO_2017 = "Guo et al. 2017, On Calibration of Modern Neural Networks (temperature scaling), https://arxiv.org/abs/1706.04599"
 HENDRYCKS_2019 = "Hendrycks & Dietterich 2019, Benchmarking Neural Network Robustness to Common Corruptions and Perturbations, https://arxiv.org/abs/1903.12261"
 YIN_2019 = "Yin et al. 2019, A Fourier Perspective on Model Robustness in Computer Vision, https://arxiv.org/abs/1906.08988"
+COHEN_2019 = "Cohen, Rosenfeld & Kolter 2019, Certified Adversarial Robustness via Randomized Smoothing, https://arxiv.org/abs/1902.02918"
+SALMAN_2019 = "Salman et al. 2019, Provably Robust Deep Learning via Adversarially Trained Smoothed Classifiers (SmoothAdv), https://arxiv.org/abs/1906.04584"

@@ -6,6 +6,7 @@ and `benchmark` (clean, robust and OOD numbers in one call, as RobustBench and O
 
 from ..attacks.base import attack_batches
 from .benchmark import Benchmark, benchmark, ood_sets, threat_model
+from .certify import Certification, Empirical, certified_accuracy, empirical_accuracy
 from .checks import (
     Check,
     Diagnosis,
@@ -27,6 +28,7 @@ from .checks import (
     unbounded_attack,
     unstable_predictions,
 )
+from .checks.certify import certified_vs_empirical
 from .corruptions import CorruptionResult, corruption_accuracy
 from .diagnose import diagnose
 from .ood import OODResult, ood, ood_metrics
@@ -45,9 +47,11 @@ from .robustness import (
 __all__ = [
     "Benchmark",
     "Budget",
+    "Certification",
     "Check",
     "CorruptionResult",
     "Diagnosis",
+    "Empirical",
     "OODResult",
     "Sweep",
     "accuracy",
@@ -56,9 +60,12 @@ __all__ = [
     "attack_batches",
     "benchmark",
     "catastrophic_overfitting",
+    "certified_accuracy",
+    "certified_vs_empirical",
     "corruption_accuracy",
     "defense_cost",
     "diagnose",
+    "empirical_accuracy",
     "eps_sweep",
     "gradient_consistency",
     "gradient_free",
