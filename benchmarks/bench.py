@@ -7,6 +7,7 @@
 - OOD scoring throughput vs plain inference (goal ≥ 0.9×);
 - training loop vs a bare PyTorch loop (goal ≥ 0.95×);
 - ``import robustkit`` and ``robustkit --help`` wall time vs ``import torch``;
+- ``CERTIFY`` (randomised smoothing) vs its floor of n0 + n forward passes per image (goal ≤ 1.2×);
 - ``robustkit demo`` wall time and peak RSS (goal ≤ 60 s, ≤ 2 GB);
 - corrupting a CIFAR-size batch on the fly (the 15 corruptions at severity 3, per corruption) vs one
   forward pass of cnn6 on it (goal ≤ 1× on the CPU, issue 25; zoom blur alone is about 2×).
@@ -31,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 import robustkit as rk
+from benchmarks.certify import bench_certify
 from benchmarks.streaming import bench_streaming
 from robustkit.modelling.data import DatasetInfo
 from robustkit.modelling.models import build_model, model_spec
@@ -480,6 +482,7 @@ def main(argv: list[str] | None = None) -> None:
         lambda: bench_ood_shared(model, x, repeats * 4),
         lambda: bench_training(repeats),
         lambda: bench_corruptions(model, x, repeats),
+        lambda: bench_certify(model, max(2, repeats // 2)),
         bench_startup,
         *(() if args.skip_demo else (bench_demo,)),
     ):
