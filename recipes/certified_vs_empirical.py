@@ -55,49 +55,54 @@ def _radii(n: dict, sigma: float) -> list[float]:
     return sorted(float(k[len(prefix) :]) for k in n if k.startswith(prefix))
 
 
+def _reach(n: dict, sigma: float) -> float:
+    """The largest radius of the grid at which some image is certified (0 when none is)."""
+    return max([r for r in _radii(n, sigma) if r > 0 and n[_key("certified", sigma, r)] > 0], default=0.0)
+
+
 def findings(n: dict) -> list[str]:
     """The report's findings, computed from `numbers` alone."""
     out = []
     images, samples, alpha = n.get("images"), n.get("n"), n.get("alpha")
-    on = f"on {images:g} test images" if images else ""
-    sigmas = _sigmas(n)
-    if not sigmas:
-        return out
+    on = f" on {images:g} test images" if images else ""
+    sigmas = [s for s in _sigmas(n) if 0.0 in _radii(n, s)]
     for s in sigmas:
-        radii = [r for r in _radii(n, s) if r > 0]
         cert = {r: n[_key("certified", s, r)] for r in _radii(n, s)}
         emp = {r: n[_key("empirical", s, r)] for r in _radii(n, s)}
-        mid = radii[len(radii) // 2] if radii else 0.0
-        above = [r for r in cert if cert[r] > emp[r]]
+        reach = _reach(n, s)
         sentence = (
-            f"σ={s:g}: certified accuracy {cert.get(0.0, cert[min(cert)]):.3f} at radius 0 and {cert[mid]:.3f} at "
-            f"radius {mid:g}; PGD-L2 on the smoothed classifier leaves {emp.get(0.0, emp[min(emp)]):.3f} and "
-            f"{emp[mid]:.3f} {on}. The smoothed classifier's true robust accuracy at radius {mid:g} lies between "
-            f"{cert[mid]:.3f} and {emp[mid]:.3f}"
+            f"σ={s:g}{on}: the smoothed classifier is certified right on {cert[0.0]:.3f} of the images at radius 0 "
+            f"(its vote is right on {emp[0.0]:.3f}; CERTIFY abstained on {n[_key('abstain', s)]:.3f})"
         )
+        if reach > 0:
+            sentence += (
+                f"; at radius {reach:g}, the largest with a certified image, its true robust accuracy lies between "
+                f"{cert[reach]:.3f} (certified) and {emp[reach]:.3f} (what PGD-L2 leaves)"
+            )
+        else:
+            sentence += "; no image is certified at any larger radius of the grid"
+        above = [r for r in cert if cert[r] > emp[r]]
         if above:
             sentence += (
-                f"; yet certified accuracy exceeds the empirical one at radius {', '.join(f'{r:g}' for r in above)}, "
-                "which cannot happen when both are right (see the sanity check)"
+                f". Certified accuracy exceeds the empirical one at radius {', '.join(f'{r:g}' for r in above)}, "
+                "which cannot happen when both are right: see the sanity check before using these numbers"
             )
-        out.append(sentence + f"; it abstained on {n[_key('abstain', s)]:.3f} of the images.")
+        out.append(sentence + ".")
     if len(sigmas) >= 2:
-        low, high = sigmas[0], sigmas[-1]
-        r_far = max(_radii(n, high))
-        c0_low, c0_high = n[_key("certified", low, 0.0)] if 0.0 in _radii(n, low) else None, None
-        if 0.0 in _radii(n, high):
-            c0_high = n[_key("certified", high, 0.0)]
-        far_low, far_high = n.get(_key("certified", low, r_far)), n[_key("certified", high, r_far)]
-        if c0_low is not None and c0_high is not None and far_low is not None:
-            trade = (
-                "Larger noise trades accuracy for radius, as in the paper"
-                if c0_high <= c0_low and far_high >= far_low
-                else "Here larger noise does not trade accuracy for radius as in the paper"
-            )
-            out.append(
-                f"{trade}: σ={high:g} certifies {c0_high:.3f} at radius 0 against {c0_low:.3f} for σ={low:g}, and "
-                f"{far_high:.3f} against {far_low:.3f} at radius {r_far:g}."
-            )
+        clean = [n[_key("certified", s, 0.0)] for s in sigmas]
+        reach = [_reach(n, s) for s in sigmas]
+        trades = clean[-1] <= clean[0] and reach[-1] >= reach[0] and reach[-1] > reach[0]
+        verdict = (
+            "Larger noise trades accuracy at radius 0 for reach, as in the paper"
+            if trades
+            else "Here larger noise does not trade accuracy at radius 0 for reach as in the paper"
+        )
+        listed = ", ".join(f"{c:.3f}" for c in clean)
+        reaches = ", ".join(f"{r:g}" for r in reach)
+        out.append(
+            f"{verdict}: certified accuracy at radius 0 is {listed} and the largest radius with a certified image "
+            f"is {reaches} for σ = {', '.join(f'{s:g}' for s in sigmas)}."
+        )
     if samples:
         capped = [(s, n[_key("max_radius", s)]) for s in sigmas if max(_radii(n, s)) > n[_key("max_radius", s)]]
         if capped:
@@ -163,7 +168,9 @@ def _once(
     config = dataclasses.replace(ctx.config, epochs=epochs)
     test = ctx.test.take(images)
     k = len(test)
-    rows, checks, curves = [], [], {}
+    standard_clean = accuracy(standard, test.x, test.y)
+    checks = [labelled(model_learned(standard_clean, ctx.train.info.num_classes, k), f"standard classifier, {k} images")]
+    rows, curves = [], {}
     for sigma in sigma_list:
         trainer = defense(
             "gaussian_augmentation", sigma=sigma, finetune=True, train_config=config, progress=options.progress
@@ -174,8 +181,6 @@ def _once(
                                   seed=options.seed)  # fmt: skip
         emp = empirical_accuracy(base, test.x, test.y, sigma=sigma, radii=radius_list, steps=steps, samples=eot, n=judge,
                                  seed=options.seed)  # fmt: skip
-        if not checks:
-            checks.append(labelled(model_learned(base_clean, ctx.train.info.num_classes, k), f"σ={sigma:g}, {k} images"))
         checks.append(labelled(certified_vs_empirical_check(cert, emp), f"σ={sigma:g}, {k} images"))
         curves[f"σ={sigma:g}"] = (cert.radii, cert.accuracy, emp.accuracy)
         rows.append({
@@ -185,7 +190,7 @@ def _once(
             "attack": emp.attack,
         })  # fmt: skip
     plots.certified_curves(curves, ctx.folder.figure("certified_vs_empirical"), title="certified vs PGD-L2", images=k)
-    results = {"sigmas": rows, "images": k, "n": n, "n0": n0, "alpha": alpha, "steps": steps, "eot": eot}
+    results = {"sigmas": rows, "standard_clean": standard_clean, "images": k, "n": n, "n0": n0, "alpha": alpha, "steps": steps, "eot": eot}
     results["findings"] = findings(numbers(results))
     per_image = (n0 + n) * k
     lines = header(ctx, TITLE, SUMMARY) + [
@@ -208,12 +213,13 @@ def _once(
             ],
         ),
         "",
-        f"## Each base classifier (the first {k} test images)",
+        f"## Each base classifier, without noise (the first {k} test images)",
         "",
         table(
             ["σ", "base classifier, no noise", "abstained (CERTIFY)", "largest radius n can certify"],
-            [[f"{row['sigma']:g}", f"{row['base_clean']:.3f}", f"{row['abstain_rate']:.3f}", f"{row['max_radius']:.3f}"]
-             for row in rows],
+            [["none (the standard classifier)", f"{standard_clean:.3f}", "–", "–"]]
+            + [[f"{row['sigma']:g}", f"{row['base_clean']:.3f}", f"{row['abstain_rate']:.3f}", f"{row['max_radius']:.3f}"]
+               for row in rows],
         ),
         "",
         f"Certification ran {n0 + n} forward passes of the base classifier per image ({per_image} per σ; "
@@ -221,7 +227,7 @@ def _once(
         + "); PGD-L2 took "
         + ", ".join(f"{row['attack_seconds']:.1f} s" for row in rows)
         + ". "
-        "Each base classifier is the model above fine-tuned for "
+        "Each base classifier is the standard classifier (the model named at the top) fine-tuned for "
         f"{epochs} epoch{'s' if epochs != 1 else ''} on Gaussian-noised training images at its σ (the paper trains "
         "its base classifier on such noise from the start).",
         "",

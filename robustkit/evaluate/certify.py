@@ -29,6 +29,15 @@ from .robustness import _indexed_batches
 RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 """Default L2 radii (pixel units of [0, 1] images), as in the paper's CIFAR-10 table."""
 BACKENDS = ("reference", "art")
+PARAMETERS = (  # (name, the paper's value, meaning): for the reference page and reports
+    ("sigma", "0.12, 0.25, 0.5, 1.0", "std σ of the Gaussian noise, pixel units of [0, 1] images"),
+    ("n0", "100", "noise samples per image that select the class"),
+    ("n", "100 000", "noise samples per image that bound p_A; the radius is capped at σ·Φ⁻¹(α^(1/n))"),
+    ("alpha", "0.001", "probability that a certificate is wrong (one-sided Clopper-Pearson level)"),
+    ("radii", "0 … 1.0", "L2 radii of the curve: an image counts at r when right with a radius ≥ r"),
+    ("seed", "–", "seeds image i's noise by (seed, i's index), whatever the batch"),
+)
+"""`certified_accuracy`'s certification parameters (Cohen, Rosenfeld & Kolter 2019)."""
 
 
 def _radii(radii: Sequence[float] | None) -> list[float]:
