@@ -294,3 +294,48 @@ def test_recipe_on_digits(tmp_path):
     for row in results["sigmas"]:  # n = 100 caps the radius at σ·Φ⁻¹(0.001^(1/100)) ≈ 1.5σ
         assert row["max_radius"] == pytest.approx(1.50048 * row["sigma"], abs=1e-4)
         assert all(c == 0 for r, c in zip(row["radii"], row["certified"], strict=True) if r > row["max_radius"])
+
+
+WORKER = """
+import json, sys
+import torch, torch.distributed as dist
+import robustkit as rk
+from robustkit.modelling.models import build_model
+rank, init, weights, out = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=2)
+saved = torch.load(weights)
+model = build_model(saved["spec"])
+model.load_state_dict(saved["state"])
+test = rk.load_dataset("digits", "test", limit=21)
+cert = rk.evaluate.certified_accuracy(model.eval(), test, sigma=0.25, n0=20, n=100, seed=4)
+json.dump({"accuracy": cert.accuracy, "radius": cert.radius.tolist(), "images": cert.images}, open(out, "w"))
+dist.destroy_process_group()
+"""
+
+
+def test_two_gloo_ranks_certify_what_one_process_does(model, digits_test, tmp_path):
+    import subprocess
+    import sys
+
+    torch.save({"spec": model.robustkit_spec, "state": model.state_dict()}, tmp_path / "m.pt")
+    (tmp_path / "worker.py").write_text(WORKER)
+    worker = [sys.executable, str(tmp_path / "worker.py")]
+    files = [str(tmp_path / "init"), str(tmp_path / "m.pt")]
+    ranks = [
+        subprocess.Popen([*worker, str(r), *files, str(tmp_path / f"{r}.json")], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+        for r in range(2)
+    ]
+    try:
+        one = certified_accuracy(model, digits_test.take(21), sigma=0.25, n0=20, n=100, seed=4)
+        for proc in ranks:
+            output, _ = proc.communicate(timeout=300)
+            assert proc.returncode == 0, output[-3000:]
+    finally:
+        for proc in ranks:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for r in range(2):  # every rank returns the whole: 21 images split 11 / 10
+        got = json.loads((tmp_path / f"{r}.json").read_text())
+        assert got["images"] == 21 and got["accuracy"] == one.accuracy and got["radius"] == one.radius.tolist()
