@@ -32,6 +32,10 @@ OOD_HEADERS = ["detector", "AUROC", "AUPR-IN", "AUPR-OUT", "FPR95TPR"]
 NAMES = {
     "fgsm": "FGSM", "pgd": "PGD", "pgd_l2": "PGD", "eot_pgd": "EOT-PGD", "ddn": "DDN", "deepfool": "DeepFool",
     "autoattack": "AutoAttack", "square": "Square Attack", "square_l2": "Square Attack",
+    **{f"{n}{s}": t for n, t in (("apgd", "APGD"), ("apgd_t", "APGD-T"), ("fab", "FAB"), ("fab_t", "FAB-T"))
+       for s in ("", "_l2", "_l1")},
+    "autoattack_l2": "AutoAttack", "autoattack_l1": "AutoAttack", "square_l1": "Square Attack",
+    "cw_l2": "C&W", "ead": "EAD", "hop_skip_jump": "HopSkipJump", "hop_skip_jump_linf": "HopSkipJump",
 }  # fmt: skip
 
 
