@@ -164,20 +164,19 @@ def _cell(value: float) -> str:
     return "undefined" if math.isnan(value) else f"{value:.3f}"
 
 
-def _train_eps(text: str | None, dataset: str) -> float:
-    if text:
-        return parse_eps(text, "train_eps")
-    return 0.1 if dataset in ("digits", "mnist") else 2 / 255  # the budgets adversarial-training-ood trains (cached)
+def _train_eps(text: str | None) -> float:
+    # 0.1: the budget defense-matrix and adversarial-training-ood also train, so the model comes from the cache
+    return parse_eps(text, "train_eps") if text else 0.1
 
 
 def run(
     options: RecipeOptions,
-    train_eps: Annotated[str | None, "FGSM budget of adversarial training (default: 0.1 for small images, 2/255 for natural ones, as adversarial-training-ood)"] = None,
+    train_eps: Annotated[str | None, "FGSM budget of adversarial training (default 0.1, the budget defense-matrix and adversarial-training-ood train: cached)"] = None,
     severities: Annotated[str, "comma-separated severities (1-5)"] = "1,2,3,4,5",
     corruption_seed: Annotated[int, "seed of the on-the-fly corruptions (image i's corruption depends on it, the corruption, the severity and i)"] = 0,
 ) -> Path:
     """Evaluate the standard and an FGSM-adversarially-trained model on the same corrupted test images."""
-    eps = _train_eps(train_eps, options.dataset)
+    eps = _train_eps(train_eps)
     levels = [int(s) for s in severities.split(",") if s.strip()]
     return over_seeds(NAME, TITLE, options, lambda o: _once(o, eps, levels, corruption_seed), numbers, findings, headlines)
 
