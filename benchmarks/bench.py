@@ -287,6 +287,36 @@ def bench_robust_floor(model, x, y, steps: int, repeats: int) -> list[dict]:
                 "ok": t / floor <= 1.3,
             }
         )
+    rows += _pool_rows(model, data, labels, batch, steps, repeats, n / batch * forward, unit)
+    return rows
+
+
+def _pool_rows(model, data, labels, batch: int, steps: int, repeats: int, forwards: float, unit: float) -> list[dict]:
+    """The pool of a sequence of attacks (issue 24): PGD, then APGD (DLR) and APGD-T (3 targets), each on
+    the survivors of the ones before, from each backend. Floor: the clean forwards plus, per attack, the
+    share of images it runs on × its fwd+bwd passes per image (APGD-T: one APGD per target)."""
+    rows = []
+    for backend in ("autoattack", "torchattacks"):
+        pool = [
+            rk.attack("pgd", eps=8 / 255, steps=steps),
+            rk.attack("apgd", backend, eps=8 / 255, steps=steps, loss="dlr"),
+            rk.attack("apgd_t", backend, eps=8 / 255, steps=steps, target_classes=3),
+        ]
+        result = rk.evaluate.robust_accuracy(pool, model, data, labels, batch_size=batch)
+        shares = [result["clean_accuracy"], *(r["accuracy"] for r in result.log[:-1])]
+        passes = [steps, steps, 3 * steps]
+        floor = forwards + len(data) / batch * unit * sum(s * k for s, k in zip(shares, passes, strict=True))
+        t = timed(lambda p=pool: rk.evaluate.robust_accuracy(p, model, data, labels, batch_size=batch), repeats)
+        left = " → ".join(f"{s:.0%}" for s in shares)
+        rows.append(
+            {
+                "what": f"robust_accuracy, pool pgd, apgd-dlr, apgd-t ({backend}), {left} attacked / floor"
+                f" ({t:.2f} s / {floor:.2f} s)",
+                "ratio": t / floor,
+                "goal": "<= 1.3",
+                "ok": t / floor <= 1.3,
+            }
+        )
     return rows
 
 
