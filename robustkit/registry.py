@@ -47,6 +47,13 @@ ATTACKS: dict[str, dict[str, str]] = {
     "square": {"torchattacks": "robustkit.attacks.torchattacks:Square", "art": "robustkit.attacks.art:Square"},
     "square_l2": {"torchattacks": "robustkit.attacks.torchattacks:SquareL2"},
     "autoattack": {"torchattacks": "robustkit.attacks.torchattacks:AutoAttack"},
+    # Minimal-perturbation attacks (unbounded). C&W defaults to torchattacks (3-9x faster than ART's line
+    # search, smaller L2 where both succeed); EAD to ART (torchattacks' EADL1 shifts its reference image).
+    "cw_l2": {"torchattacks": "robustkit.attacks.torchattacks:CW", "art": "robustkit.attacks.art:CW"},
+    "ead": {"art": "robustkit.attacks.art:EAD", "torchattacks": "robustkit.attacks.torchattacks:EAD"},
+    # Decision-based black box (labels only)
+    "hop_skip_jump": {"art": "robustkit.attacks.art:HopSkipJump"},
+    "hop_skip_jump_linf": {"art": "robustkit.attacks.art:HopSkipJumpLinf"},
 }
 
 DETECTORS: dict[str, str] = {
