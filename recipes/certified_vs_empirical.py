@@ -203,7 +203,8 @@ def _once(
         f"Certified: `CERTIFY` with n0={n0} and n={n} noise samples per image, α={alpha:g} (the paper: n0=100, "
         f"n=100 000, α=0.001); an abstention counts as wrong. Empirical: PGD-L2 ({steps} steps, {eot} noise samples "
         f"per gradient) on the smoothed classifier, each adversarial image judged by a vote of {judge} noisy samples "
-        "(an image counts when the vote is right on it and at every smaller radius).",
+        "(an image counts when the vote is right on it and at every smaller radius; at radius 0 there is no attack: "
+        "the PGD-L2 columns give the vote's clean accuracy there).",
         "",
         table(
             ["L2 radius", *[f"{kind} σ={s:g}" for s in sigma_list for kind in ("certified", "PGD-L2")]],
