@@ -44,9 +44,36 @@ ATTACKS: dict[str, dict[str, str]] = {
         "reference": "robustkit.attacks.reference:EOTPGD",
         "torchattacks": "robustkit.attacks.torchattacks:EOTPGD",
     },
-    "square": {"torchattacks": "robustkit.attacks.torchattacks:Square", "art": "robustkit.attacks.art:Square"},
-    "square_l2": {"torchattacks": "robustkit.attacks.torchattacks:SquareL2"},
-    "autoattack": {"torchattacks": "robustkit.attacks.torchattacks:AutoAttack"},
+    "square": {
+        "torchattacks": "robustkit.attacks.torchattacks:Square",
+        "art": "robustkit.attacks.art:Square",
+        "autoattack": "robustkit.attacks.autoattack:Square",
+    },
+    "square_l2": {
+        "torchattacks": "robustkit.attacks.torchattacks:SquareL2",
+        "autoattack": "robustkit.attacks.autoattack:SquareL2",
+    },
+    "square_l1": {"autoattack": "robustkit.attacks.autoattack:SquareL1"},
+    # AutoAttack defaults to the authors' code (pyautoattack, backend "autoattack"): torchattacks'
+    # re-implementation runs 10 APGD iterations where the official one runs 100.
+    "autoattack": {
+        "autoattack": "robustkit.attacks.autoattack:AutoAttack",
+        "torchattacks": "robustkit.attacks.torchattacks:AutoAttack",
+    },
+    "autoattack_l2": {"autoattack": "robustkit.attacks.autoattack:AutoAttackL2"},
+    "autoattack_l1": {"autoattack": "robustkit.attacks.autoattack:AutoAttackL1"},
+    # AutoAttack's components, from the authors' code (L∞, L2, L1), then torchattacks' copies of it
+    # (L∞, L2: its APGD has no L1 and its FAB's L1 crashes), cross-checked in tests/test_attack_breadth.py
+    **{
+        name + suffix: {
+            "autoattack": f"robustkit.attacks.autoattack:{cls}{suffix[1:].upper()}",
+            **(
+                {"torchattacks": f"robustkit.attacks.torchattacks:{cls}{suffix[1:].upper()}"} if suffix != "_l1" else {}
+            ),
+        }
+        for name, cls in (("apgd", "APGD"), ("apgd_t", "APGDT"), ("fab", "FAB"), ("fab_t", "FABT"))
+        for suffix in ("", "_l2", "_l1")
+    },
     # Minimal-perturbation attacks (unbounded). C&W defaults to torchattacks (3-9x faster than ART's line
     # search, smaller L2 where both succeed); EAD to ART (torchattacks' EADL1 shifts its reference image).
     "cw_l2": {"torchattacks": "robustkit.attacks.torchattacks:CW", "art": "robustkit.attacks.art:CW"},

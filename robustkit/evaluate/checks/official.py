@@ -1,0 +1,96 @@
+"""The official AutoAttack's own flag checks (its ``flags_doc.md``), run and reported as robustkit checks.
+
+The authors' code warns, through its logger, when a model looks randomised, returns probabilities,
+computes gradients during its forward pass (a dynamic defense), has too few classes for the DLR
+losses, has images with zero gradient, or when Square (gradient-free) breaks more than the gradient
+attacks did. robustkit runs the same functions (``pyautoattack.checks``) and turns each message into
+a warning check, so it reaches the report instead of scrolling past in a log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...attacks.autoattack import LOGGER, quiet_official
+from ...core.backends import require
+from ...core.checks import model_device, preserved_state
+from ...core.papers import CROCE_2020
+from .base import Check
+
+FLAGS = {
+    "randomized": "it seems to be a randomized defense",
+    "probabilities": "output is a probability distribution",
+    "dynamic": "dynamic defense",
+    "classes": "classes",
+    "zero_gradient": "zero gradient",
+    "square": "Square Attack has decreased",
+}
+"""Each flag's name → a phrase of the authors' message that identifies it."""
+
+
+def _flag_of(message: str) -> str:
+    return next((name for name, phrase in FLAGS.items() if phrase in message), "other")
+
+
+def autoattack_flags(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    components: Sequence[str],
+    log: Sequence[dict[str, Any]] = (),
+    clean_accuracy: float | None = None,
+    randomized_ok: bool = False,
+) -> list[Check]:
+    """The official AutoAttack's flag checks on a sample ``x, y``, one check per flag raised.
+
+    ``components`` are the authors' attack names (``apgd-ce``, ``apgd-t``, …) of the suite that ran;
+    ``log`` its accuracy after each (`robust_accuracy`'s ``log``) with ``clean_accuracy``, for the
+    Square check; ``randomized_ok`` skips the randomness check (version ``rand``), as the authors do.
+    With no flag raised, one passing check says which were run.
+
+    Paper: Croce & Hein 2020, https://arxiv.org/abs/2003.01690 (flags_doc.md of its code)
+    """
+    checks_mod = require("pyautoattack.checks")
+    device = model_device(model)
+    xd, yd = x.to(device), y.to(device)
+    ran = []
+    with preserved_state(model), quiet_official() as records:
+        model.eval()
+
+        def run(name: str, call: Callable[[], Any]) -> Any:
+            ran.append(name)
+            return call()
+
+        logger = logging.getLogger(LOGGER)
+        checks_mod.funcs.update(dict.fromkeys(checks_mod.funcs, 0))  # the authors' call counter is global: reset it
+        if not randomized_ok:
+            run("randomized", lambda: checks_mod.check_randomized(model, xd, yd, bs=len(xd), logger=logger))
+        n_cls = run("probabilities", lambda: checks_mod.check_range_output(model, xd, logger=logger))
+        run("dynamic", lambda: checks_mod.check_dynamic(model, xd, False, logger=logger))
+        targets = 9 if len(components) else 0
+        run("classes", lambda: checks_mod.check_n_classes(n_cls, list(components), targets, targets, logger=logger))
+        xg = xd.clone().requires_grad_(True)
+        with torch.enable_grad():
+            loss = nn.functional.cross_entropy(model(xg), yd)
+            (grad,) = torch.autograd.grad(loss, xg)
+        run("zero_gradient", lambda: checks_mod.check_zero_gradients(grad, logger=logger))
+        if log and clean_accuracy is not None:
+            accuracies = {"clean": clean_accuracy, **{row["attack"]: row["accuracy"] for row in log}}
+            run("square", lambda: checks_mod.check_square_sr(accuracies, logger=logger))
+    flags = [r.getMessage() for r in records if r.levelname == "WARNING"]
+    values = {"ran": ran, "n": len(x)}
+    if not flags:
+        detail = f"the official AutoAttack's flag checks ({', '.join(ran)}) raise nothing on {len(x)} images"
+        return [Check("autoattack_flags", "pass", detail, values, CROCE_2020)]
+    out = []
+    for message in flags:
+        flag = _flag_of(message)
+        detail = f"the official AutoAttack flags: {message.replace(' See flags_doc.md for details.', '')}"
+        out.append(Check(f"autoattack_flags ({flag})", "warn", detail, {**values, "flag": flag}, CROCE_2020))
+    return out
