@@ -40,6 +40,7 @@ from .checks import Check, gradients_available, iterative_vs_single_step, unboun
 from .checks.attack import gradient_based
 from .checks.contract import input_scale
 from .checks.masking import gradient_consistency
+from .checks.official import autoattack_flags
 from .ood import ood as ood_scores
 from .robustness import robust_accuracy
 
@@ -47,9 +48,13 @@ GROUPS = ("near", "far")
 """OOD groups: near OOD shares low-level statistics with the ID set (semantic shift only), far
 OOD differs in both (OpenOOD v1.5's split)."""
 
-THREATS: dict[str, tuple[str, float]] = {"linf": ("autoattack", 8 / 255), "l2": ("pgd_l2", 0.5)}
-"""Default attack and budget per norm: RobustBench's CIFAR-10 threat models (L∞ 8/255, L2 0.5).
-robustkit's AutoAttack adapter is L∞ only, so L2 defaults to PGD-L2."""
+THREATS: dict[str, tuple[str, float]] = {
+    "linf": ("autoattack", 8 / 255),
+    "l2": ("autoattack_l2", 0.5),
+    "l1": ("autoattack_l1", 12.0),
+}
+"""Default attack and budget per norm: the official AutoAttack (standard version) at RobustBench's
+CIFAR-10 budgets (L∞ 8/255, L2 0.5) and Croce & Hein 2021's L1 budget (12)."""
 
 DEFAULT_DETECTORS = ("max_softmax", "max_logit", "energy", "gen", "mahalanobis", "rmd", "vim", "react", "ash")
 """Post-hoc detectors run by default, covering the families of OpenOOD v1.5's post-hoc baselines
@@ -385,6 +390,7 @@ def benchmark(
     download: bool = False,
     check_sample: int = 128,
     progress: bool = False,
+    state: str | Path | None = None,
 ) -> Benchmark:
     """Clean accuracy, robust accuracy under a threat model, and OOD detection, with sanity checks.
 
@@ -394,9 +400,12 @@ def benchmark(
     images and a seeded random ``limit`` of each OOD set.
 
     Threat model (`threat_model`): ``attack`` (an Attack or a name, with ``backend`` and
-    ``attack_params``), ``eps``, ``norm``; default AutoAttack (standard: APGD-CE, APGD-T,
-    FAB-T, Square) at ε = 8/255 in L∞, RobustBench's CIFAR-10 setting. Only images the model
-    classifies correctly are attacked, so robust accuracy ≤ clean accuracy.
+    ``attack_params``), ``eps``, ``norm``; default the official AutoAttack (standard: APGD-CE,
+    APGD-T, FAB-T, Square) at ε = 8/255 in L∞, RobustBench's CIFAR-10 setting (`THREATS` for L2
+    and L1). Only images the model classifies correctly are attacked, so robust accuracy ≤ clean
+    accuracy; a suite's components run one after another on the survivors, and ``attack["log"]``
+    gives the accuracy after each. ``state``: a file that lets an interrupted run's attack resume
+    (`robust_accuracy`).
 
     OOD (`ood_sets`): ``ood`` names (``near:``/``far:`` prefixes) or ``{"near": {name: data},
     "far": {...}}``; default `OOD_SETS` for the data set (CIFAR-10, OpenOOD v1.5: near CIFAR-100,
@@ -410,7 +419,8 @@ def benchmark(
     `unbounded_attack` (on a seeded sample of ``check_sample`` test images; a gradient attack,
     the reference PGD, when the threat model's attack includes Square, as AutoAttack does),
     `iterative_vs_single_step` (L∞ attacks other than FGSM; FGSM on all attacked images),
-    and `ood_auroc` and `ood_saturated` per set and detector.
+    the official AutoAttack's own flag checks (`autoattack_flags`) when it is the attack, and
+    `ood_auroc` and `ood_saturated` per set and detector.
 
     Every input is checked and every data set loaded before the first attack runs. The
     result is the same on every process of a ``torchrun`` job.
@@ -463,7 +473,7 @@ def benchmark(
     linf_iterative = atk.norm == "linf" and atk.name != "fgsm"
     with _progress(3 + len(sets), progress) as stage:
         with stage("attack", f"clean and robust accuracy: {atk.label()} at eps={atk.eps:.4g}"):
-            measured = robust_accuracy(atk, model, test.data)  # one clean pass, then attacks only the correct ones
+            measured = robust_accuracy(atk, model, test.data, state=state)  # one clean pass, then attacks the correct ones
             clean, robust = measured["clean_accuracy"], measured["accuracy"]
             checks += measured.checks  # output_head (first batch), model_learned (all test images)
         with stage("checks", "attack sanity checks"):
@@ -473,6 +483,11 @@ def benchmark(
             checks.append(gradient_consistency(model, sample.x, sample.y, seed=seed))
             checks.append(unstable_predictions(model, sample.x))
             checks.append(unbounded_attack(gradient_based(atk), model, sample.x, sample.y))
+            if atk.backend == "autoattack" and hasattr(atk, "components"):
+                checks += autoattack_flags(
+                    model, sample.x, sample.y, components=atk.component_labels(), log=measured.log,
+                    clean_accuracy=clean, randomized_ok=atk.params["version"] == "rand",
+                )  # fmt: skip
             if linf_iterative:
                 fgsm = robust_accuracy(make_attack("fgsm", eps=atk.eps), model, test.data)["accuracy"]
                 checks.append(iterative_vs_single_step(robust, fgsm, n))
@@ -508,7 +523,7 @@ def benchmark(
         num_classes=classes,
         clean_accuracy=clean,
         robust_accuracy=robust,
-        attack={**atk.describe(), "label": atk.label()},
+        attack={**atk.describe(), "label": atk.label(), "log": measured.log},
         ood=rows,
         ood_sets=described,
         skipped=skipped,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +17,7 @@ from ..attacks.base import Attack
 from ..attacks.reference import gradient_sign_and_logits
 from ..core.checks import check_images, check_labels, inspect_model, model_device, parse_eps, preserved_state
 from ..core.distributed import sum_counts, world
+from ..core.params import jsonable
 from ..modelling.batches import indexed_batches
 from ..modelling.data import as_image_set
 from ..registry import ATTACKS, attack_class
@@ -104,6 +108,7 @@ def robust_accuracy(
     *,
     early_stop: bool = True,
     distributed: bool = True,
+    state: str | Path | None = None,
 ) -> dict[str, float]:
     """Accuracy under ``attack`` (and, when targeted, the rate of reaching the target).
 
@@ -125,28 +130,41 @@ def robust_accuracy(
     the attack of an image does not depend on its batch (for random starts, use an attack with
     ``per_example_seeds`` such as the reference PGD).
 
+    An attack that is a suite (it has ``components()``, as the official AutoAttack does) runs as
+    its sequence of component attacks, so early stopping pools the survivors of each component
+    and the result's ``log`` gives the accuracy after each one, as the authors' log prints it.
+
     Inside an initialised torch.distributed process group each rank attacks its share of the
     data (examples rank, rank + W, …, with their global indices) and every rank returns the
     totals; ``distributed=False`` evaluates just the data given.
 
+    ``state`` (early stopping only): a file that records every attacked batch's outcome as it
+    finishes. Called again with the same file after an interruption, the recorded batches are
+    read back instead of attacked, so the run continues where it stopped with the same result
+    (the batches form again in the same order); the file must come from the same attacks. Under
+    torch.distributed each rank keeps its own file (``NAME.rankR.jsonl``).
+
     Returns ``accuracy``; ``target_rate`` when targeted; ``clean_accuracy`` with early
-    stopping; ``attacked``, the number of images attacked, summed over the attacks.
+    stopping; ``attacked``, the number of images attacked, summed over the attacks (``resumed``:
+    the number read back from ``state`` instead).
     """
-    attacks = [attack] if isinstance(attack, Attack) else list(attack)
-    if not attacks or not all(isinstance(a, Attack) for a in attacks):
-        raise TypeError("attack must be an Attack or a non-empty sequence of them (robustkit.attack(name, ...))")
+    attacks, labels = _expand(attack)
     if target is not None:
         for a in attacks:
             if not a.targeted:
                 raise ValueError(f"{a.label()} has no targeted mode; drop target= or use a targeted attack")
+    if state is not None and not early_stop:
+        raise ValueError("state= records early stopping's batches; drop state= or keep early_stop=True")
     judge = eval_model or model
     rank, size = world(distributed)
 
     first: list[torch.Tensor] = []  # the judge's outputs on this rank's first batch, for output_head
 
     def local() -> dict[str, int]:
-        counts = dict.fromkeys(("total", "clean", "robust", "reached", "attacked"), 0)
-        pipeline = _Survivors(attacks, model, judge, batch_size, counts)
+        counts = dict.fromkeys(("total", "clean", "robust", "reached", "attacked", "resumed"), 0)
+        counts.update({f"after_{s}": 0 for s in range(len(attacks))})
+        record = None if state is None else _State(_rank_path(Path(state), rank, size), attacks, target is not None)
+        pipeline = _Survivors(attacks, model, judge, batch_size, counts, record)
         for xb, yb, tb, ib in _indexed_batches(model, x, y, batch_size, target, rank, size):
             labels = yb.cpu()
             if not first:  # one forward pass gives output_head its outputs and the clean pass its predictions
@@ -166,15 +184,18 @@ def robust_accuracy(
                 continue
             robust = torch.ones(len(xb), dtype=torch.bool)
             reached = torch.zeros(len(xb), dtype=torch.bool)
-            for a in attacks:
+            for stage, a in enumerate(attacks):
                 preds = _predict(judge, a(model, xb, yb, target=tb, index=ib))
                 robust &= preds == labels
                 if tb is not None:
                     reached |= preds == tb.cpu()
                 counts["attacked"] += len(xb)
+                counts[f"after_{stage}"] += int(robust.sum())
             counts["robust"] += int(robust.sum())
             counts["reached"] += int(reached.sum())
         pipeline.finish()
+        if record is not None:
+            record.close()
         return counts
 
     counts = _nonempty(sum_counts(local, size))
@@ -185,7 +206,11 @@ def robust_accuracy(
     if early_stop:
         out["clean_accuracy"] = counts["clean"] / n
     out["attacked"] = counts["attacked"]
+    if state is not None:
+        out["resumed"] = counts["resumed"]
     result = RobustAccuracy(out)
+    if target is None:  # targeted, an image leaves the pipeline at its target, so "after" is not an accuracy
+        result.log = [{"attack": lab, "accuracy": counts[f"after_{s}"] / n} for s, lab in enumerate(labels)]
     if first:
         result.checks.append(output_head(first[0]))
     if early_stop:
@@ -197,11 +222,84 @@ def robust_accuracy(
 class RobustAccuracy(dict):
     """`robust_accuracy`'s numbers (a dict, as before) with the cheap sanity checks on them in
     ``checks``: `output_head` on the first batch's outputs and, with early stopping, `model_learned`
-    (each problem is also raised as a `RobustkitWarning`). For the attack's own checks, run `diagnose`."""
+    (each problem is also raised as a `RobustkitWarning`). For the attack's own checks, run `diagnose`.
+    ``log`` (untargeted): ``{"attack", "accuracy"}`` after each attack or suite component, in order."""
 
     def __init__(self, numbers: dict[str, float]):
         super().__init__(numbers)
         self.checks: list[Check] = []
+        self.log: list[dict[str, Any]] = []
+
+
+def _expand(attack: Attack | Sequence[Attack]) -> tuple[list[Attack], list[str]]:
+    """The attacks to run in order, suites replaced by their components, and a label for each."""
+    given = [attack] if isinstance(attack, Attack) else list(attack) if isinstance(attack, Sequence) else []
+    if not given or not all(isinstance(a, Attack) for a in given):
+        raise TypeError("attack must be an Attack or a non-empty sequence of them (robustkit.attack(name, ...))")
+    attacks: list[Attack] = []
+    labels: list[str] = []
+    for a in given:
+        if hasattr(a, "components"):
+            attacks += a.components()
+            labels += a.component_labels()
+        else:
+            attacks.append(a)
+            labels.append(a.label())
+    return attacks, labels
+
+
+def _rank_path(path: Path, rank: int, size: int) -> Path:
+    return path if size == 1 else path.with_name(f"{path.stem}.rank{rank}{path.suffix or '.jsonl'}")
+
+
+class _State:
+    """Early stopping's record of attacked batches, one JSON line each, written as each finishes.
+
+    The first line names the attacks; a batch is ``{"stage", "index", "robust", "reached"}``. On a
+    resumed run a batch whose stage and image indices were recorded is read back, not attacked.
+    """
+
+    VERSION = 1
+
+    def __init__(self, path: Path, attacks: list[Attack], targeted: bool):
+        header = {"robustkit_state": self.VERSION, "attacks": [a.describe() for a in attacks], "targeted": targeted}
+        self.path, self.done = path, {}
+        if path.exists() and path.stat().st_size:
+            lines = path.read_text(encoding="utf-8").splitlines()
+            try:
+                found = json.loads(lines[0])
+                records = [json.loads(line) for line in lines[1:] if line.strip()]
+            except json.JSONDecodeError as err:
+                raise ValueError(f"state file {path} is not a robustkit state ({err}); delete it to start afresh") from None
+            if json.dumps(found, sort_keys=True) != json.dumps(jsonable(header), sort_keys=True):
+                raise ValueError(
+                    f"state file {path} was written by another evaluation (attacks {found.get('attacks')}); "
+                    "resume with the same attack, budget and seed, or delete the file to start afresh"
+                )
+            for r in records:
+                self.done[(r["stage"], tuple(r["index"]))] = (r["robust"], r["reached"])
+            self.file = path.open("a", encoding="utf-8")
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = path.open("w", encoding="utf-8")
+            self._write(header)
+
+    def lookup(self, stage: int, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        found = self.done.get((stage, tuple(index.tolist())))
+        if found is None:
+            return None
+        return torch.tensor(found[0], dtype=torch.bool), torch.tensor(found[1], dtype=torch.bool)
+
+    def add(self, stage: int, index: torch.Tensor, robust: torch.Tensor, reached: torch.Tensor) -> None:
+        self._write({"stage": stage, "index": index.tolist(), "robust": robust.tolist(), "reached": reached.tolist()})
+
+    def _write(self, line: dict[str, Any]) -> None:
+        self.file.write(json.dumps(jsonable(line)) + "\n")
+        self.file.flush()
+        os.fsync(self.file.fileno())
+
+    def close(self) -> None:
+        self.file.close()
 
 
 @dataclass
@@ -249,8 +347,17 @@ class _Survivors:
     image is then done); ``robust`` for the images that survive every attack.
     """
 
-    def __init__(self, attacks: list[Attack], model: nn.Module, judge: nn.Module, batch_size: int, counts: dict):
+    def __init__(
+        self,
+        attacks: list[Attack],
+        model: nn.Module,
+        judge: nn.Module,
+        batch_size: int,
+        counts: dict,
+        state: _State | None = None,
+    ):
         self.attacks, self.model, self.judge, self.batch_size, self.counts = attacks, model, judge, batch_size, counts
+        self.state = state
         self.pending: list[list[_Rows]] = [[] for _ in attacks]
 
     def add(self, rows: _Rows, stage: int = 0) -> None:
@@ -272,14 +379,23 @@ class _Survivors:
         pool = _Rows.cat(self.pending[stage])
         rows, rest = pool.select(slice(0, self.batch_size)), pool.select(slice(self.batch_size, None))
         self.pending[stage] = [rest] if len(rest) else []
-        adv = self.attacks[stage](self.model, rows.x, rows.y, target=rows.target, index=rows.index)
-        preds = _predict(self.judge, adv)
-        rows.robust &= preds == rows.y.cpu()
-        self.counts["attacked"] += len(rows)
+        recorded = None if self.state is None else self.state.lookup(stage, rows.index)
+        if recorded is not None:
+            robust, reached = recorded
+            self.counts["resumed"] += len(rows)
+        else:
+            adv = self.attacks[stage](self.model, rows.x, rows.y, target=rows.target, index=rows.index)
+            preds = _predict(self.judge, adv)
+            robust = preds == rows.y.cpu()
+            reached = preds == rows.target.cpu() if rows.target is not None else torch.zeros_like(robust)
+            self.counts["attacked"] += len(rows)
+            if self.state is not None:
+                self.state.add(stage, rows.index, robust, reached)
+        rows.robust &= robust
         if rows.target is None:
+            self.counts[f"after_{stage}"] += int(rows.robust.sum())
             self.add(rows.select(rows.robust), stage + 1)
         else:
-            reached = preds == rows.target.cpu()
             self.counts["reached"] += int(reached.sum())
             self.add(rows.select(~reached), stage + 1)
 

@@ -204,11 +204,12 @@ def _judge_unbounded(accuracy: float, n: int, budget: float | None, attack: Atta
     return Check("unbounded_attack", "pass", detail, values, papers)
 
 
-NOT_GRADIENT_ONLY = ("autoattack", "square", "square_l2")
+NOT_GRADIENT_ONLY = ("autoattack", "autoattack_l2", "autoattack_l1", "square", "square_l2", "square_l1")
 """Attacks that are, or include, gradient-free search: they can break a model whose gradients are masked."""
 
-GRADIENT_ATTACK = {"linf": "pgd", "l2": "pgd_l2"}
-"""The reference gradient attack of each norm (registry names), used where a check needs one."""
+GRADIENT_ATTACK = {"linf": "pgd", "l2": "pgd_l2", "l1": "apgd_l1"}
+"""The gradient attack of each norm (registry names), used where a check needs one: the reference
+PGD for L∞ and L2, the authors' APGD for L1 (PGD's fixed steps do not suit the L1 ball's corners)."""
 
 
 def gradient_based(attack: Attack) -> Attack:
@@ -235,6 +236,9 @@ def loss_companion(attack: Attack, num_classes: int) -> tuple[Attack | None, str
     if "loss" in attack.params:
         if attack.params["loss"] != "ce":
             return None, f"{attack.label()} already ascends the {attack.params['loss']} loss"
+        choices = next(p.choices for p in attack.declared() if p.name == "loss")
+        if choices and loss not in choices:
+            return None, f"{attack.label()} has no {loss} loss (with {num_classes} classes DLR is undefined)"
         return attack.with_params(loss=loss), None
     if attack.norm not in GRADIENT_ATTACK:
         return None, f"no reference attack for the {attack.norm} norm"
@@ -271,7 +275,7 @@ def gradient_free_companion(attack: Attack, queries: int = 200, seed: int = 0) -
         return None, f"{attack.label()} is, or includes, the gradient-free Square attack"
     if not attack.bounded or not attack.eps:
         return None, f"{attack.label()} has no budget"
-    name = {"linf": "square", "l2": "square_l2"}.get(attack.norm)
+    name = {"linf": "square", "l2": "square_l2", "l1": "square_l1"}.get(attack.norm)
     if name is None:
         return None, f"no gradient-free attack for the {attack.norm} norm"
     return make_attack(name, eps=attack.eps, n_queries=queries, seed=seed), None
