@@ -333,7 +333,7 @@ def test_benchmark_drops_feature_detectors_a_model_cannot_feed(model):
         warnings.simplefilter("ignore", RobustkitWarning)
         result = benchmark(log_probs, "digits", **common)
     assert {"mahalanobis", "vim"} <= set(result.skipped) and "features=" in result.skipped["vim"]
-    assert {r["detector"] for r in result.ood} == {"max_softmax", "max_logit", "energy"}
+    assert {r["detector"] for r in result.ood} == {"max_softmax", "max_logit", "energy", "gen"}  # the logit defaults
     assert next(c for c in result.checks if c.name == "output_head").status == "warn"  # log-probabilities
     with pytest.raises(ValueError, match="features="):
         benchmark(log_probs, "digits", detectors=["mahalanobis"], **common)

@@ -17,7 +17,6 @@ from ..attacks.base import Attack
 from ..attacks.reference import gradient_sign_and_logits
 from ..core.checks import check_images, check_labels, inspect_model, model_device, parse_eps, preserved_state
 from ..core.distributed import sum_counts, world
-from ..core.params import jsonable
 from ..modelling.batches import indexed_batches
 from ..modelling.data import as_image_set
 from ..registry import ATTACKS, attack_class
@@ -271,7 +270,7 @@ class _State:
                 records = [json.loads(line) for line in lines[1:] if line.strip()]
             except json.JSONDecodeError as err:
                 raise ValueError(f"state file {path} is not a robustkit state ({err}); delete it to start afresh") from None
-            if json.dumps(found, sort_keys=True) != json.dumps(jsonable(header), sort_keys=True):
+            if json.dumps(found, sort_keys=True) != json.dumps(header, sort_keys=True):
                 raise ValueError(
                     f"state file {path} was written by another evaluation (attacks {found.get('attacks')}); "
                     "resume with the same attack, budget and seed, or delete the file to start afresh"
@@ -294,7 +293,7 @@ class _State:
         self._write({"stage": stage, "index": index.tolist(), "robust": robust.tolist(), "reached": reached.tolist()})
 
     def _write(self, line: dict[str, Any]) -> None:
-        self.file.write(json.dumps(jsonable(line)) + "\n")
+        self.file.write(json.dumps(line) + "\n")
         self.file.flush()
         os.fsync(self.file.fileno())
 
