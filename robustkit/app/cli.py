@@ -488,6 +488,10 @@ def ood(
     _report_checks(results, strict)
 
 
+DEFAULT_DETECTORS_TEXT = "max_softmax, max_logit, energy, gen, mahalanobis, rmd, vim, react, ash"
+"""robustkit.evaluate.benchmark.DEFAULT_DETECTORS, written out: the CLI starts without importing torch
+(tests/test_eval.py checks the two agree)."""
+
 EVAL_HELP = (
     "Evaluate a model as RobustBench and OpenOOD do: clean accuracy, robust accuracy (default AutoAttack at 8/255 L∞) "
     "and an OOD table against near and far sets, with sanity checks. Runs under torchrun too."
@@ -507,21 +511,24 @@ def eval_command(
     limit: Annotated[int | None, typer.Option(help="number of test images, and of images per OOD set (default: all)")] = None,
     seed: Annotated[int, typer.Option(help="seed for the attack, the OOD samples and the checks' sample")] = 0,
     attack_name: Annotated[
-        str | None, typer.Option("--attack", help="attack defining the threat model (default: autoattack for linf, pgd_l2 for l2)")
+        str | None, typer.Option("--attack", help="attack defining the threat model (default: the official AutoAttack of --norm)")
     ] = None,
     backend: Annotated[str | None, typer.Option(help="the attack's backend (default: the attack's default)")] = None,
     param: Annotated[list[str] | None, typer.Option(help="any other attack parameter as NAME=VALUE (repeatable)")] = None,
-    eps: Annotated[str | None, typer.Option(help="budget (default: 8/255 for linf, 0.5 for l2, as RobustBench)")] = None,
-    norm: Annotated[str | None, typer.Option(help="linf or l2 (default: the attack's, linf without --attack)")] = None,
+    eps: Annotated[str | None, typer.Option(help="budget (default: 8/255 for linf, 0.5 for l2 as RobustBench; 12 for l1)")] = None,
+    norm: Annotated[str | None, typer.Option(help="linf, l2 or l1 (default: the attack's, linf without --attack)")] = None,
     ood_data: Annotated[
         list[str] | None,
         typer.Option("--ood", help="OOD set, optionally near:NAME or far:NAME (repeatable; default: OpenOOD's for the dataset)"),
     ] = None,
     detector: Annotated[
-        list[str] | None, typer.Option(help="OOD detector (repeatable; default: max_softmax, max_logit, energy, mahalanobis, vim)")
+        list[str] | None, typer.Option(help=f"OOD detector (repeatable; default: {DEFAULT_DETECTORS_TEXT})")
     ] = None,
     out: Annotated[Path | None, typer.Option(help="run folder (default: runs/eval-<dataset>)")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing run folder")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="continue an interrupted eval in --out: attacked batches are read back from its state file")
+    ] = False,
     strict: Annotated[bool, typer.Option(help=f"exit with status {STRICT_EXIT} when a sanity check warns or fails")] = False,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
     corruptions: Annotated[
@@ -533,8 +540,7 @@ def eval_command(
     from ..evaluate.benchmark import ood_sets, threat_model
     from ..modelling.data import LOADERS, load_dataset
     from ..registry import detector_class
-    from .evaluation import ModelInfo, eval_run, process_group
-    from .report import RunFolder
+    from .evaluation import ModelInfo, check_resumable, eval_run, process_group
     from .runner import default_classifier, default_out
 
     # every option is checked before the model is loaded or anything is written
@@ -555,7 +561,7 @@ def eval_command(
     with process_group(device) as (rank, _, device):
         lead = rank == 0  # only the first process writes and prints
         if lead:
-            RunFolder.check(out, overwrite)
+            check_resumable(out, overwrite, resume)
         if model is None and weights is None:  # robustkit's standard classifier for the dataset, as the recipes train it
             train = load_dataset(dataset, "train", root=root, download=download)
             net, record = default_classifier(train, seed=seed, device=device, progress=progress and lead)
@@ -568,7 +574,7 @@ def eval_command(
         folder, results, bench = eval_run(
             net, about, dataset, out, attack=threat, ood=ood_data, detectors=detector, limit=limit, seed=seed, root=root,
             download=download, overwrite=overwrite, progress=progress and lead, write=lead, options=options,
-            corruptions=corruptions,
+            corruptions=corruptions, resume=resume,
         )  # fmt: skip
         if not lead:
             if strict and any(c["status"] != "pass" for c in results["checks"]):

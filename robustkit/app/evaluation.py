@@ -55,6 +55,30 @@ def process_group(device: str) -> Iterator[tuple[int, int, str]]:
         dist.destroy_process_group()
 
 
+STATE = "attack-state.jsonl"
+"""The attack's record of finished batches in an eval run folder, until the run finishes (`robust_accuracy`)."""
+
+
+def check_resumable(out: Path, overwrite: bool, resume: bool) -> None:
+    """Refuse ``out`` before any work: as `RunFolder.check` without ``resume``; with it, ``out`` must
+    hold an unfinished eval (its attack state and no results.json)."""
+    states = sorted(out.glob("attack-state*.jsonl")) if out.is_dir() else []
+    if not resume:
+        if states and not (out / "results.json").exists() and not overwrite:
+            raise FileExistsError(
+                f"run folder {out} holds an interrupted eval ({states[0].name}); pass --resume to continue it, "
+                "--overwrite to start again, or another --out"
+            )
+        RunFolder.check(out, overwrite)
+        return
+    if overwrite:
+        raise ValueError("--resume continues the run in --out and --overwrite replaces it; pass one of them")
+    if (out / "results.json").exists():
+        raise FileExistsError(f"the eval in {out} finished (results.json is there); nothing to resume")
+    if not states:
+        raise FileNotFoundError(f"nothing to resume in {out}: no {STATE} (an eval writes it while it attacks)")
+
+
 @dataclass
 class ModelInfo:
     """What the report says about the model: a label and a JSON record."""
@@ -81,14 +105,21 @@ def eval_run(
     write: bool = True,
     options: dict[str, Any] | None = None,
     corruptions: bool = False,
+    resume: bool = False,
 ) -> tuple[Path | None, dict[str, Any], Benchmark]:
     """Benchmark ``model`` and (when ``write``) write the run folder ``out``; returns the folder
-    (``None`` when not written), the results.json record and the `Benchmark`."""
+    (``None`` when not written), the results.json record and the `Benchmark`.
+
+    While it attacks, the folder holds only the attack's state (`STATE`, one per torchrun rank);
+    ``resume`` continues from it after an interruption. The state is deleted once results.json is written."""
     if write:
-        RunFolder.check(out, overwrite)  # before the work, creating nothing
+        check_resumable(out, overwrite, resume)  # before the work
+        if overwrite:
+            for stale in out.glob("attack-state*.jsonl"):
+                stale.unlink()
     bench = benchmark(
         model, dataset, attack=attack, ood=ood, detectors=detectors, limit=limit, seed=seed, root=root,
-        download=download, progress=progress,
+        download=download, progress=progress, state=out / STATE,
     )  # fmt: skip
     results = {
         "command": "eval",
@@ -105,7 +136,7 @@ def eval_run(
         results["corruptions"] = corrupted.as_dict()
     if not write:
         return None, results, bench
-    folder = RunFolder(out, overwrite=overwrite)
+    folder = RunFolder(out, overwrite=True)  # checked above: empty, overwritten, or this run's own state
     figures = _figures(bench, folder)
     lines = report_lines(bench, about, str(model_device(model)), figures)
     if corrupted is not None:
@@ -114,6 +145,8 @@ def eval_run(
                                row_title="corruption", column_title="severity")  # fmt: skip
         lines += corrupted.markdown("corruptions.png")
     folder.finish(results, "\n".join(lines) + "\n")
+    for state in out.glob("attack-state*.jsonl"):
+        state.unlink()
     return folder.path, results, bench
 
 
@@ -146,7 +179,9 @@ def report_lines(bench: Benchmark, about: ModelInfo, device: str, figures: Seque
     norm = NORMS[atk["norm"]]
     threat = f"{norm}, ε = {eps_text(atk['eps'], atk['norm'])}"
     params = ", ".join(
-        f"{k}={v}" for k, v in atk.items() if k not in ("name", "backend", "norm", "eps", "label") and v is not None
+        f"{k}={v}"
+        for k, v in atk.items()
+        if k not in ("name", "backend", "norm", "eps", "label", "log", "resumed") and v is not None and v != []
     )
     limited = bench.options.get("limit") is not None
     lines = [
@@ -169,11 +204,23 @@ def report_lines(bench: Benchmark, about: ModelInfo, device: str, figures: Seque
         "An image counts as robust when the model classifies it correctly and the attack, run on every correctly "
         "classified image, does not change that (RobustBench's definition: robust accuracy ≤ clean accuracy).",
     ]
-    if bench.dataset == "cifar10" and (atk["name"] != "autoattack" or limited or threat != "L∞, ε = 8/255"):
+    if len(atk.get("log") or []) > 1:
         lines += [
             "",
-            "RobustBench's CIFAR-10 L∞ leaderboard runs AutoAttack (standard) at ε = 8/255 on all 10 000 test images; "
-            "this run differs, so compare with care.",
+            f"Accuracy on the {bench.n} images after each attack of the suite, run in turn on the images still "
+            "classified correctly (the official AutoAttack's log):",
+            "",
+            table(["after", "accuracy"], [["clean", f"{bench.clean_accuracy:.3f}"]]
+                  + [[row["attack"], f"{row['accuracy']:.3f}"] for row in atk["log"]]),
+        ]
+    if atk.get("resumed"):
+        lines += ["", f"This run resumed an interrupted one: {atk['resumed']} image attacks were read back from its state file."]
+    standard = atk["name"] == "autoattack" and atk["backend"] == "autoattack" and atk.get("version") == "standard"
+    if bench.dataset == "cifar10" and (not standard or limited or threat not in ("L∞, ε = 8/255", "L2, ε = 0.5")):
+        lines += [
+            "",
+            "RobustBench's CIFAR-10 leaderboards run the official AutoAttack (standard) at ε = 8/255 (L∞) or 0.5 (L2) "
+            "on all 10 000 test images; this run differs, so compare with care.",
         ]
     lines += ["", "## OOD detection", ""]
     if not bench.ood:

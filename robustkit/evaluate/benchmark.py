@@ -523,7 +523,7 @@ def benchmark(
         num_classes=classes,
         clean_accuracy=clean,
         robust_accuracy=robust,
-        attack={**atk.describe(), "label": atk.label(), "log": measured.log},
+        attack={**atk.describe(), "label": atk.label(), "log": measured.log, "resumed": measured.get("resumed", 0)},
         ood=rows,
         ood_sets=described,
         skipped=skipped,
