@@ -95,14 +95,17 @@ def test_benchmark_numbers_are_consistent(net, tmp_path):
 def test_threat_model_and_ood_set_defaults_and_refusals():
     default = threat_model()
     assert (default.name, default.eps, default.params["version"], default.seed) == ("autoattack", 8 / 255, "standard", 0)
+    assert default.backend == "autoattack"  # the authors' code, not torchattacks' 10-iteration copy
     l2 = threat_model(norm="l2", seed=4)
-    assert (l2.name, l2.eps, l2.seed) == ("pgd_l2", 0.5, 4)
+    assert (l2.name, l2.backend, l2.eps, l2.seed) == ("autoattack_l2", "autoattack", 0.5, 4)
+    l1 = threat_model(norm="l1")
+    assert (l1.name, l1.eps, l1.params["version"]) == ("autoattack_l1", 12.0, "standard")
     assert threat_model("pgd", eps="4/255", params={"steps": 7}).params["steps"] == 7
     for kwargs, match in [
-        ({"attack": "pgd", "norm": "l2"}, "--attack pgd_l2"),
+        ({"attack": "pgd", "norm": "l2"}, "--attack autoattack_l2"),
         ({"attack": "deepfool"}, "unbounded"),
         ({"eps": 2}, r"8/255, not 8"),
-        ({"norm": "l1"}, "valid: linf, l2"),
+        ({"norm": "l3"}, "valid: linf, l2, l1"),
         ({"eps": 0.1, "params": {"eps": 0.2}}, "give it once"),
     ]:
         with pytest.raises(ValueError, match=match):
@@ -163,6 +166,47 @@ def test_cli_writes_the_run_folder_and_the_same_seed_gives_the_same_numbers(tmp_
     assert _numbers(json.loads((tmp_path / "a" / "results.json").read_text()))[2] != _numbers(first)[2]
 
 
+def test_an_interrupted_eval_resumes_with_resume(tmp_path, monkeypatch, capsys, weights):
+    """Ctrl-C during the attack leaves the attack's state in the run folder and no report; --resume
+    reads the finished batches back and ends with the numbers of an uninterrupted run."""
+    from robustkit.attacks.reference import PGD
+
+    monkeypatch.chdir(tmp_path)
+    args = ["--model", f"{__file__}:untrained_net", "--weights", str(weights), *CHEAP, "--limit", "300"]  # 2 attack batches
+    main(["eval", *args, "--out", "whole"])
+    attack, calls = PGD.__call__, []
+
+    def interrupted(self, *a, **k):  # Ctrl-C while the second batch is attacked
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return attack(self, *a, **k)
+
+    def exit_130():  # the CLI's Ctrl-C exit, without os._exit (which would end pytest too)
+        raise SystemExit(130)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(PGD, "__call__", interrupted)
+        patch.setattr("robustkit.app.cli._interrupted", exit_130)
+        with pytest.raises(SystemExit) as stopped:
+            main(["eval", *args, "--out", "cut"])
+    assert stopped.value.code == 130
+    capsys.readouterr()
+    assert [p.name for p in (tmp_path / "cut").iterdir()] == ["attack-state.jsonl"]
+    with pytest.raises(SystemExit) as refused:  # the folder is not silently reused or replaced
+        main(["eval", *args, "--out", "cut"])
+    assert refused.value.code == 2 and "pass --resume to continue it" in capsys.readouterr().err
+    main(["eval", *args, "--out", "cut", "--resume"])
+    whole, cut = (json.loads((tmp_path / out / "results.json").read_text()) for out in ("whole", "cut"))
+    assert _numbers(cut) == _numbers(whole) and cut["attack"]["resumed"] == 256 and whole["attack"]["resumed"] == 0
+    assert "resumed an interrupted one: 256 image attacks" in (tmp_path / "cut" / "report.md").read_text()
+    assert not list((tmp_path / "cut").glob("attack-state*"))
+    for out in ("cut", "whole", "new"):  # finished, finished, never started
+        with pytest.raises(SystemExit) as done:
+            main(["eval", *args, "--out", out, "--resume"])
+        assert done.value.code == 2 and "nothing to resume" in capsys.readouterr().err
+
+
 def _first(n):
     data = load_dataset("digits", "test", limit=n)
     return data.x, data.y
@@ -175,7 +219,7 @@ def _first(n):
         (["--ood", "mnist"], "--ood near:mnist or --ood far:mnist"),
         (["--detector", "energi"], "unknown detector 'energi'; valid names"),
         (["--eps", "8"], "8/255, not 8"),
-        (["--norm", "l2"], "--attack pgd_l2"),
+        (["--norm", "l2"], "--attack autoattack_l2"),
         (["--dataset", "cifar11"], "unknown dataset 'cifar11'; valid names"),
         (["--limit", "0"], "positive number"),
     ],

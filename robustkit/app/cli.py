@@ -122,7 +122,11 @@ def _interrupted() -> None:
     """Ctrl-C: say so and exit 130 at once. Every file was already closed or removed while the
     exception unwound (atomic writes), and exiting here keeps a late KeyboardInterrupt during
     interpreter shutdown from turning the exit status into death by signal."""
-    typer.echo("error: interrupted; nothing half-written is kept, rerun to resume from the cache", err=True)
+    typer.echo(
+        "error: interrupted; nothing half-written is kept, rerun to resume from the cache "
+        "(an interrupted `robustkit eval` continues with --resume)",
+        err=True,
+    )
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(130)
