@@ -24,6 +24,7 @@ KEYS = {
     "ae-purification": {"accuracy", "eps"},
     "defense-matrix": {"accuracy", "eps", "deepfool", "adversarial_training"},
     "corruption-robustness": {"corruption", "mce", "relative_mce", "source", "skipped", "images"},
+    "certified-vs-empirical": {"sigmas", "standard_clean", "images", "n", "n0", "alpha"},
 }
 
 FIGURES = {  # the figures EXPERIMENTS.md names, and the worked examples' grid and heatmap (issue 15)
@@ -36,6 +37,7 @@ FIGURES = {  # the figures EXPERIMENTS.md names, and the worked examples' grid a
     "ae-purification": ["purification.png"],
     "defense-matrix": ["matrix.png"],
     "corruption-robustness": ["heatmap_standard.png", "heatmap_robust.png"],
+    "certified-vs-empirical": ["certified_vs_empirical.png"],
 }
 
 
@@ -48,6 +50,7 @@ EXPECTED_CHECKS = {
     "ae-purification": {"model_learned", "defense_cost", "adaptive_vs_oblivious"},
     "defense-matrix": {"model_learned", "iterative_vs_single_step", "catastrophic_overfitting", "defense_cost", "adaptive_vs_oblivious"},
     "corruption-robustness": {"model_learned", "defense_cost"},
+    "certified-vs-empirical": {"model_learned", "certified_vs_empirical"},
 }
 
 
