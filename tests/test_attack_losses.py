@@ -235,12 +235,12 @@ def test_seed_none_draws_from_the_global_rng(model, digits_test):
 
 
 def test_autoattack_seed_none_draws_from_the_global_rng(model, digits_test):
-    aa = rk.attack("autoattack", eps=0.3, seed=None)
+    aa = rk.attack("autoattack", "torchattacks", eps=0.3, seed=None)
     torch.manual_seed(0)
     seeds = [aa._kwargs(10)["seed"] for _ in range(2)]
     torch.manual_seed(0)
     assert seeds[0] != seeds[1] and aa._kwargs(10)["seed"] == seeds[0] and seeds[0] != 0
-    assert rk.attack("autoattack", seed=7)._kwargs(10)["seed"] == 7
+    assert rk.attack("autoattack", "torchattacks", seed=7)._kwargs(10)["seed"] == 7
     # end to end: at eps 0.3 APGD-CE fools every image from its seeded random start
     x, y = digits_test.x[:6], digits_test.y[:6]
     torch.manual_seed(1)
