@@ -6,7 +6,9 @@
   gradient_consistency, unstable_predictions, gradient_free, adaptive_vs_oblivious);
 - `attack`: the attack did its job (opened budget, eps curve, single step, steps, loss_gap);
 - `defense`: what a defense costs, catastrophic overfitting;
-- `ood`: OOD scores rank better than a coin and are not decided by ties.
+- `ood`: OOD scores rank better than a coin and are not decided by ties;
+- `official`: the official AutoAttack's own flag checks (autoattack_flags);
+- `certify`: a certified curve never above the empirical one (certified_vs_empirical).
 
 A check returns a `Check`: ``status`` "pass", "warn" (suspicious: look before you publish)
 or "fail" (the number is wrong as it stands), a one-sentence ``detail`` saying what it means
@@ -15,6 +17,7 @@ and what to do, the ``values`` behind it and the ``paper`` it comes from.
 
 from .attack import incomplete_optimisation, iterative_vs_single_step, loss_gap, monotone_in_eps, unbounded_attack
 from .base import STATUSES, Z_FAIL, Z_WARN, Check, Diagnosis, noise_tolerance, warn_problems
+from .certify import certified_vs_empirical
 from .contract import input_scale, model_learned, output_head
 from .defense import catastrophic_overfitting, defense_cost
 from .masking import (
@@ -24,6 +27,7 @@ from .masking import (
     gradients_available,
     unstable_predictions,
 )
+from .official import autoattack_flags
 from .ood import ood_auroc, ood_saturated
 
 __all__ = [
@@ -33,7 +37,9 @@ __all__ = [
     "Check",
     "Diagnosis",
     "adaptive_vs_oblivious",
+    "autoattack_flags",
     "catastrophic_overfitting",
+    "certified_vs_empirical",
     "defense_cost",
     "gradient_consistency",
     "gradient_free",
