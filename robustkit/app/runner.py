@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..core.checks import resolve_device
+from ..core.distributed import on_first_rank
 from ..evaluate.diagnose import Check
 from ..modelling.data import ImageSet, load_dataset
 from ..modelling.models import model_spec
@@ -210,13 +211,29 @@ def default_classifier(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """robustkit's standard classifier for ``train``: its profile's architecture and training,
     trained once and then loaded from the model cache (what a recipe trains when no --model is
-    given). Returns the model and a record (arch, epochs, seed, cache path, cached or not)."""
+    given). Returns the model and a record (arch, epochs, seed, cache path, cached or not).
+
+    Under an initialised torch.distributed group (``torchrun``) with the cache on, only rank 0
+    trains (or loads) the model; the other ranks wait for it, then load rank 0's cache file, and
+    every rank returns rank 0's record. Without a cache every rank trains the same seeded model.
+    """
     profile = profile_for(train)
     config = dataclasses.replace(profile.train, seed=seed)
-    model, meta = train_model(
-        model_spec(profile.arch, train.info), train, config, cache=cache, device=resolve_device(device), progress=progress
-    )
-    return model, {"arch": profile.arch, "epochs": config.epochs, "seed": seed, "cache": meta.get("cache"), "cached": meta.get("cached")}
+    spec = model_spec(profile.arch, train.info)
+    models: list[nn.Module] = []
+
+    def fit(show: bool) -> dict[str, Any]:
+        model, meta = train_model(spec, train, config, cache=cache, device=resolve_device(device), progress=show)
+        models.append(model)
+        return {"arch": profile.arch, "epochs": config.epochs, "seed": seed, "cache": meta.get("cache"), "cached": meta.get("cached")}
+
+    if not cache:
+        record = fit(progress)
+        return models[-1], record
+    record = on_first_rank(lambda: fit(progress))
+    if not models:  # a rank other than 0: rank 0's file is in the cache now
+        fit(False)
+    return models[-1], record
 
 
 def default_out(name: str, dataset: str) -> Path:

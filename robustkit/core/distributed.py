@@ -8,6 +8,8 @@ results are then combined so that every rank returns the numbers one process wou
 
 A rank that fails does not leave the others waiting: every rank reaches the one collective
 call, the failing rank re-raises its error and the others raise a `RuntimeError` naming it.
+`on_first_rank` runs work once, on rank 0, and hands its result to the other ranks (which wait
+for it): a shared cache file written once, checks computed once.
 """
 
 from __future__ import annotations
@@ -57,6 +59,35 @@ def gather(compute: Callable[[], T], size: int) -> list[T]:
         rank, msg = failed[0]
         raise RuntimeError(f"rank {rank} of {size} failed: {msg}")
     return [value for _, value in results]
+
+
+def on_first_rank(compute: Callable[[], T], distributed: bool = True) -> T:
+    """``compute()`` run on rank 0 only; every rank returns rank 0's result.
+
+    Outside a process group (or with one process) this is ``compute()``. Otherwise the other
+    ranks wait in ``broadcast_object_list`` (the result must pickle) until rank 0 is done; an
+    exception is re-raised on rank 0 and the other ranks raise a `RuntimeError` that names it,
+    so no rank is left waiting.
+    """
+    rank, size = world(distributed)
+    if size == 1:
+        return compute()
+    import torch.distributed as dist
+
+    error: BaseException | None = None
+    payload: list[Any] = [None]
+    if rank == 0:
+        try:
+            payload = [("ok", compute())]
+        except Exception as err:  # the other ranks are waiting in the broadcast below
+            error, payload = err, [("error", f"{type(err).__name__}: {err}")]
+    dist.broadcast_object_list(payload, src=0)
+    if error is not None:
+        raise error
+    status, value = payload[0]
+    if status == "error":
+        raise RuntimeError(f"rank 0 of {size} failed: {value}")
+    return value
 
 
 def sum_counts(compute: Callable[[], dict[str, int]], size: int) -> dict[str, int]:
