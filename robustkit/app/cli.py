@@ -544,7 +544,7 @@ def eval_command(
     from ..evaluate.benchmark import ood_sets, threat_model
     from ..modelling.data import LOADERS, load_dataset
     from ..registry import detector_class
-    from .evaluation import ModelInfo, check_resumable, eval_run, process_group
+    from .evaluation import ModelInfo, check_resumable, eval_run, exit_together, process_group
     from .runner import default_classifier, default_out
 
     # every option is checked before the model is loaded or anything is written
@@ -580,9 +580,10 @@ def eval_command(
             download=download, overwrite=overwrite, progress=progress and lead, write=lead, options=options,
             corruptions=corruptions, resume=resume,
         )  # fmt: skip
+        failing = [c for c in results["checks"] if c["status"] != "pass"] if strict else []  # sanity.problems
         if not lead:
-            if strict and any(c["status"] != "pass" for c in results["checks"]):
-                raise SystemExit(STRICT_EXIT)
+            if failing:  # after rank 0 has written and printed; every rank exits STRICT_EXIT
+                exit_together(STRICT_EXIT)
             return
         for name, why in bench.skipped.items():
             typer.secho(f"note: {why}" if name.startswith("(") else f"note: {name} not evaluated: {why}", fg="yellow", err=True)
@@ -598,7 +599,10 @@ def eval_command(
             f"clean {bench.clean_accuracy:.4f}  robust {bench.robust_accuracy:.4f}  ({bench.n} {dataset} test images)  "
             f"report: {folder / 'report.md'}"
         )
-        _report_checks(results, strict)
+        _report_checks(results, False)
+        if failing:
+            typer.secho(f"--strict: {len(failing)} sanity check(s) warned or failed", fg="yellow", err=True)
+            exit_together(STRICT_EXIT)
 
 
 @app.command(cls=Command)

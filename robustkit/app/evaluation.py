@@ -55,6 +55,30 @@ def process_group(device: str) -> Iterator[tuple[int, int, str]]:
         dist.destroy_process_group()
 
 
+def exit_together(code: int) -> None:
+    """End every rank with exit status ``code`` (call it on every rank); ``SystemExit(code)``
+    outside a process group.
+
+    Under an initialised group of several ranks they first meet at a barrier, so no rank exits
+    while rank 0 still writes the report. torchrun stops the other workers (SIGTERM) as soon as
+    one exits non-zero, which would turn their status into -15; so each rank, once past the
+    barrier, flushes its output and ends at once with ``os._exit(code)``, and a SIGTERM that
+    arrives first ends it with ``code`` too. torchrun itself then exits 1 and lists each rank's
+    ``exitcode : code`` (docs/evaluate.md)."""
+    import signal
+    import sys
+
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        signal.signal(signal.SIGTERM, lambda *_: os._exit(code))
+        dist.barrier()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # the run is written; interpreter shutdown would leave torchrun time to SIGTERM this rank
+    raise SystemExit(code)
+
+
 STATE = "attack-state.jsonl"
 """The attack's record of finished batches in an eval run folder, until the run finishes (`robust_accuracy`)."""
 
