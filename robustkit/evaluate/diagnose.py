@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..attacks.base import Attack, attack_batches
 from ..attacks.reference import FGSM
 from ..core.checks import check_images, check_labels, inspect_model, parse_eps
+from ..core.distributed import on_first_rank, world
 from ..modelling.batches import labelled_batches
 from ..modelling.data import Data, as_image_set
 from ..registry import attack as make_attack
@@ -119,7 +120,31 @@ def diagnose(
     benchmarks/bench.py ``bench_diagnose``. ``Diagnosis.cost`` reports each call's seconds, the
     seconds of one attack run, their ratio, and ``attack_runs``: the attack runs it made,
     counted in runs over the whole sample.
+
+    Under torch.distributed (``torchrun``: an initialised group of W > 1 processes) the checks
+    are not sharded: rank 0 runs them on the whole sample while the other ranks wait, and every
+    rank returns rank 0's diagnosis, whose ``measured["computed_on"]`` says so.
     """
+    rank_count = world()[1]
+    if rank_count == 1:
+        return _diagnose(model, data, attack, eps, defense_of, sample, seed, skip, batch_size)
+    diagnosis = on_first_rank(lambda: _diagnose(model, data, attack, eps, defense_of, sample, seed, skip, batch_size))
+    diagnosis.measured["computed_on"] = f"rank 0 of {rank_count} (torch.distributed), sent to the others"
+    return diagnosis
+
+
+def _diagnose(
+    model: nn.Module,
+    data: Data,
+    attack: Attack | str | None,
+    eps: float | str | None,
+    defense_of: nn.Module | None,
+    sample: int | None,
+    seed: int,
+    skip: Sequence[str],
+    batch_size: int,
+) -> Diagnosis:
+    """`diagnose` in this process."""
     start = time.perf_counter()
     unknown = sorted(set(skip) - set(CHECKS))
     if unknown:
