@@ -9,6 +9,9 @@
 - ``import robustkit`` and ``robustkit --help`` wall time vs ``import torch``;
 - ``CERTIFY`` (randomised smoothing) vs its floor of n0 + n forward passes per image (goal ≤ 1.2×);
 - ``robustkit demo`` wall time and peak RSS (goal ≤ 60 s, ≤ 2 GB);
+- the official AutoAttack through robustkit (``robust_accuracy`` of ``autoattack``) vs the authors'
+  ``run_standard_evaluation`` on the same digits images and seed, and Square's component vs the
+  authors' ``SquareAttack`` (goal ≤ 1.05×, issue 24);
 - corrupting a CIFAR-size batch on the fly (the 15 corruptions at severity 3, per corruption) vs one
   forward pass of cnn6 on it (goal ≤ 1× on the CPU, issue 25; zoom blur alone is about 2×).
 """
@@ -345,6 +348,99 @@ def bench_deepfool(batch: int, repeats: int, steps: int = 50) -> list[dict]:
     ]
 
 
+def _pair_ratios(ours: Callable[[], object], raw: Callable[[], object], repeats: int) -> dict[str, float]:
+    """Medians of the per-pair ratios ours / raw, alternating the two ``repeats`` times (after a warm-up
+    of each): of wall time and of this process's CPU time (one thread: the CPU time other processes
+    take from a loaded machine stays out of it), with the median wall seconds of each."""
+    ours(), raw()
+    wall: dict[str, list[float]] = {"ours": [], "raw": []}
+    cpu: dict[str, list[float]] = {"ours": [], "raw": []}
+    for _ in range(repeats):
+        for key, fn in (("ours", ours), ("raw", raw)):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            fn()
+            wall[key].append(time.perf_counter() - start)
+            cpu[key].append(time.process_time() - start_cpu)
+    return {
+        "wall": statistics.median(a / b for a, b in zip(wall["ours"], wall["raw"], strict=True)),
+        "cpu": statistics.median(a / b for a, b in zip(cpu["ours"], cpu["raw"], strict=True)),
+        "ours_s": statistics.median(wall["ours"]),
+        "raw_s": statistics.median(wall["raw"]),
+    }
+
+
+def bench_autoattack(repeats: int = 3, n: int = 100) -> list[dict]:
+    """The official AutoAttack through robustkit vs the authors' code called directly (issue 24: ≤ 1.05×).
+
+    The digits model, ``n`` test images, ε = 0.1, version ``custom`` with APGD-CE and APGD-T, seed 0:
+    ``robust_accuracy`` of robustkit's ``autoattack`` (its components, early stopping, the per-component
+    log) against ``pyautoattack.AutoAttack.run_standard_evaluation`` with the same batch size, alternating
+    the two ``repeats`` times (median of the per-pair ratios of this process's CPU time, which on one
+    thread is the wall time the machine's other load does not stretch; the wall ratio is shown). Then Square's component (200 queries)
+    alone against the authors' ``SquareAttack.perturb`` on the same images. One torch thread: small 8×8
+    passes, where a second thread only waits on a loaded machine. robustkit freezes the model's
+    parameters while it attacks (their gradients are not needed); the authors' code called directly
+    leaves them on, so its backward passes also compute weight gradients.
+    """
+    import pyautoattack
+    from pyautoattack.square import SquareAttack
+
+    from robustkit.app.runner import PROFILES
+    from robustkit.attacks.autoattack import quiet_official
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train, test = rk.load_dataset("digits", "train"), rk.load_dataset("digits", "test")
+        model, _ = rk.train_model(model_spec("small_cnn", train.info), train, PROFILES["small"].train, progress=False)
+        model.eval()
+        x, y = test.x[:n], test.y[:n]
+        eps, suite = 0.1, ["apgd-ce", "apgd-t"]
+        ours_attack = rk.attack("autoattack", eps=eps, seed=0, version="custom", attacks=suite)
+        acc: dict[str, float] = {}
+
+        def ours():
+            acc["ours"] = rk.evaluate.robust_accuracy(ours_attack, model, x, y, batch_size=n)["accuracy"]
+
+        def theirs():
+            aa = pyautoattack.AutoAttack(model, eps=eps, norm="Linf", seed=0, version="custom", attacks=list(suite))
+            with quiet_official():
+                adv, _ = aa.run_standard_evaluation(x, y, batch_size=n)
+            with torch.no_grad():
+                acc["theirs"] = float((model(adv).argmax(1) == y).float().mean())
+
+        suite_t = _pair_ratios(ours, theirs, repeats)
+        square = rk.attack("square", backend="autoattack", eps=eps, n_queries=200, seed=0)
+
+        def their_square():
+            with quiet_official():
+                SquareAttack(model, n_queries=200, eps=eps, norm="Linf", seed=0, resc_schedule=False).perturb(x, y)
+
+        square_t = _pair_ratios(lambda: square(model, x, y), their_square, 2 * repeats + 1)  # 0.5 s calls: more
+    finally:
+        torch.set_num_threads(threads)
+    same = abs(acc["ours"] - acc["theirs"]) < 0.5 / n
+    return [
+        {
+            "what": f"autoattack custom apgd-ce,apgd-t ours / authors', {n} digits, eps {eps}"
+            f", CPU time ({suite_t['ours_s']:.2f} s / {suite_t['raw_s']:.2f} s wall, {suite_t['wall']:.2f}x;"
+            f" robust acc {acc['ours']:.3f} / {acc['theirs']:.3f})",
+            "ratio": suite_t["cpu"],
+            "wall_ratio": suite_t["wall"],
+            "goal": "<= 1.05 (issue 24), same acc",
+            "ok": suite_t["cpu"] <= 1.05 and same,
+        },
+        {
+            "what": f"square (autoattack, 200 queries) ours / authors' SquareAttack"
+            f", CPU time ({square_t['ours_s']:.2f} s / {square_t['raw_s']:.2f} s wall, {square_t['wall']:.2f}x)",
+            "ratio": square_t["cpu"],
+            "wall_ratio": square_t["wall"],
+            "goal": "<= 1.05",
+            "ok": square_t["cpu"] <= 1.05,
+        },
+    ]
+
+
 def bench_ood(model, x, repeats: int) -> list[dict]:
     det = rk.detector("max_logit").fit(model)
 
@@ -507,6 +603,7 @@ def main(argv: list[str] | None = None) -> None:
         lambda: bench_diagnose(batch, repeats, steps),
         lambda: bench_robust_floor(model, x, y, steps, max(2, repeats // 2)),
         lambda: bench_deepfool(batch, max(1, repeats // 2)),
+        bench_autoattack,
         bench_streaming,
         lambda: bench_ood(model, x, repeats * 4),
         lambda: bench_ood_shared(model, x, repeats * 4),
