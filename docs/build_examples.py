@@ -140,7 +140,7 @@ def component_reference() -> str:
             else:
                 parts.append("No parameters.")
             parts.append("")
-    return "\n".join(parts + corruption_reference())
+    return "\n".join(parts + corruption_reference() + certification_reference())
 
 
 def corruption_reference() -> list[str]:
@@ -163,6 +163,28 @@ def corruption_reference() -> list[str]:
     ]
     for name in CORRUPTIONS:
         parts.append(f"| `{name}` | " + " | ".join(f"`{c}`" for c in CIFAR10C_CONSTANTS[name]) + " |")
+    return [*parts, ""]
+
+
+def certification_reference() -> list[str]:
+    """Randomised smoothing's certification parameters, with the paper's values (`robustkit.evaluate.certify.PARAMETERS`)."""
+    from robustkit.core.papers import COHEN_2019
+    from robustkit.evaluate.certify import PARAMETERS
+
+    parts = [
+        "## Certification",
+        "",
+        "`robustkit.evaluate.certified_accuracy(model, data, sigma=..., n0=100, n=10_000, alpha=0.001, radii=None, "
+        "seed=0, backend='reference')` and `robustkit certify` ([worked example](certify.md)): randomised "
+        "smoothing's `CERTIFY` (Cohen et al. 2019), its parameters with the values the paper uses (robustkit's "
+        "default n is 10 000, a tenth of the paper's, for a CPU).",
+        "",
+        f"Paper: {_paper_link(COHEN_2019)}",
+        "",
+        "| parameter | the paper's value | meaning |",
+        "|---|---|---|",
+    ]
+    parts += [f"| `{name}` | {value} | {meaning} |" for name, value, meaning in PARAMETERS]
     return [*parts, ""]
 
 
@@ -209,7 +231,7 @@ def cli_reference() -> str:
     add_recipe_commands()
     runner = CliRunner()
     parts = ["# Command line", "", "Every command and its options, as `robustkit COMMAND --help` prints them.", ""]
-    for command in ("", "datasets", "list", "recipes", "run", "demo", "train", "eval", "attack", "ood", "defend", "crosscheck"):
+    for command in ("", "datasets", "list", "recipes", "run", "demo", "train", "eval", "attack", "ood", "defend", "crosscheck", "certify"):
         args = [command, "--help"] if command else ["--help"]
         out = runner.invoke(app, args, env={"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"}, prog_name="robustkit").output
         heading = f"## `robustkit {command}`" if command else "## `robustkit`"
