@@ -163,3 +163,12 @@ def test_the_authors_flag_checks_fire_on_their_cases_and_stay_quiet_on_a_healthy
         log=[{"attack": "apgd-ce", "accuracy": 0.5}, {"attack": "square", "accuracy": 0.3}],
     )  # fmt: skip
     assert [c.name for c in square] == ["autoattack_flags (square)"] and "20.00%" in square[0].detail
+
+
+def test_the_class_check_counts_the_suites_own_targets_and_the_cli_lists_a_custom_suite(model, data):
+    x, y = data
+    too_many = autoattack_flags(model, x, y, components=["apgd-t"], target_classes=(10, 9))
+    assert [c.name for c in too_many] == ["autoattack_flags (classes)"] and "(10)" in too_many[0].detail
+    assert autoattack_flags(model, x, y, components=["apgd-t"], target_classes=(9, 9))[0].status == "pass"
+    custom = rk.attack("autoattack", version="custom", attacks="apgd-ce, apgd-t")  # --param attacks=apgd-ce,apgd-t
+    assert custom.params["attacks"] == ("apgd-ce", "apgd-t")

@@ -284,6 +284,12 @@ def _drop_unfed(
                 del built[n]
 
 
+def _target_classes(suite: Attack, num_classes: int) -> tuple[int, int]:
+    """APGD-T's and FAB-T's target counts in ``suite`` as its components run them (capped at the classes - 1)."""
+    found = {c.name.split("_l")[0]: c.params["target_classes"] for c in suite.components() if "target_classes" in c.params}
+    return tuple(min(found.get(n, 9), num_classes - 1) for n in ("apgd_t", "fab_t"))  # type: ignore[return-value]
+
+
 # ---------------------------------------------------------------- the run
 
 
@@ -487,6 +493,7 @@ def benchmark(
                 checks += autoattack_flags(
                     model, sample.x, sample.y, components=atk.component_labels(), log=measured.log,
                     clean_accuracy=clean, randomized_ok=atk.params["version"] == "rand",
+                    target_classes=_target_classes(atk, classes),
                 )  # fmt: skip
             if linf_iterative:
                 fgsm = robust_accuracy(make_attack("fgsm", eps=atk.eps), model, test.data)["accuracy"]

@@ -46,12 +46,14 @@ def autoattack_flags(
     log: Sequence[dict[str, Any]] = (),
     clean_accuracy: float | None = None,
     randomized_ok: bool = False,
+    target_classes: tuple[int, int] = (9, 9),
 ) -> list[Check]:
     """The official AutoAttack's flag checks on a sample ``x, y``, one check per flag raised.
 
     ``components`` are the authors' attack names (``apgd-ce``, ``apgd-t``, …) of the suite that ran;
     ``log`` its accuracy after each (`robust_accuracy`'s ``log``) with ``clean_accuracy``, for the
-    Square check; ``randomized_ok`` skips the randomness check (version ``rand``), as the authors do.
+    Square check; ``randomized_ok`` skips the randomness check (version ``rand``), as the authors do;
+    ``target_classes``: APGD-T's and FAB-T's, for the class-count check.
     With no flag raised, one passing check says which were run.
 
     Paper: Croce & Hein 2020, https://arxiv.org/abs/2003.01690 (flags_doc.md of its code)
@@ -73,8 +75,8 @@ def autoattack_flags(
             run("randomized", lambda: checks_mod.check_randomized(model, xd, yd, bs=len(xd), logger=logger))
         n_cls = run("probabilities", lambda: checks_mod.check_range_output(model, xd, logger=logger))
         run("dynamic", lambda: checks_mod.check_dynamic(model, xd, False, logger=logger))
-        targets = 9 if len(components) else 0
-        run("classes", lambda: checks_mod.check_n_classes(n_cls, list(components), targets, targets, logger=logger))
+        apgd_t, fab_t = target_classes
+        run("classes", lambda: checks_mod.check_n_classes(n_cls, list(components), apgd_t, fab_t, logger=logger))
         xg = xd.clone().requires_grad_(True)
         with torch.enable_grad():
             loss = nn.functional.cross_entropy(model(xg), yd)
