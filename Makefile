@@ -15,7 +15,7 @@ SYNC = $(UV) sync --all-extras --all-groups --frozen --quiet --compile-bytecode
 env: $(UV)
 	$(SYNC)
 
-demo: env  ## run all seven recipes on the embedded digits data, offline
+demo: env  ## run all nine recipes on the embedded digits data, offline
 	$(UV) run robustkit demo
 
 test: env  ## run the test suite (offline, a few minutes on 2 cores)

@@ -229,7 +229,7 @@ def list_recipes() -> None:
 
 @app.command(cls=Command)
 def demo(
-    out: Annotated[Path, typer.Option(help="folder for the seven run folders")] = Path("runs/demo"),
+    out: Annotated[Path, typer.Option(help="folder for the run folders, one per recipe")] = Path("runs/demo"),
     progress: Annotated[bool, typer.Option(help="show progress bars")] = False,
 ) -> None:
     """Run every recipe on digits (offline, about a minute): per recipe its time, sanity checks that warn or fail, report."""
