@@ -20,6 +20,7 @@ def official(model, x, y, batch_size, norm="Linf", eps=EPS, attacks=SUITE, seed=
     suite = pyautoattack.AutoAttack(model, eps=eps, norm=norm, seed=seed, version="custom", attacks=list(attacks))
     with quiet_official() as records:
         adv, _ = suite.run_standard_evaluation(x, y, batch_size=batch_size)
+    model.zero_grad(set_to_none=True)  # the authors' code leaves the gradients of its last backward pass
     log = [r.getMessage() for r in records if r.getMessage().startswith("robust accuracy after")]
     return adv, log
 

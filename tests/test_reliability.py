@@ -283,6 +283,9 @@ def _numbers(folder):
     results["findings"] = [re.sub(r"\d+ s on the undefended", "N s on the undefended", f) for f in results.get("findings", [])]
     for check in results.get("checks", []):
         check["values"].pop("seconds", None)
+    for row in results.get("sigmas", []):  # certified-vs-empirical's wall times per σ
+        row.pop("certify_seconds", None)
+        row.pop("attack_seconds", None)
     return results
 
 
