@@ -61,6 +61,7 @@ def test_reference_deepfool_matches_art(model, digits_test):
     art, ours = rows
     assert ours["accuracy"] == art["accuracy"] < 0.1
     assert abs(ours["mean_l2"] - art["mean_l2"]) <= 1e-3 * art["mean_l2"] and ours["max_abs_diff"] < 1e-4
+    assert all(r["mean_l1"] >= r["mean_l2"] >= r["mean_linf"] > 0 for r in rows)  # ‖δ‖₁ ≥ ‖δ‖₂ ≥ ‖δ‖∞ per image
 
 
 def test_index_errors(model, batch):

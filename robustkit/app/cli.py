@@ -669,7 +669,7 @@ def crosscheck(
         net = _load_model(weights, model, unsafe_pickle, device)
         check_fits(net, ctx, dataset)
     rows = agreement(name, net, test.x, test.y, **({} if eps is None else {"eps": eps}))
-    keys = ["backend", "accuracy", "mean_linf", "mean_l2", "max_abs_diff", "prediction_agreement"]
+    keys = ["backend", "accuracy", "mean_linf", "mean_l2", "mean_l1", "max_abs_diff", "prediction_agreement"]
     _print_table(f"{name}: backends on the same {len(test)} images", keys, [[r[k] for k in keys] for r in rows])
 
 

@@ -584,6 +584,7 @@ def agreement(
             "accuracy": _rate(preds == y.cpu()),
             "mean_linf": float(delta.abs().max(dim=1).values.mean()),
             "mean_l2": float(delta.norm(dim=1).mean()),
+            "mean_l1": float(delta.abs().sum(dim=1).mean()),
         }
         if first_adv is None:
             first_adv, first_pred = adv, preds
