@@ -176,5 +176,9 @@ def test_the_class_check_counts_the_suites_own_targets_and_the_cli_lists_a_custo
     too_many = autoattack_flags(model, x, y, components=["apgd-t"], target_classes=(10, 9))
     assert [c.name for c in too_many] == ["autoattack_flags (classes)"] and "(10)" in too_many[0].detail
     assert autoattack_flags(model, x, y, components=["apgd-t"], target_classes=(9, 9))[0].status == "pass"
-    custom = rk.attack("autoattack", version="custom", attacks="apgd-ce, apgd-t")  # --param attacks=apgd-ce,apgd-t
-    assert custom.params["attacks"] == ("apgd-ce", "apgd-t")
+    from robustkit.app.cli import _parse_params
+
+    params = _parse_params(["version=custom", "attacks=apgd-ce,apgd-t"])  # robustkit eval --param ...
+    assert rk.attack("autoattack", **params).params["attacks"] == ("apgd-ce", "apgd-t")
+    with pytest.raises(TypeError, match="attacks must be tuple"):  # a bare string is not read as its characters
+        rk.attack("autoattack", version="custom", attacks="apgd-ce")

@@ -227,7 +227,10 @@ def ood_run(
 
 
 def parse_value(text: str) -> Any:
-    """A ``--param`` value: an int, a float, true/false, none, or the string itself."""
+    """A ``--param`` value: an int, a float, true/false, none, the string itself, or, with commas,
+    a list of such values (``attacks=apgd-ce,apgd-t``)."""
+    if "," in text:
+        return [parse_value(part) for part in text.split(",") if part.strip()]
     lowered = text.strip().lower()
     if lowered in ("true", "false"):
         return lowered == "true"

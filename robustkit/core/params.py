@@ -55,8 +55,6 @@ class Param:
             raise ValueError(f"{where}=None is not allowed; it must be {kind} ({self.help}; default {self.default!r})")
         if self.budget:
             return parse_eps(value, name=where, limit=self.high if self.high is not None else 1.0)
-        if isinstance(value, str) and tuple in self.types and self.item_type is str:
-            value = tuple(v.strip() for v in value.split(",") if v.strip())  # the CLI's "a,b": --param attacks=a,b
         if not self._type_ok(value):
             names = " or ".join(t.__name__ for t in self.types)
             raise TypeError(f"{where} must be {names}, got {type(value).__name__} {value!r}")
