@@ -659,6 +659,7 @@ def crosscheck(
     from ..modelling.data import load_dataset
     from ..modelling.models import default_arch, model_spec
     from ..modelling.train import TrainConfig, train_model
+    from ..registry import attack_class
 
     test = load_dataset(dataset, "test", limit=limit)
     if model is None and weights is None:  # the cached default model of the data set
@@ -669,7 +670,8 @@ def crosscheck(
         net = _load_model(weights, model, unsafe_pickle, device)
         check_fits(net, ctx, dataset)
     rows = agreement(name, net, test.x, test.y, **({} if eps is None else {"eps": eps}))
-    keys = ["backend", "accuracy", "mean_linf", "mean_l2", "mean_l1", "max_abs_diff", "prediction_agreement"]
+    sizes = ["mean_linf", "mean_l2"] if attack_class(name).norm != "l1" else ["mean_l1", "mean_l2"]  # fits 80 columns
+    keys = ["backend", "accuracy", *sizes, "max_abs_diff", "prediction_agreement"]
     _print_table(f"{name}: backends on the same {len(test)} images", keys, [[r[k] for k in keys] for r in rows])
 
 
