@@ -171,7 +171,7 @@ def _train_eps(text: str | None) -> float:
 
 def run(
     options: RecipeOptions,
-    train_eps: Annotated[str | None, "FGSM budget of adversarial training (default 0.1, the budget defense-matrix and adversarial-training-ood train: cached)"] = None,
+    train_eps: Annotated[str | None, "budget of adversarial training (FGSM from a random start, PGD-7 if FGSM overfits catastrophically; default 0.1, the budget defense-matrix and adversarial-training-ood train: cached; RobustBench's CIFAR-10 budget is 8/255)"] = None,
     severities: Annotated[str, "comma-separated severities (1-5)"] = "1,2,3,4,5",
     corruption_seed: Annotated[int, "seed of the on-the-fly corruptions (image i's corruption depends on it, the corruption, the severity and i)"] = 0,
 ) -> Path:
