@@ -37,22 +37,12 @@ import torch.nn.functional as F
 import robustkit as rk
 from benchmarks.certify import bench_certify
 from benchmarks.streaming import bench_streaming
+from benchmarks.timing import timed
 from robustkit.modelling.data import DatasetInfo
 from robustkit.modelling.models import build_model, model_spec
 
 RESULTS = Path(__file__).with_name("results.json")
 CIFAR_LIKE = DatasetInfo("bench", tuple(str(i) for i in range(10)), (3, 32, 32), (0.5,) * 3, (0.25,) * 3)
-
-
-def timed(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn`` over ``repeats`` runs (after one warm-up)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def paired(ours: Callable[[], object], raw: Callable[[], object], repeats: int) -> tuple[float, float]:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import torch
 
+from benchmarks.timing import timed
 from robustkit.defenses.smoothing import art_certify, certify
 
 
@@ -20,18 +19,9 @@ def bench_certify(model: torch.nn.Module, repeats: int, images: int = 8, n0: int
         with torch.no_grad():
             model(batch)
 
-    def best(fn) -> float:
-        fn()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    floor = best(forward) * images * (n0 + n) / len(batch)
-    ours = best(lambda: certify(model, x, 0.25, n0, n, batch_size=1000))
-    theirs = best(lambda: art_certify(model, x, 0.25, n0, n, batch_size=1000))
+    floor = timed(forward, repeats) * images * (n0 + n) / len(batch)
+    ours = timed(lambda: certify(model, x, 0.25, n0, n, batch_size=1000), repeats)
+    theirs = timed(lambda: art_certify(model, x, 0.25, n0, n, batch_size=1000), repeats)
     per_image = 1000 * ours / images
     return [
         {
