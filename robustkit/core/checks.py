@@ -126,6 +126,22 @@ def preserved_state(model: nn.Module, freeze: bool = True) -> Iterator[nn.Module
             p.grad = grad
 
 
+def gradient_reaches_input(model: nn.Module, x: torch.Tensor) -> bool:
+    """Whether autograd connects the model's output to its input, tried on ``x``'s first image.
+
+    False for a forward pass cut off from autograd: rounding to integers, a comparison or a
+    thresholded encoding, ``.detach()``, ``torch.no_grad()`` or a trip through numpy before the
+    first layer. Call it with the model in the mode to test (its state is left as it is).
+    """
+    with torch.enable_grad():
+        xi = x[:1].detach().to(model_device(model)).requires_grad_(True)
+        out = model(xi)
+        if not isinstance(out, torch.Tensor) or not out.requires_grad:
+            return False
+        (grad,) = torch.autograd.grad(out.sum(), xi, allow_unused=True)
+    return grad is not None
+
+
 def probe(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Run the model on one image (eval mode, no grad, state restored) and return its output.
 

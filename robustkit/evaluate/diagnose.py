@@ -25,6 +25,7 @@ from ..attacks.base import Attack, attack_batches
 from ..attacks.reference import FGSM
 from ..core.checks import check_images, check_labels, inspect_model, parse_eps
 from ..core.distributed import on_first_rank, world
+from ..core.errors import NoGradientError
 from ..modelling.batches import labelled_batches
 from ..modelling.data import Data, as_image_set
 from ..registry import attack as make_attack
@@ -195,10 +196,8 @@ def _diagnose(
         checks.append(defense_cost(undefended, clean))
 
     attack_seconds, runs = None, 0.0  # runs: attack runs on the whole sample, survivors counted pro rata
-    if attack is None:
-        for name in ATTACK_CHECKS:
-            wanted(name, "needs attack=")
-    else:
+    adv, why_no_attack = None, "needs attack="
+    if attack is not None:
         attack = make_attack(attack) if isinstance(attack, str) else attack
         if not isinstance(attack, Attack):
             raise TypeError(f"attack must be an Attack or an attack name, got {type(attack).__name__}")
@@ -209,9 +208,17 @@ def _diagnose(
             return attack_batches(a, model, xs, ys, batch_size=batch_size)
 
         t0 = time.perf_counter()
-        adv = run(attack)
+        try:
+            adv = run(attack)
+        except NoGradientError as err:  # gradients_available and gradient_consistency above say why
+            measured["attack_error"] = str(err)
+            why_no_attack = f"{attack.label()} cannot run: no gradient reaches the input (gradients_available)"
         attack_seconds = time.perf_counter() - t0
         runs += 1
+    if attack is None or adv is None:
+        for name in ATTACK_CHECKS:
+            wanted(name, why_no_attack)
+    else:
         survived = _predict(model, adv, batch_size) == y.cpu()
         robust = _rate(survived)
         measured.update(attack=attack.describe(), robust_accuracy=robust)

@@ -10,7 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...core.checks import check_images, check_labels, inspect_model, model_device, preserved_state
+from ...core.checks import (
+    check_images,
+    check_labels,
+    gradient_reaches_input,
+    inspect_model,
+    model_device,
+    preserved_state,
+)
 from ...core.papers import ANDRIUSHCHENKO_2020, ATHALYE_2018, CARLINI_WAGNER_2016, PINTOR_2022, TRAMER_2020
 from ...modelling.batches import map_batches, slices
 from ..predictions import _rate
@@ -41,13 +48,15 @@ def gradients_available(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batc
     check_labels(y, len(x), inspect_model(model, x))
     device = model_device(model)
     zero, bad, norms = [], [], []
+    cut = False  # the forward pass is cut off from autograd: no gradient at all
     with preserved_state(model):
         model.eval()
         for s in slices(len(x), batch_size):
             xb = x[s].detach().to(device).requires_grad_(True)
             loss = F.cross_entropy(model(xb), y[s].to(device), reduction="sum")  # per-point gradients
             grad = torch.autograd.grad(loss, xb, allow_unused=True)[0] if loss.requires_grad else None
-            grad = (torch.zeros_like(xb) if grad is None else grad).flatten(1)  # None: a cut graph, no gradient
+            cut |= grad is None
+            grad = (torch.zeros_like(xb) if grad is None else grad).flatten(1)
             zero.append((grad == 0).all(1).cpu())
             bad.append((~torch.isfinite(grad)).any(1).cpu())
             norms.append(grad.double().norm(dim=1).cpu())
@@ -60,9 +69,18 @@ def gradients_available(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batc
         "share_zero": share_zero,
         "share_nonfinite": share_nonfinite,
         "median_norm": float(finite.median()) if len(finite) else float("nan"),
+        "cut_from_autograd": cut,
         "n": len(x),
     }
     papers = f"{CARLINI_WAGNER_2016}; {ATHALYE_2018}; {PINTOR_2022}"
+    if cut:
+        detail = (
+            "no gradient reaches the input: the forward pass is cut off from autograd (rounding or thresholding the "
+            "pixels, .detach(), torch.no_grad() or numpy inside forward), so gradient attacks cannot run; attack with "
+            "BPDA (a differentiable stand-in for that step in the backward pass) or a gradient-free attack (square, "
+            "hop_skip_jump)"
+        )
+        return Check("gradients_available", "fail", detail, values, papers)
     if share > GRADIENT_WARN:
         status = "fail" if share > GRADIENT_FAIL else "warn"
         detail = (
@@ -191,8 +209,18 @@ def gradient_consistency(
     device = model_device(model)
     generator = torch.Generator().manual_seed(seed)
     errors = []
+    papers = f"{ATHALYE_2018}; {TRAMER_2020}"
     with preserved_state(model):
         model.eval()
+        if not gradient_reaches_input(model, x):
+            detail = (
+                f"no gradient reaches the input on {len(x)} images: the forward pass is cut off from autograd (rounding "
+                "or thresholding the pixels, .detach(), torch.no_grad() or numpy inside forward), so gradient attacks "
+                "cannot run and any number they give is wrong; attack with BPDA (a differentiable stand-in for that "
+                "step in the backward pass) or a gradient-free attack (square, hop_skip_jump)"
+            )
+            values = {"share_inconsistent": 1.0, "median_relative_error": float("nan"), "step": step, "n": len(x)}
+            return Check("gradient_consistency", "fail", detail, {**values, "gradient": "none"}, papers)
         for s in slices(len(x), batch_size):
             xb, yb = x[s].detach().to(device), y[s].to(device)
             sign = (torch.randint(0, 2, xb.shape, generator=generator) * 2 - 1).to(xb)
@@ -209,7 +237,6 @@ def gradient_consistency(
     error = torch.cat(errors)
     share = _rate(error > CONSISTENCY_ERROR)
     values = {"share_inconsistent": share, "median_relative_error": float(error.median()), "step": step, "n": len(x)}
-    papers = f"{ATHALYE_2018}; {TRAMER_2020}"
     median = values["median_relative_error"]
     if median > CONSISTENCY_WARN:
         detail = (

@@ -1,0 +1,85 @@
+"""The second set of silent wrong numbers (issues 32 and 33): each class has a model or a mistake
+built to trip its check, and the healthy trained model as the control that must stay quiet."""
+
+
+import pytest
+from torch import nn
+
+import robustkit as rk
+from robustkit.app.cli import main
+from robustkit.core.errors import NoGradientError
+from robustkit.evaluate.checks.masking import gradient_consistency, gradients_available
+
+
+class Thermometer(nn.Module):
+    """Each pixel encoded by thresholds (x > 1/4, x > 1/2, x > 3/4) before the classifier: the
+    comparisons cut the forward pass off from autograd, so no gradient reaches the pixels."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        levels = sum((x > t).float() for t in (0.25, 0.5, 0.75)) / 3
+        return self.model(levels)
+
+
+@pytest.fixture(scope="module")
+def sample(digits_test):
+    return digits_test.x[:96], digits_test.y[:96]
+
+
+def test_a_forward_pass_cut_from_autograd_fails_the_gradient_checks_and_does_not_crash_them(model, sample):
+    x, y = sample
+    cut = Thermometer(model)
+    available, consistent = gradients_available(cut, x, y), gradient_consistency(cut, x, y)
+    assert (available.status, available.values["cut_from_autograd"]) == ("fail", True)
+    assert "cut off from autograd" in available.detail and "BPDA" in available.detail
+    assert consistent.status == "fail" and "no gradient reaches the input" in consistent.detail
+    assert gradients_available(model, x, y).status == gradient_consistency(model, x, y).status == "pass"
+
+
+@pytest.mark.parametrize(
+    "name, backend", [("fgsm", None), ("pgd", None), ("pgd", "torchattacks"), ("apgd", None), ("cw_l2", "torchattacks")]
+)
+def test_gradient_attacks_on_a_cut_forward_pass_say_so_in_one_error(model, sample, name, backend):
+    """torchattacks' C&W would return the images unchanged (a silent 'robust'); the others raised autograd's error."""
+    x, y = sample
+    with pytest.raises(NoGradientError, match=r"no gradient reaches the input.*gradient-free attack"):
+        rk.attack(name, backend=backend)(Thermometer(model), x[:8], y[:8])
+    assert rk.attack(name, backend=backend)(model, x[:8], y[:8]).shape == x[:8].shape  # the control
+
+
+def test_a_gradient_free_attack_still_runs_on_a_cut_forward_pass(model, sample):
+    x, y = sample
+    cut = Thermometer(model)
+    adv = rk.attack("square", eps=0.3, n_queries=50)(cut, x[:16], y[:16])
+    assert (adv - x[:16]).abs().max() <= 0.3 + 1e-6
+    assert (rk.evaluate.predict(cut, adv) != y[:16]).sum() > (rk.evaluate.predict(cut, x[:16]) != y[:16]).sum()
+
+
+def test_diagnose_reports_the_cut_and_skips_the_attack_checks_it_cannot_run(model, sample):
+    x, y = sample
+    diagnosis = rk.diagnose(Thermometer(model), (x, y), attack="pgd", eps=0.1)
+    assert diagnosis["gradients_available"].status == "fail"
+    assert "cannot run" in diagnosis.skipped["unbounded_attack"] and "no gradient" in diagnosis.measured["attack_error"]
+
+
+def test_the_attack_command_on_a_cut_forward_pass_prints_one_line_and_exits_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cut.py").write_text(
+        "import torch\nfrom torch import nn\n\n"
+        "class Cut(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        torch.manual_seed(0)\n"
+        "        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))\n\n"
+        "    def forward(self, x):\n"
+        "        return self.net((x > 0.5).float())\n\n"
+        "def build():\n    return Cut()\n"
+    )
+    with pytest.raises(SystemExit) as done:
+        main(["attack", "--model", "cut.py:build", "--attack", "pgd", "--eps", "0.1", "--limit", "64", "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert done.value.code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("error: pgd (reference) cannot run: no gradient reaches the input") and "Traceback" not in err
