@@ -8,7 +8,19 @@ from torch import nn
 import robustkit as rk
 from robustkit.app.cli import main
 from robustkit.core.errors import NoGradientError
+from robustkit.evaluate.checks.contract import input_scale, judge_input_scale
 from robustkit.evaluate.checks.masking import gradient_consistency, gradients_available
+
+
+class Head(nn.Module):
+    """Any function of the input as a module (the trained model's parameters inside it stay its own)."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
 
 
 class Thermometer(nn.Module):
@@ -83,3 +95,33 @@ def test_the_attack_command_on_a_cut_forward_pass_prints_one_line_and_exits_2(tm
     err = capsys.readouterr().err.strip()
     assert done.value.code == 2 and len(err.splitlines()) == 1
     assert err.startswith("error: pgd (reference) cannot run: no gradient reaches the input") and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- input_scale
+
+
+def test_input_scale_catches_a_forgotten_normalize_half_half(model, sample):
+    """A model trained on Normalize((0.5,), (0.5,)) input, i.e. on 2x − 1, and handed [0, 1] pixels."""
+    x, y = sample
+    forgot = Head(lambda v: model((v + 1) / 2))
+    check = input_scale(forgot, x, y)
+    assert check.status == "fail" and check.values["best"] == "[-1, 1]", check.detail
+    assert check.values["accuracy_[-1, 1]"] == pytest.approx(rk.evaluate.accuracy(model, x, y))
+    assert input_scale(model, x, y).status == "pass"
+
+
+@pytest.mark.parametrize(
+    "pixels, rescaled, n, status, says",
+    [
+        (0.850, 0.975, 256, "fail", "expects the input normalised"),  # the mild forgotten Normalize(0.5, 0.5)
+        (0.141, 0.438, 64, "warn", "beyond sampling noise"),  # inside the z = 4 band, far outside z = 2
+        (0.900, 0.950, 256, "warn", "beyond sampling noise"),  # 5 points on 256 images: beyond 2 SE (±4.6%)
+        (0.900, 0.925, 10_000, "pass", "within sampling noise"),  # under the 3-point floor, however many images
+        (0.953, 0.953, 64, "pass", "rescaled input no more"),
+        (0.980, 0.967, 450, "pass", "rescaled input no more"),  # a healthy digits CNN: standardised input scores lower
+    ],
+)
+def test_input_scale_verdicts_follow_the_numbers(pixels, rescaled, n, status, says):
+    check = judge_input_scale(pixels, {"standardised": rescaled, "[-1, 1]": 0.05, "0..255": 0.0}, n)
+    assert check.status == status and says in check.detail, check.detail
+    assert f"{pixels:.1%}" in check.detail and f"{rescaled:.1%}" in check.detail  # the text quotes what it judged
