@@ -9,7 +9,7 @@ from robustkit.app import plots
 from robustkit.app.runner import Headline, RecipeOptions, finish, header, look, over_seeds, start, table
 from robustkit.app.sanity import labelled
 from robustkit.core.papers import COHEN_2019, SALMAN_2019
-from robustkit.evaluate import accuracy, certified_accuracy, empirical_accuracy, model_learned
+from robustkit.evaluate import accuracy, certified_accuracy, contract_checks, empirical_accuracy
 from robustkit.evaluate.certify import certified_vs_empirical_check
 from robustkit.registry import defense
 
@@ -169,19 +169,21 @@ def _once(
     test = ctx.test.take(images)
     k = len(test)
     standard_clean = accuracy(standard, test.x, test.y)
-    checks = [labelled(model_learned(standard_clean, ctx.train.info.num_classes, k), f"standard classifier, {k} images")]
+    checks = [labelled(c, f"standard classifier, {k} images") for c in contract_checks(standard, test.x, test.y)]
     rows, curves = [], {}
     for sigma in sigma_list:
         trainer = defense(
             "gaussian_augmentation", sigma=sigma, finetune=True, train_config=config, progress=options.progress
         )
         base = trainer.apply(standard, ctx.train).to(ctx.device)
-        base_clean = accuracy(base, test.x, test.y)
         cert = certified_accuracy(base, test.x, test.y, sigma=sigma, n0=n0, n=n, alpha=alpha, radii=radius_list,
                                   seed=options.seed)  # fmt: skip
         emp = empirical_accuracy(base, test.x, test.y, sigma=sigma, radii=radius_list, steps=steps, samples=eot, n=judge,
                                  seed=options.seed)  # fmt: skip
-        checks.append(labelled(certified_vs_empirical_check(cert, emp), f"σ={sigma:g}, {k} images"))
+        base_clean = cert.base_accuracy
+        own = [c for c in cert.checks if c.name == "smoothing_learned"] + emp.checks  # the base is robustkit's own
+        own.append(certified_vs_empirical_check(cert, emp))
+        checks += [labelled(c, f"σ={sigma:g}, {k} images") for c in own]
         curves[f"σ={sigma:g}"] = (cert.radii, cert.accuracy, emp.accuracy)
         rows.append({
             "sigma": sigma, "radii": cert.radii, "certified": cert.accuracy, "empirical": emp.accuracy,

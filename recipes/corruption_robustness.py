@@ -270,6 +270,7 @@ def _once(options: RecipeOptions, train_eps: str | None, levels: list[int], corr
     images = f"the {n} test images"
     checks = [
         labelled(model_learned(ref.clean_accuracy, classes, n), f"standard, {images}"),
+        *[labelled(c, "robust") for c in result.checks],
         labelled(defense_cost(ref.clean_accuracy, result.clean_accuracy), f"robust, {images}"),
     ]
     return finish(ctx, results, lines, checks)

@@ -3,12 +3,13 @@ built to trip its check, and the healthy trained model as the control that must 
 
 
 import pytest
+import torch
 from torch import nn
 
 import robustkit as rk
 from robustkit.app.cli import main
 from robustkit.core.errors import NoGradientError
-from robustkit.evaluate.checks.contract import input_scale, judge_input_scale
+from robustkit.evaluate.checks.contract import input_scale, judge_input_scale, label_order
 from robustkit.evaluate.checks.masking import gradient_consistency, gradients_available
 
 
@@ -125,3 +126,59 @@ def test_input_scale_verdicts_follow_the_numbers(pixels, rescaled, n, status, sa
     check = judge_input_scale(pixels, {"standardised": rescaled, "[-1, 1]": 0.05, "0..255": 0.0}, n)
     assert check.status == status and says in check.detail, check.detail
     assert f"{pixels:.1%}" in check.detail and f"{rescaled:.1%}" in check.detail  # the text quotes what it judged
+
+
+# ---------------------------------------------------------------- label_order
+
+
+def swap_pairs(y: torch.Tensor, pairs=((1, 7), (3, 8))) -> torch.Tensor:
+    out = y.clone()
+    for a, b in pairs:
+        out[y == a], out[y == b] = b, a
+    return out
+
+
+def test_label_order_names_classes_numbered_in_another_order(model, digits_test):
+    x, y = digits_test.x[:256], digits_test.y[:256]
+    preds = rk.evaluate.predict(model, x)
+    swapped = label_order(preds, swap_pairs(y), 10)
+    assert swapped.status == "fail" and "another class order" in swapped.detail
+    assert sorted(swapped.values["moved"]) == [(1, 7), (3, 8), (7, 1), (8, 3)]
+    assert swapped.values["accuracy_permuted"] > swapped.values["accuracy"] + 0.1
+    healthy = label_order(preds, y, 10)
+    assert healthy.status == "pass" and healthy.values["moved"] == []
+
+
+def test_label_order_stays_quiet_on_a_model_that_learned_nothing(digits_train, digits_test):
+    """Chance predictions: a permutation fitted on half the images finds nothing on the other half."""
+    from robustkit.modelling.models import build_model, model_spec
+
+    torch.manual_seed(0)
+    untrained = build_model(model_spec("small_cnn", digits_train.info))
+    x, y = digits_test.x[:256], digits_test.y[:256]
+    assert label_order(rk.evaluate.predict(untrained, x), y, 10).status == "pass"
+
+
+def test_label_order_does_not_read_chance_matches_among_many_classes():
+    """1000 classes, 128 images: every misclassified image could be 'explained' by some relabelling."""
+    generator = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 1000, (128,), generator=generator)
+    preds = torch.where(torch.rand(128, generator=generator) < 0.7, y, torch.randint(0, 1000, (128,), generator=generator))
+    assert label_order(preds, y, 1000).status == "pass"
+
+
+# ---------------------------------------------------------------- every entry point runs the contract checks
+
+
+def test_corruption_accuracy_runs_the_contract_checks(model, digits_train, digits_test):
+    """Issue 32.9: a model that expects standardised input got corruption numbers with no check firing."""
+    flat = digits_train.x.transpose(0, 1).flatten(1)
+    mean, std = flat.mean(1).view(1, -1, 1, 1), flat.std(1).view(1, -1, 1, 1)
+    wrong = Head(lambda z: model((z * std + mean).clamp(0, 1)))
+    data = digits_test.take(96)
+    kwargs = {"corruptions": ["gaussian_noise", "contrast"], "severities": [3]}
+    result = rk.evaluate.corruption_accuracy(wrong, data, **kwargs)
+    statuses = {c.name: c.status for c in result.checks}
+    assert statuses["input_scale"] == "fail" and set(statuses) == {"model_learned", "output_head", "input_scale", "label_order"}
+    healthy = rk.evaluate.corruption_accuracy(model, data, **kwargs)
+    assert {c.status for c in healthy.checks} == {"pass"}

@@ -139,7 +139,7 @@ def test_weak_attack_trips_the_attack_checks(model, digits_test):
 
 def test_untrained_model_fails_model_learned_only(untrained, digits_test):
     d = diagnose(untrained, digits_test, sample=SAMPLE)
-    model_checks = ["model_learned", "output_head", "input_scale", "gradients_available", "gradient_consistency"]
+    model_checks = ["model_learned", "output_head", "input_scale", "label_order", "gradients_available", "gradient_consistency"]
     assert statuses(d) == {**dict.fromkeys(model_checks, "pass"), "model_learned": "fail", "unstable_predictions": "pass"}
     assert d["model_learned"].values["clean_accuracy"] <= d["model_learned"].values["fail_at_or_below"]
     assert set(d.skipped) == set(CHECKS) - {*model_checks, "unstable_predictions"}
@@ -152,6 +152,7 @@ def test_randomised_model_warns_unstable_predictions(model, digits_test):
         "model_learned": "pass",
         "output_head": "pass",
         "input_scale": "pass",
+        "label_order": "pass",
         "gradients_available": "pass",
         "gradient_consistency": "fail",  # fresh noise at every call: the gradient cannot predict the next output
         "unstable_predictions": "warn",
@@ -191,6 +192,7 @@ def test_data_forms_sampling_and_skip(model, digits_test):
         "model_learned",
         "output_head",
         "input_scale",
+        "label_order",
         "gradient_consistency",
         "unstable_predictions",
         "unbounded_attack",

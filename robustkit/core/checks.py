@@ -5,11 +5,14 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
+import weakref
 from collections.abc import Iterator
 from fractions import Fraction
 
 import torch
 from torch import nn
+
+from .errors import RobustkitWarning
 
 PIXEL_HINT = (
     "robustkit works in pixel space: pass images in [0, 1] and put mean/std normalisation "
@@ -178,22 +181,25 @@ def shape_errors(model: nn.Module, x: torch.Tensor) -> Iterator[None]:
 def inspect_model(model: nn.Module, x: torch.Tensor) -> int:
     """Probe a classifier with one image and return its number of classes.
 
-    Warns when it seems to return probabilities instead of logits.
+    Warns, once per model, when it seems to return probabilities instead of logits.
     """
     out = probe(model, x)
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         raise ValueError("the model must return logits of shape N×num_classes")
-    warn_if_probabilities(out)
+    if model not in _WARNED_PROBABILITIES and _looks_like_probabilities(out):
+        _WARNED_PROBABILITIES.add(model)
+        warnings.warn(
+            "the model's outputs are non-negative and sum to 1: it seems to return probabilities. "
+            "robustkit expects logits; remove the final softmax layer (the output_head check reports it)",
+            RobustkitWarning,
+            stacklevel=3,
+        )
     return out.shape[1]
 
 
-def warn_if_probabilities(logits: torch.Tensor) -> None:
-    """Warn when model outputs look like softmax probabilities rather than logits."""
+_WARNED_PROBABILITIES: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # each model is warned about once
+
+
+def _looks_like_probabilities(logits: torch.Tensor) -> bool:
     sums = logits.sum(dim=1)
-    if (logits >= 0).all() and torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
-        warnings.warn(
-            "the model's outputs are non-negative and sum to 1: it seems to return probabilities. "
-            "robustkit expects logits; remove the final softmax layer",
-            UserWarning,
-            stacklevel=3,
-        )
+    return bool((logits >= 0).all() and torch.allclose(sums, torch.ones_like(sums), atol=1e-4))

@@ -38,10 +38,11 @@ from ..registry import DETECTORS, attack_class, detector
 from ..registry import attack as make_attack
 from .checks import Check, gradients_available, iterative_vs_single_step, unbounded_attack, unstable_predictions
 from .checks.attack import gradient_based
-from .checks.contract import input_scale
+from .checks.contract import input_scale, label_order
 from .checks.masking import gradient_consistency
 from .checks.official import autoattack_flags
 from .ood import ood as ood_scores
+from .predictions import predict
 from .robustness import robust_accuracy
 
 GROUPS = ("near", "far")
@@ -421,7 +422,7 @@ def benchmark(
     are fitted on ``train`` and scored with one `ood` call per OOD set.
 
     Checks: `output_head` (the first batch's outputs), `model_learned` (all test images),
-    `input_scale`, `gradients_available`, `gradient_consistency`, `unstable_predictions` and
+    `input_scale`, `label_order`, `gradients_available`, `gradient_consistency`, `unstable_predictions` and
     `unbounded_attack` (on a seeded sample of ``check_sample`` test images; a gradient attack,
     the reference PGD, when the threat model's attack includes Square, as AutoAttack does),
     `iterative_vs_single_step` (L∞ attacks other than FGSM; FGSM on all attacked images),
@@ -485,6 +486,7 @@ def benchmark(
         with stage("checks", "attack sanity checks"):
             sample = test.sample(check_sample, seed)
             checks.append(input_scale(model, sample.x, sample.y))
+            checks.append(label_order(predict(model, sample.x), sample.y, classes, seed=seed))
             checks.append(gradients_available(model, sample.x, sample.y))
             checks.append(gradient_consistency(model, sample.x, sample.y, seed=seed))
             checks.append(unstable_predictions(model, sample.x))

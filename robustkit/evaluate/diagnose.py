@@ -19,15 +19,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
 from ..attacks.base import Attack, attack_batches
 from ..attacks.reference import FGSM
 from ..core.checks import check_images, check_labels, inspect_model, parse_eps
 from ..core.distributed import on_first_rank, world
 from ..core.errors import NoGradientError
-from ..modelling.batches import labelled_batches
-from ..modelling.data import Data, as_image_set
+from ..modelling.data import Data, seeded_sample
 from ..registry import attack as make_attack
 from .checks.attack import (
     _at_eps,
@@ -42,7 +40,7 @@ from .checks.attack import (
     monotone_in_eps,
 )
 from .checks.base import STATUSES, Check, Diagnosis, noise_tolerance
-from .checks.contract import input_scale, model_learned, output_head
+from .checks.contract import input_scale, label_order, model_learned, output_head
 from .checks.defense import defense_cost
 from .checks.masking import (
     adaptive_vs_oblivious,
@@ -60,6 +58,7 @@ CHECKS = (
     "model_learned",
     "output_head",
     "input_scale",
+    "label_order",
     "gradients_available",
     "gradient_consistency",
     "unstable_predictions",
@@ -99,8 +98,8 @@ def diagnose(
     Attack or a registry name; ``eps`` overrides its budget. ``defense_of``: the undefended
     model when ``model`` is a defended one. ``skip``: names of checks not to run.
 
-    Always (the model's contract and its gradients): `model_learned` and `output_head` (1 forward
-    pass), `input_scale` (2 forward), `gradients_available` (1 forward + 1 backward),
+    Always (the model's contract and its gradients): `model_learned`, `output_head` and `label_order`
+    (1 forward pass), `input_scale` (3 forward), `gradients_available` (1 forward + 1 backward),
     `gradient_consistency` (2 forward + 1 backward), `unstable_predictions` (2 forward); with
     ``defense_of``: `defense_cost` (1 forward). With an attack (A = one run of it on the sample,
     the unit of ``cost["ratio"]``):
@@ -150,7 +149,7 @@ def _diagnose(
     unknown = sorted(set(skip) - set(CHECKS))
     if unknown:
         raise ValueError(f"skip: unknown checks {', '.join(unknown)}; valid names: {', '.join(CHECKS)}")
-    x, y = _sample_data(data, sample, seed)
+    x, y = seeded_sample(data, sample, seed)
     check_images(x)
     num_classes = inspect_model(model, x)
     check_labels(y, len(x), num_classes)
@@ -178,6 +177,8 @@ def _diagnose(
         checks.append(output_head(outputs))
     if wanted("input_scale"):
         checks.append(input_scale(model, x, y, clean_accuracy=clean, batch_size=batch_size))
+    if wanted("label_order"):
+        checks.append(label_order(outputs.argmax(1), y, num_classes, seed=seed))
     if wanted("gradients_available"):
         checks.append(gradients_available(model, x, y, batch_size))
     surrogate = [type(m).__name__ for m in model.modules() if getattr(m, "surrogate_gradient", False)]
@@ -287,34 +288,3 @@ def _diagnose(
     order = {name: i for i, name in enumerate(CHECKS)}
     skipped = dict(sorted(skipped.items(), key=lambda kv: order[kv[0]]))
     return Diagnosis(checks, skipped, n, measured, cost)
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def _sample_data(data: Data, sample: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The seeded sample of any data robustkit takes; a Dataset or DataLoader is streamed and only
-    the sampled rows are kept (a shuffled loader gives another, equally random, sample)."""
-    if isinstance(data, (DataLoader, Dataset)) and sample is not None:
-        total = len(data.dataset if isinstance(data, DataLoader) else data)  # type: ignore[arg-type]
-        if isinstance(sample, int) and not isinstance(sample, bool) and 0 < sample < total:
-            keep = set(torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:sample].tolist())
-            xs, ys, offset = [], [], 0
-            for xb, yb in labelled_batches(data, None, 256):
-                rows = [i for i in range(len(xb)) if offset + i in keep]
-                xs.append(xb[rows])
-                ys.append(yb[rows])
-                offset += len(xb)
-            return torch.cat(xs), torch.cat(ys)
-    data = as_image_set(data)
-    return _sample(data.x, data.y, sample, seed)
-
-
-def _sample(x: torch.Tensor, y: torch.Tensor, sample: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``sample`` points drawn without replacement with ``seed`` (kept in their original order)."""
-    if sample is not None and (isinstance(sample, bool) or not isinstance(sample, int) or sample < 1):
-        raise ValueError(f"sample={sample!r} must be a positive integer (or None for all points)")
-    if sample is None or sample >= len(x):
-        return x, y
-    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:sample].sort().values
-    return x[idx.to(x.device)], y[idx.to(y.device)]

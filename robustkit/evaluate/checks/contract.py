@@ -12,12 +12,13 @@ from torch import nn
 
 from ...core.checks import check_images, check_labels, inspect_model
 from ...core.papers import CARLINI_2019, CARLINI_WAGNER_2017, CROCE_2020
-from ..predictions import _predict, _rate
+from ..predictions import _outputs, _predict, _rate
 from .base import Z_FAIL, Check, _check_n, _share, noise_tolerance
 
 LEARNED_TOLERANCE_Z = 2.0  # "at chance": within 2 binomial standard errors of 1/num_classes
 PINNED, PINNED_SHARE = 1e-3, 0.25  # an output within 0.1% of the range from its min or max is pinned; share that fails
 INPUT_SCALE_GAIN, INPUT_SCALE_WARN = 0.10, 0.03  # accuracy rescaled input may gain over [0, 1] pixels: fail, warn
+LABEL_ORDER_GAIN, LABEL_ORDER_WARN = 0.10, 0.03  # accuracy a permutation of the labels may gain: fail, warn
 
 
 def model_learned(clean_accuracy: float, num_classes: int, n: int | None = None) -> Check:
@@ -196,3 +197,97 @@ def judge_input_scale(accuracy: float, rescaled: dict[str, float], n: int) -> Ch
 
 def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
     return _rate(_predict(model, x, batch_size) == y.cpu())
+
+
+def label_order(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int, seed: int = 0) -> Check:
+    """The labels must be in the model's class order: no permutation of the classes may explain its
+    predictions much better than the identity.
+
+    A data set whose classes are numbered otherwise than the model's (an ImageFolder sorted by name,
+    another data set's class list, a relabelled subset) lowers clean and robust accuracy with no other
+    sign. The permutation that best matches labels to predictions (an assignment on the confusion
+    matrix, Hungarian method) is fitted on one half of the sample and scored on the other, both ways,
+    so that chance matches on few images per class do not count; the identity wins ties. Fails when
+    the permuted labels score more than 10 points above the labels as given and beyond
+    `noise_tolerance` at z = 4, warns above 3 points and z = 2, and names the classes that move.
+    Cost: none (the predictions on the sample are given).
+
+    Paper: Carlini et al. 2019, On Evaluating Adversarial Robustness (§3: check the evaluation's
+    inputs), https://arxiv.org/abs/1902.06705
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    pred, true = predictions.detach().cpu().long(), labels.detach().cpu().long()
+    if pred.shape != true.shape or pred.ndim != 1 or len(pred) == 0:
+        raise ValueError("label_order needs one prediction per label, as two 1-D tensors of the same length")
+    n = len(true)
+
+    def best_mapping(rows: torch.Tensor) -> torch.Tensor:
+        """label → class of the best assignment on ``rows``; labels with no evidence keep their own class."""
+        confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64)
+        confusion.index_put_((true[rows], pred[rows]), torch.ones(len(rows), dtype=torch.float64), accumulate=True)
+        confusion += 1e-3 * torch.eye(num_classes, dtype=torch.float64)  # the identity wins ties
+        _, cols = linear_sum_assignment(confusion.numpy(), maximize=True)
+        return torch.as_tensor(cols, dtype=torch.long)
+
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    halves = (order[: n // 2], order[n // 2 :])
+    permuted_hits = sum(int((pred[b] == best_mapping(a)[true[b]]).sum()) for a, b in (halves, halves[::-1]))
+    identity, permuted = float((pred == true).double().mean()), permuted_hits / n
+    mapping = best_mapping(torch.arange(n))
+    moved = [(i, int(mapping[i])) for i in range(num_classes) if int(mapping[i]) != i]
+    gain = permuted - identity
+    tol, tol_fail = noise_tolerance(identity, permuted, n), noise_tolerance(identity, permuted, n, Z_FAIL)
+    values = {
+        "accuracy": identity,
+        "accuracy_permuted": permuted,
+        "gain": gain,
+        "tolerance": tol,
+        "fail_tolerance": tol_fail,
+        "moved": moved,
+        "n": n,
+    }
+    fails = gain > max(LABEL_ORDER_GAIN, tol_fail)
+    if fails or gain > max(LABEL_ORDER_WARN, tol):
+        pairs = ", ".join(f"label {i} → class {j}" for i, j in moved[:6]) + (" …" if len(moved) > 6 else "")
+        detail = (
+            f"relabelled by a permutation of the classes ({pairs}), the predictions on {n} images are {permuted:.1%} "
+            f"right (on held-out halves) against {identity:.1%} as labelled"
+            + ("" if fails else f", beyond sampling noise (±{tol:.1%})")
+            + ": the labels are numbered in another class order than the model's (e.g. an ImageFolder sorted by "
+            "name, another data set's class list), so clean and robust accuracy are wrong; map the labels to the "
+            "model's classes"
+        )
+        return Check("label_order", "fail" if fails else "warn", detail, values, CARLINI_2019)
+    detail = (
+        f"no permutation of the classes explains the predictions on {n} images better than the labels as given "
+        f"({permuted:.1%} on held-out halves against {identity:.1%})"
+    )
+    return Check("label_order", "pass", detail, values, CARLINI_2019)
+
+
+CONTRACT = ("model_learned", "output_head", "input_scale", "label_order")
+"""The model-contract checks, which every entry point runs (`contract_checks`)."""
+
+
+def contract_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int = 0, batch_size: int = 256) -> list[Check]:
+    """The model's contract on a labelled sample: `model_learned`, `output_head`, `input_scale` and
+    `label_order`, in that order. Every entry point that measures a model runs them (attacks,
+    certification, corruptions, OOD), so a model fed the wrong input, returning probabilities or
+    judged against labels in another order is caught wherever its numbers are reported.
+    Cost: four forward passes of the sample.
+
+    Paper: Carlini et al. 2019, On Evaluating Adversarial Robustness, https://arxiv.org/abs/1902.06705
+    """
+    check_images(x)
+    num_classes = inspect_model(model, x)
+    check_labels(y, len(x), num_classes)
+    outputs = _outputs(model, x, batch_size)
+    predictions = outputs.argmax(1)
+    clean = _rate(predictions == y.cpu())
+    return [
+        model_learned(clean, num_classes, len(x)),
+        output_head(outputs),
+        input_scale(model, x, y, clean_accuracy=clean, batch_size=batch_size),
+        label_order(predictions, y, num_classes, seed=seed),
+    ]
