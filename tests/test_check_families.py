@@ -265,7 +265,7 @@ def test_robust_accuracy_carries_cheap_checks(model, sample):
     x, y = sample
     with pytest.warns(RobustkitWarning, match="output_head"):
         out = rk.evaluate.robust_accuracy(rk.attack("fgsm", eps=0.05), Head(model, torch.sigmoid), x, y)
-    assert {c.name: c.status for c in out.checks} == {"output_head": "fail", "model_learned": "pass"}
+    assert {c.name: c.status for c in out.checks} == {"output_head": "fail", "model_learned": "pass", "budget_units": "pass"}
     with warnings.catch_warnings():
         warnings.simplefilter("error", RobustkitWarning)
         healthy = rk.evaluate.robust_accuracy(rk.attack("fgsm", eps=0.05), model, x, y)

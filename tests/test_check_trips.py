@@ -182,3 +182,39 @@ def test_corruption_accuracy_runs_the_contract_checks(model, digits_train, digit
     assert statuses["input_scale"] == "fail" and set(statuses) == {"model_learned", "output_head", "input_scale", "label_order"}
     healthy = rk.evaluate.corruption_accuracy(model, data, **kwargs)
     assert {c.status for c in healthy.checks} == {"pass"}
+
+
+# ---------------------------------------------------------------- budget_units
+
+
+@pytest.mark.parametrize(
+    "eps, norm, shape, status",
+    [
+        (8 / 255, "l2", (3, 32, 32), "warn"),  # an L∞ budget given to autoattack_l2
+        (0.5, "linf", (3, 32, 32), "warn"),  # an L2 budget given to autoattack
+        (8 / 255, "l1", (3, 32, 32), "warn"),
+        (8 / 255, "linf", (3, 32, 32), "pass"),
+        (0.3, "linf", (1, 28, 28), "pass"),  # MNIST's
+        (0.5, "l2", (3, 32, 32), "pass"),
+        (3.0, "l2", (3, 224, 224), "pass"),  # ImageNet's
+        (12.0, "l1", (3, 32, 32), "pass"),
+    ],
+)
+def test_budget_units_warns_of_a_budget_in_another_norms_units(eps, norm, shape, status):
+    check = rk.evaluate.budget_units(eps, norm, shape)
+    assert check.status == status, check.detail
+    if status == "warn":
+        assert "8/255 (CIFAR-10)" in check.detail and "0.5 (CIFAR-10)" in check.detail  # the usual values, named
+
+
+def test_a_budget_in_another_norms_units_reaches_the_results_and_a_warning(model, sample):
+    from robustkit.core.errors import RobustkitWarning
+
+    x, y = sample
+    with pytest.warns(RobustkitWarning, match="budget_units"):
+        result = rk.evaluate.robust_accuracy(rk.attack("pgd", eps=0.5, steps=2), model, x[:32], y[:32])
+    assert next(c for c in result.checks if c.name == "budget_units").status == "warn"
+    healthy = rk.evaluate.robust_accuracy(rk.attack("pgd", eps=0.1, steps=2), model, x[:32], y[:32])
+    assert next(c for c in healthy.checks if c.name == "budget_units").status == "pass"
+    diagnosis = rk.diagnose(model, (x, y), attack=rk.attack("pgd_l2", eps=1 / 255, steps=2), sample=32)
+    assert diagnosis["budget_units"].status == "warn"

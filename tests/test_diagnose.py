@@ -195,6 +195,7 @@ def test_data_forms_sampling_and_skip(model, digits_test):
         "label_order",
         "gradient_consistency",
         "unstable_predictions",
+        "budget_units",
         "unbounded_attack",
         "gradient_free",
     ]

@@ -31,6 +31,7 @@ from .checks.attack import (
     _at_eps,
     _judge_unbounded,
     _opened,
+    budget_units,
     gradient_based,
     gradient_free_companion,
     incomplete_optimisation,
@@ -63,6 +64,7 @@ CHECKS = (
     "gradient_consistency",
     "unstable_predictions",
     "defense_cost",
+    "budget_units",
     "unbounded_attack",
     "monotone_in_eps",
     "iterative_vs_single_step",
@@ -76,7 +78,7 @@ CHECKS = (
 GRADIENT_FREE_SAMPLE = 32  # survivors of the attack that the gradient-free check attacks with Square
 GRADIENT_FREE_QUERIES = 100  # Square's queries per image there
 
-ATTACK_CHECKS = CHECKS[CHECKS.index("unbounded_attack") :]
+ATTACK_CHECKS = CHECKS[CHECKS.index("budget_units") :]
 """The checks that need an attack."""
 
 
@@ -104,6 +106,7 @@ def diagnose(
     ``defense_of``: `defense_cost` (1 forward). With an attack (A = one run of it on the sample,
     the unit of ``cost["ratio"]``):
 
+    - `budget_units`: the budget is in the attack's norm (no cost);
     - the attack at eps itself (1 A: robust accuracy, and the time ``cost["ratio"]`` divides by);
     - `unbounded_attack`: the attack with its budget opened (1 A); an attack with a gradient-free
       part (AutoAttack's Square) is replaced by the reference PGD of its norm, so that a gradient
@@ -223,6 +226,8 @@ def _diagnose(
         survived = _predict(model, adv, batch_size) == y.cpu()
         robust = _rate(survived)
         measured.update(attack=attack.describe(), robust_accuracy=robust)
+        if wanted("budget_units", None if attack.bounded and attack.eps else f"{attack.label()} has no budget"):
+            checks.append(budget_units(attack.eps, attack.norm, tuple(x.shape[1:])))
         gradient_attack = gradient_based(attack)
         opened, budget = _opened(gradient_attack, x)
         bounded_eps = attack.eps if attack.bounded else None

@@ -20,7 +20,7 @@ from ..core.distributed import sum_counts, world
 from ..modelling.batches import indexed_batches
 from ..modelling.data import as_image_set
 from ..registry import ATTACKS, attack_class
-from .checks.attack import monotone_in_eps
+from .checks.attack import budget_units, monotone_in_eps
 from .checks.base import Check, warn_problems
 from .checks.contract import model_learned, output_head
 from .predictions import _outputs, _predict, _rate, predict
@@ -158,6 +158,7 @@ def robust_accuracy(
     rank, size = world(distributed)
 
     first: list[torch.Tensor] = []  # the judge's outputs on this rank's first batch, for output_head
+    shape: list[tuple[int, ...]] = []  # the images' C×H×W, for budget_units
 
     def local() -> dict[str, int]:
         counts = dict.fromkeys(("total", "clean", "robust", "reached", "attacked", "resumed"), 0)
@@ -168,6 +169,7 @@ def robust_accuracy(
             labels = yb.cpu()
             if not first:  # one forward pass gives output_head its outputs and the clean pass its predictions
                 first.append(_outputs(judge, xb, batch_size))
+                shape.append(tuple(xb.shape[1:]))
             counts["total"] += len(xb)
             if early_stop:
                 clean = first[0].argmax(1) if counts["total"] == len(xb) else _predict(judge, xb)
@@ -214,14 +216,16 @@ def robust_accuracy(
         result.checks.append(output_head(first[0]))
     if early_stop:
         result.checks.append(model_learned(out["clean_accuracy"], first[0].shape[1] if first else 2, n))
+    budgets = {(a.norm, a.eps) for a in attacks if a.bounded and a.eps}
+    result.checks += [budget_units(eps, norm, shape[0]) for norm, eps in sorted(budgets) if shape]
     warn_problems(result.checks)
     return result
 
 
 class RobustAccuracy(dict):
     """`robust_accuracy`'s numbers (a dict, as before) with the cheap sanity checks on them in
-    ``checks``: `output_head` on the first batch's outputs and, with early stopping, `model_learned`
-    (each problem is also raised as a `RobustkitWarning`). For the attack's own checks, run `diagnose`.
+    ``checks``: `output_head` on the first batch's outputs, `budget_units` per budget and, with early
+    stopping, `model_learned` (each problem is also raised as a `RobustkitWarning`). For the attack's own checks, run `diagnose`.
     ``log`` (untargeted): ``{"attack", "accuracy"}`` after each attack or suite component, in order."""
 
     def __init__(self, numbers: dict[str, float]):

@@ -5,7 +5,8 @@
   `contract_checks`, which every entry point runs);
 - `masking`: the gradients an attack follows exist, are stable and lead somewhere (gradients_available,
   gradient_consistency, unstable_predictions, gradient_free, adaptive_vs_oblivious);
-- `attack`: the attack did its job (opened budget, eps curve, single step, steps, loss_gap);
+- `attack`: the budget is in the attack's norm (budget_units) and the attack did its job (opened
+  budget, eps curve, single step, steps, loss_gap);
 - `defense`: what a defense costs, catastrophic overfitting;
 - `ood`: OOD scores rank better than a coin and are not decided by ties;
 - `official`: the official AutoAttack's own flag checks (autoattack_flags);
@@ -17,7 +18,14 @@ or "fail" (the number is wrong as it stands), a one-sentence ``detail`` saying w
 and what to do, the ``values`` behind it and the ``paper`` it comes from.
 """
 
-from .attack import incomplete_optimisation, iterative_vs_single_step, loss_gap, monotone_in_eps, unbounded_attack
+from .attack import (
+    budget_units,
+    incomplete_optimisation,
+    iterative_vs_single_step,
+    loss_gap,
+    monotone_in_eps,
+    unbounded_attack,
+)
 from .base import STATUSES, Z_FAIL, Z_WARN, Check, Diagnosis, noise_tolerance, warn_problems
 from .certify import certified_vs_empirical, smoothing_learned
 from .contract import CONTRACT, contract_checks, input_scale, label_order, model_learned, output_head
@@ -41,6 +49,7 @@ __all__ = [
     "Diagnosis",
     "adaptive_vs_oblivious",
     "autoattack_flags",
+    "budget_units",
     "catastrophic_overfitting",
     "certified_vs_empirical",
     "contract_checks",
