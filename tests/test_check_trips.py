@@ -10,7 +10,7 @@ import robustkit as rk
 from robustkit.app.cli import main
 from robustkit.core.errors import NoGradientError
 from robustkit.evaluate.checks.contract import input_scale, judge_input_scale, label_order
-from robustkit.evaluate.checks.masking import gradient_consistency, gradients_available
+from robustkit.evaluate.checks.masking import forward_optimisation, gradient_consistency, gradients_available
 
 
 class Head(nn.Module):
@@ -218,3 +218,43 @@ def test_a_budget_in_another_norms_units_reaches_the_results_and_a_warning(model
     assert next(c for c in healthy.checks if c.name == "budget_units").status == "pass"
     diagnosis = rk.diagnose(model, (x, y), attack=rk.attack("pgd_l2", eps=1 / 255, steps=2), sample=32)
     assert diagnosis["budget_units"].status == "warn"
+
+
+# ---------------------------------------------------------------- forward_optimisation
+
+
+class Purified(nn.Module):
+    """A test-time purifier: a few signed gradient steps lowering the entropy of the model's own
+    prediction before classifying (an optimisation inside forward, as in the defenses Croce et al. 2022 broke)."""
+
+    def __init__(self, model: nn.Module, steps: int = 3, step: float = 0.02):
+        super().__init__()
+        self.model, self.steps, self.step = model, steps, step
+
+    def forward(self, x):
+        z = x.detach()
+        for _ in range(self.steps):
+            with torch.enable_grad():
+                z = z.clone().requires_grad_(True)
+                p = self.model(z).softmax(1)
+                entropy = -(p * p.clamp_min(1e-12).log()).sum()
+                (grad,) = torch.autograd.grad(entropy, z)
+            z = (z - self.step * grad.sign()).clamp(0, 1).detach()
+        return self.model(x + (z - x).detach())  # the attack sees the identity through the purification
+
+
+def test_forward_optimisation_sees_a_purifier_and_not_a_healthy_model(model, sample):
+    x, _ = sample
+    check = forward_optimisation(Purified(model), x)
+    assert check.status == "warn" and check.values["calls"] == {"torch.autograd.grad": 3}, check.values
+    assert "Croce et al. 2022" in check.detail
+    assert forward_optimisation(model, x).status == "pass"
+
+
+def test_diagnose_and_benchmark_run_forward_optimisation_under_any_attack(model, sample):
+    x, y = sample
+    diagnosis = rk.diagnose(Purified(model), (x, y), attack=rk.attack("pgd", eps=0.1, steps=2), sample=32)
+    assert diagnosis["forward_optimisation"].status == "warn"
+    bench = rk.evaluate.benchmark(Purified(model), (x[:32], y[:32]), attack="fgsm", eps=0.1, ood=["fakedata"],
+                                  detectors=["max_logit"], check_sample=16)  # fmt: skip
+    assert {c.name: c.status for c in bench.checks}["forward_optimisation"] == "warn"

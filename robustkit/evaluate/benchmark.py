@@ -39,7 +39,7 @@ from ..registry import attack as make_attack
 from .checks import Check, gradients_available, iterative_vs_single_step, unbounded_attack, unstable_predictions
 from .checks.attack import gradient_based
 from .checks.contract import input_scale, label_order
-from .checks.masking import gradient_consistency
+from .checks.masking import forward_optimisation, gradient_consistency
 from .checks.official import autoattack_flags
 from .ood import ood as ood_scores
 from .predictions import predict
@@ -421,9 +421,9 @@ def benchmark(
     ``skipped``. ``detectors`` (names or ``{name: Detector}``, default `DEFAULT_DETECTORS`)
     are fitted on ``train`` and scored with one `ood` call per OOD set.
 
-    Checks: `output_head` (the first batch's outputs), `model_learned` (all test images),
-    `input_scale`, `label_order`, `gradients_available`, `gradient_consistency`, `unstable_predictions` and
-    `unbounded_attack` (on a seeded sample of ``check_sample`` test images; a gradient attack,
+    Checks: `output_head` (the first batch's outputs), `model_learned` and `budget_units` (all test
+    images), `input_scale`, `label_order`, `gradients_available`, `gradient_consistency`,
+    `unstable_predictions`, `forward_optimisation` and `unbounded_attack` (on a seeded sample of ``check_sample`` test images; a gradient attack,
     the reference PGD, when the threat model's attack includes Square, as AutoAttack does),
     `iterative_vs_single_step` (L∞ attacks other than FGSM; FGSM on all attacked images),
     the official AutoAttack's own flag checks (`autoattack_flags`) when it is the attack, and
@@ -490,6 +490,7 @@ def benchmark(
             checks.append(gradients_available(model, sample.x, sample.y))
             checks.append(gradient_consistency(model, sample.x, sample.y, seed=seed))
             checks.append(unstable_predictions(model, sample.x))
+            checks.append(forward_optimisation(model, sample.x))
             checks.append(unbounded_attack(gradient_based(atk), model, sample.x, sample.y))
             if atk.backend == "autoattack" and hasattr(atk, "components"):
                 checks += autoattack_flags(

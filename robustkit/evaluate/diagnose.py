@@ -45,6 +45,7 @@ from .checks.contract import input_scale, label_order, model_learned, output_hea
 from .checks.defense import defense_cost
 from .checks.masking import (
     adaptive_vs_oblivious,
+    forward_optimisation,
     gradient_consistency,
     gradient_free,
     gradients_available,
@@ -63,6 +64,7 @@ CHECKS = (
     "gradients_available",
     "gradient_consistency",
     "unstable_predictions",
+    "forward_optimisation",
     "defense_cost",
     "budget_units",
     "unbounded_attack",
@@ -102,7 +104,8 @@ def diagnose(
 
     Always (the model's contract and its gradients): `model_learned`, `output_head` and `label_order`
     (1 forward pass), `input_scale` (3 forward), `gradients_available` (1 forward + 1 backward),
-    `gradient_consistency` (2 forward + 1 backward), `unstable_predictions` (2 forward); with
+    `gradient_consistency` (2 forward + 1 backward), `unstable_predictions` (2 forward),
+    `forward_optimisation` (1 forward of 8 images); with
     ``defense_of``: `defense_cost` (1 forward). With an attack (A = one run of it on the sample,
     the unit of ``cost["ratio"]``):
 
@@ -194,6 +197,8 @@ def _diagnose(
         checks.append(gradient_consistency(model, x, y, seed=seed, batch_size=batch_size))
     if wanted("unstable_predictions"):
         checks.append(unstable_predictions(model, x, batch_size=batch_size))
+    if wanted("forward_optimisation"):
+        checks.append(forward_optimisation(model, x))
     if wanted("defense_cost", None if defense_of is not None else "needs defense_of= (the undefended model)"):
         undefended = acc_of(x, defense_of)
         measured["undefended_clean_accuracy"] = undefended

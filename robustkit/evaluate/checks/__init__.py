@@ -4,7 +4,7 @@
   labels in its own class order (model_learned, output_head, input_scale, label_order; together
   `contract_checks`, which every entry point runs);
 - `masking`: the gradients an attack follows exist, are stable and lead somewhere (gradients_available,
-  gradient_consistency, unstable_predictions, gradient_free, adaptive_vs_oblivious);
+  gradient_consistency, unstable_predictions, forward_optimisation, gradient_free, adaptive_vs_oblivious);
 - `attack`: the budget is in the attack's norm (budget_units) and the attack did its job (opened
   budget, eps curve, single step, steps, loss_gap);
 - `defense`: what a defense costs, catastrophic overfitting;
@@ -32,6 +32,7 @@ from .contract import CONTRACT, contract_checks, input_scale, label_order, model
 from .defense import catastrophic_overfitting, defense_cost
 from .masking import (
     adaptive_vs_oblivious,
+    forward_optimisation,
     gradient_consistency,
     gradient_free,
     gradients_available,
@@ -54,6 +55,7 @@ __all__ = [
     "certified_vs_empirical",
     "contract_checks",
     "defense_cost",
+    "forward_optimisation",
     "gradient_consistency",
     "gradient_free",
     "gradients_available",

@@ -6,6 +6,10 @@ Carlini & Wagner 2016 (distillation's saturated softmax) and Pintor et al. 2022.
 
 from __future__ import annotations
 
+import sys
+from collections import Counter
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,7 +22,7 @@ from ...core.checks import (
     model_device,
     preserved_state,
 )
-from ...core.papers import ANDRIUSHCHENKO_2020, ATHALYE_2018, CARLINI_WAGNER_2016, PINTOR_2022, TRAMER_2020
+from ...core.papers import ANDRIUSHCHENKO_2020, ATHALYE_2018, CARLINI_WAGNER_2016, CROCE_2022, PINTOR_2022, TRAMER_2020
 from ...modelling.batches import map_batches, slices
 from ..predictions import _rate
 from .base import Check, _not_above
@@ -292,3 +296,50 @@ def gradient_free(broken: int, tried: int, survivors: int, n: int, attack_name: 
         return Check("gradient_free", status, detail, values, papers)
     detail = f"the gradient-free {attack_name} breaks {broken} of {of} the gradient attack left standing"
     return Check("gradient_free", "pass", detail, values, papers)
+
+
+def forward_optimisation(model: nn.Module, x: torch.Tensor, images: int = 8) -> Check:
+    """The forward pass must not compute gradients itself (a test-time optimisation or purification defense).
+
+    Runs the model on ``images`` images (eval mode, as an attack calls it) and counts the calls of
+    ``torch.autograd.grad`` and ``torch.autograd.backward`` (``Tensor.backward``, optimisers' steps and
+    ``torch.func`` transforms go through them) made inside it. A model that optimises its input or its
+    own state at test time (a purifier, an energy-based refinement, test-time training) hands attacks the
+    gradient of an unrolled or detached optimisation, which is masked or misleading, so gradient attacks
+    overstate robust accuracy (Croce et al. 2022 broke most such defenses with adaptive attacks: BPDA
+    through the optimisation, EOT over its randomness, and many more steps). Warns on any such call;
+    the official AutoAttack's ``dynamic`` flag looks for the same. Cost: one forward pass of ``images``.
+
+    Papers: Croce et al. 2022, https://arxiv.org/abs/2202.13711; Athalye, Carlini & Wagner 2018, https://arxiv.org/abs/1802.00420
+    """
+    check_images(x)
+    inspect_model(model, x)
+    watched = {torch.autograd.grad.__code__: "torch.autograd.grad", torch.autograd.backward.__code__: "backward"}
+    calls: Counter[str] = Counter()
+
+    def profile(frame: Any, event: str, _: Any) -> None:
+        if event == "call" and frame.f_code in watched:
+            calls[watched[frame.f_code]] += 1
+
+    previous = sys.getprofile()
+    with preserved_state(model):
+        model.eval()
+        sys.setprofile(profile)
+        try:
+            model(x[:images].detach().to(model_device(model)))
+        finally:
+            sys.setprofile(previous)
+    values = {"calls": dict(calls), "images": min(images, len(x))}
+    papers = f"{CROCE_2022}; {ATHALYE_2018}"
+    if calls:
+        listed = ", ".join(f"{name} ×{count}" for name, count in calls.items())
+        detail = (
+            f"the model computes gradients inside its forward pass ({listed} for one call on {values['images']} "
+            "images): a test-time optimisation or purification defense, whose gradient is that of an unrolled or "
+            "detached optimisation, so gradient attacks overstate robust accuracy; attack it adaptively: BPDA "
+            "through the optimisation (e.g. the identity), EOT over its randomness, many more steps (Croce et al. "
+            "2022), and report the lowest number"
+        )
+        return Check("forward_optimisation", "warn", detail, values, papers)
+    detail = "the forward pass computes no gradients of its own: no test-time optimisation to see through"
+    return Check("forward_optimisation", "pass", detail, values, papers)
