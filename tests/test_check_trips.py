@@ -258,3 +258,31 @@ def test_diagnose_and_benchmark_run_forward_optimisation_under_any_attack(model,
     bench = rk.evaluate.benchmark(Purified(model), (x[:32], y[:32]), attack="fgsm", eps=0.1, ood=["fakedata"],
                                   detectors=["max_logit"], check_sample=16)  # fmt: skip
     assert {c.name: c.status for c in bench.checks}["forward_optimisation"] == "warn"
+
+
+# ---------------------------------------------------------------- resume fingerprints (issues 32.5, 30.6)
+
+
+def test_resume_refuses_another_models_another_budgets_or_other_images_state(model, digits_train, digits_test, tmp_path):
+    from robustkit.modelling.models import model_spec
+    from robustkit.modelling.train import TrainConfig, train_model
+
+    x, y = digits_test.x[:96], digits_test.y[:96]
+    pgd = rk.attack("pgd", eps=0.1, steps=2)
+    state = tmp_path / "state.jsonl"
+    whole = rk.evaluate.robust_accuracy(pgd, model, x, y, batch_size=16, state=state)
+    other, _ = train_model(model_spec("small_cnn", digits_train.info), digits_train, TrainConfig(epochs=1, seed=5),
+                           progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match="the model's weights differ"):
+        rk.evaluate.robust_accuracy(pgd, other, x, y, batch_size=16, state=state)
+    with pytest.raises(ValueError, match=r"attack 1 \(pgd\): eps 0.1 there, 0.2 now"):  # the field, both values
+        rk.evaluate.robust_accuracy(pgd.with_params(eps=0.2), model, x, y, batch_size=16, state=state)
+    with pytest.raises(ValueError, match="attack 1 \\(pgd\\): seed 0 there, 1 now"):
+        rk.evaluate.robust_accuracy(pgd.with_params(seed=1), model, x, y, batch_size=16, state=state)
+    # other images at the same positions (here: the same ones, a grey level off), classified alike
+    moved = (x + torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) / 255).clamp(0, 1)
+    assert torch.equal(rk.evaluate.predict(model, moved), rk.evaluate.predict(model, x))
+    with pytest.raises(ValueError, match="are not the ones the interrupted run attacked"):
+        rk.evaluate.robust_accuracy(pgd, model, moved, y, batch_size=16, state=state)
+    again = rk.evaluate.robust_accuracy(pgd, model, x, y, batch_size=16, state=state)  # the same run reads back
+    assert again["accuracy"] == whole["accuracy"] and again["attacked"] == 0
