@@ -207,11 +207,11 @@ def bench_diagnose(batch: int, repeats: int, steps: int) -> list[dict]:
     points PGD leaves, so its cost depends on a real model's robust accuracy.
     """
     from robustkit.app.runner import PROFILES
-    from robustkit.evaluate.diagnose import _sample
+    from robustkit.modelling.data import seeded_sample
 
     train, test = rk.load_dataset("digits", "train"), rk.load_dataset("digits", "test")
     model, _ = rk.train_model(model_spec("small_cnn", train.info), train, PROFILES["small"].train, progress=False)
-    x, y = _sample(test.x, test.y, batch, 0)  # the sample diagnose draws
+    x, y = seeded_sample(test, batch, 0)  # the sample diagnose draws
     pgd = rk.attack("pgd", eps=8 / 255, steps=steps)
     ours, attack = paired(
         lambda: rk.diagnose(model, test, attack=pgd, sample=batch),

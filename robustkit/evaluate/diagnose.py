@@ -78,7 +78,7 @@ CHECKS = (
 """The checks `diagnose` can run, in the order it runs them."""
 
 GRADIENT_FREE_SAMPLE = 32  # survivors of the attack that the gradient-free check attacks with Square
-GRADIENT_FREE_QUERIES = 100  # Square's queries per image there
+GRADIENT_FREE_QUERIES = 300  # Square's queries per image there (100 missed a k-WTA model's discontinuities)
 
 ATTACK_CHECKS = CHECKS[CHECKS.index("budget_units") :]
 """The checks that need an attack."""
@@ -118,8 +118,8 @@ def diagnose(
     - `iterative_vs_single_step` for L∞ attacks other than FGSM (1 forward + 1 backward);
     - `incomplete_optimisation` for attacks with ``steps``: 2×steps on the survivors (≤ 2 A);
     - `loss_gap` for iterative cross-entropy attacks: the same attack on the DLR loss (1 A);
-    - `gradient_free`: a 100-query Square attack on at most 32 of the images the attack left
-      standing (about 200 forward passes of 32 images; none when nothing survives);
+    - `gradient_free`: a 300-query Square attack on at most 32 of the images the attack left
+      standing (about 600 forward passes of 32 images; none when nothing survives);
     - `adaptive_vs_oblivious` with ``defense_of``: the attack crafted on it (1 A).
 
     Measured on digits (PGD-10 at 8/255, 256 points, 2 loaded CPU cores): see

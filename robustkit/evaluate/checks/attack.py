@@ -22,7 +22,7 @@ from ..predictions import _predict, _rate
 from .base import Z_FAIL, Check, _check_n, _fmt_eps, _not_above, _share, noise_tolerance
 
 UNBOUNDED_WARN, UNBOUNDED_FAIL = 0.02, 0.10  # accuracy left by the attack with its budget opened
-STEPS_WARN, STEPS_FAIL = 0.01, 0.05  # robust-accuracy drop when the steps double (and 2 / 4 points)
+STEPS_WARN, STEPS_FAIL = 0.03, 0.05  # robust-accuracy drop when the steps double (and more than 3 / 5 images)
 
 
 def monotone_in_eps(eps_list: Sequence[float | str], accuracies: Sequence[float], n: int) -> Check:
@@ -119,9 +119,12 @@ def incomplete_optimisation(
 
     Runs the attack with 2×``steps`` (other parameters as given; a default step size follows
     the steps) on the points that survived the attack (``x_adv``: its output, when already
-    computed). Robust accuracy dropping by more than 1% and more than 2 points warns, by more
-    than 5% and more than 4 points fails: the attack had not converged. Pintor et al.'s
-    "incomplete optimization". Cost: at most twice the attack, on its survivors only.
+    computed). Robust accuracy dropping by more than 3 points (and more than 3 images) warns, by
+    more than 5 points (and more than 5 images) fails: the attack had not converged. Pintor et al.'s
+    "incomplete optimization". A healthy model's PGD-10 is not exactly converged either: on digits
+    at ε = 0.1 twenty steps find 0.7 to 1.6 points more than ten, about the spread between two
+    random starts (0.9 points), so smaller drops are not flagged. Cost: at most twice the attack,
+    on its survivors only.
 
     Papers: Pintor et al. 2022, https://arxiv.org/abs/2106.09947; Carlini et al. 2019, https://arxiv.org/abs/1902.06705
     """
@@ -141,9 +144,9 @@ def incomplete_optimisation(
         still = int((_predict(model, attack_batches(more, model, xi, yi, batch_size=batch_size)) == yi.cpu()).sum())
     before, after = len(idx) / n, still / n
     drop = before - after
-    warn_at, fail_at = max(STEPS_WARN, 2 / n), max(STEPS_FAIL, 4 / n)
-    # Decided on counts of images, not on floats: a drop of exactly 2 of 256 images must not read as "more than 2".
-    dropped, warn_count, fail_count = len(idx) - still, max(STEPS_WARN * n, 2), max(STEPS_FAIL * n, 4)
+    warn_at, fail_at = max(STEPS_WARN, 3 / n), max(STEPS_FAIL, 5 / n)
+    # Decided on counts of images, not on floats: a drop of exactly 3 of 64 images must not read as "more than 3".
+    dropped, warn_count, fail_count = len(idx) - still, max(STEPS_WARN * n, 3), max(STEPS_FAIL * n, 5)
     values = {
         "steps": steps,
         "accuracy": before,
