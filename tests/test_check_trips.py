@@ -330,3 +330,31 @@ def test_discontinuous_activations_trip_the_gradient_free_and_steps_checks(kwta_
     assert d.measured["clean_accuracy"] > 0.9 and d["gradient_consistency"].status == "pass"
     assert d["gradient_free"].status in ("warn", "fail"), d["gradient_free"].detail
     assert d["incomplete_optimisation"].status == "fail"
+
+
+# ---------------------------------------------------------------- OOD: fit data and input scale (issues 32.7, 32.8)
+
+
+def test_a_detector_fitted_on_the_test_images_it_scores_is_flagged(model, digits_train, digits_test):
+    test, noise = digits_test.x[:200], torch.rand(200, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    on_test = rk.evaluate.ood(rk.detector("mahalanobis").fit(model, digits_test), test, noise)
+    check = next(c for c in on_test.checks if c.name.startswith("fit_overlap"))
+    assert check.status == "fail" and check.values["found"] == 200 and "training split" in check.detail
+    on_train = rk.evaluate.ood(rk.detector("mahalanobis").fit(model, digits_train), test, noise)
+    assert next(c for c in on_train.checks if c.name.startswith("fit_overlap")).status == "pass"
+    logits_only = rk.evaluate.ood(rk.detector("energy").fit(model), test, noise)  # learns nothing: nothing to compare
+    assert not any(c.name.startswith("fit_overlap") for c in logits_only.checks)
+
+
+def test_an_ood_set_on_another_scale_is_flagged(model, digits_train, digits_test):
+    """Issue 32.8: OOD images in [0, 1/255] (divided by 255 twice) separate by scale, not content."""
+    test, other = digits_test.x[:200], digits_test.x[200:400].flip(-1)  # mirrored digits: a near-OOD set
+    detector = rk.detector("mahalanobis").fit(model, digits_train)
+    wrong = rk.evaluate.ood(detector, test, other / 255)
+    check = next(c for c in wrong.checks if c.name.startswith("input_range"))
+    assert check.status == "fail" and "OOD images are on another scale" in check.detail
+    assert set(check.values["median_peak"]) == {"fit", "ID", "OOD"}
+    right = rk.evaluate.ood(detector, test, other)
+    assert next(c for c in right.checks if c.name.startswith("input_range")).status == "pass"
+    noise = torch.rand(200, 1, 8, 8, generator=torch.Generator().manual_seed(0))  # noise reaches 1 as digits do
+    assert next(c for c in rk.evaluate.ood(detector, test, noise).checks if c.name.startswith("input_range")).ok

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import warnings
 import weakref
@@ -203,3 +204,10 @@ _WARNED_PROBABILITIES: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # each mo
 def _looks_like_probabilities(logits: torch.Tensor) -> bool:
     sums = logits.sum(dim=1)
     return bool((logits >= 0).all() and torch.allclose(sums, torch.ones_like(sums), atol=1e-4))
+
+
+def image_digests(x: torch.Tensor) -> list[bytes]:
+    """One 8-byte hash per image of its pixels on the 0..255 grid, so the same image stored as float32 or
+    decoded from uint8 (or off by float round-off) gets the same hash."""
+    grid = (x.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return [hashlib.blake2b(image.tobytes(), digest_size=8).digest() for image in grid]

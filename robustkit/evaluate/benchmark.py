@@ -511,11 +511,18 @@ def benchmark(
                 rows.append({"group": s.group, "set": s.name, "detector": det_name, "metrics": result.metrics})
                 scores.setdefault(s.name, {})[det_name] = (result.id_scores, result.ood_scores)
                 what = f"{det_name}, {s.name}"
-                for check in result.checks:  # ood_auroc and ood_saturated (output_head is the model's, checked above)
+                for check in result.checks:  # output_head is the model's, checked above
                     base = check.name.split(" (")[0]
                     if base == "output_head":
                         continue
-                    checks.append(Check(f"{base} ({what})", check.status, check.detail, check.values, check.paper))
+                    # input_range is the set's, fit_overlap the detector's: each once, not per (detector, set)
+                    label = {"input_range": s.name, "fit_overlap": det_name}.get(base, what)
+                    labelled = Check(f"{base} ({label})", check.status, check.detail, check.values, check.paper)
+                    same = next((i for i, c in enumerate(checks) if c.name == labelled.name), None)
+                    if same is None:
+                        checks.append(labelled)
+                    elif len(check.values.get("median_peak", ())) > len(checks[same].values.get("median_peak", ())):
+                        checks[same] = labelled  # input_range with the fit data too, from a detector fitted on it
     described = [
         {"name": s.name, "group": s.group, "default": s.default, "n": len(d) if hasattr(d, "__len__") else None}
         for s, d in sets.items()

@@ -8,7 +8,8 @@
 - `attack`: the budget is in the attack's norm (budget_units) and the attack did its job (opened
   budget, eps curve, single step, steps, loss_gap);
 - `defense`: what a defense costs, catastrophic overfitting;
-- `ood`: OOD scores rank better than a coin and are not decided by ties;
+- `ood`: OOD scores rank better than a coin and are not decided by ties, the sets share one input
+  scale (input_range) and the ID images are not the detector's fit data (fit_overlap);
 - `official`: the official AutoAttack's own flag checks (autoattack_flags);
 - `certify`: a smoothed classifier that learned (smoothing_learned), a certified curve never above
   the empirical one (certified_vs_empirical).
@@ -39,7 +40,7 @@ from .masking import (
     unstable_predictions,
 )
 from .official import autoattack_flags
-from .ood import ood_auroc, ood_saturated
+from .ood import fit_overlap, input_range, ood_auroc, ood_saturated
 
 __all__ = [
     "CONTRACT",
@@ -55,11 +56,13 @@ __all__ = [
     "certified_vs_empirical",
     "contract_checks",
     "defense_cost",
+    "fit_overlap",
     "forward_optimisation",
     "gradient_consistency",
     "gradient_free",
     "gradients_available",
     "incomplete_optimisation",
+    "input_range",
     "input_scale",
     "iterative_vs_single_step",
     "label_order",
