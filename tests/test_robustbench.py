@@ -205,14 +205,17 @@ def robustkit_numbers(threat, n, eps, batch_size, *attack):
     return results["clean_accuracy"], results["robust_accuracy"], results
 
 
-def test_eval_equals_robustbench_benchmark_with_the_standard_autoattack(tiny_zoo):
-    """RobustBench's setting: AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square) at L∞ 8/255, in batches of 32
-    (benchmark's default), on 8 images. The untrained model keeps none of them (an image that survived APGD-CE would
-    cost FAB-T's and Square's thousands of passes on this CPU)."""
-    theirs = robustbench_numbers("Linf", 8, 8 / 255, 32)
-    clean, robust, results = robustkit_numbers("Linf", 8, 8 / 255, 32)
-    assert (clean, robust) == theirs == (5 / 8, 0.0)
-    assert results["attack"]["name"] == "autoattack" and results["attack"]["version"] == "standard"
+@pytest.mark.parametrize(("threat", "eps"), [("Linf", 8 / 255), ("L2", 0.5)])
+def test_eval_equals_robustbench_benchmark_with_the_standard_autoattack(tiny_zoo, threat, eps):
+    """RobustBench's setting: AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square) at RobustBench's budget, in
+    batches of 32 (benchmark's default), on 6 images; ``--threat-model L2`` alone picks the L2 suite, as the
+    leaderboard's. The untrained model keeps none of its 4 correct images (one that survived APGD-CE would cost
+    FAB-T's and Square's thousands of passes on this CPU)."""
+    theirs = robustbench_numbers(threat, 6, eps, 32)
+    clean, robust, results = robustkit_numbers(threat, 6, eps, 32)
+    assert (clean, robust) == theirs == (4 / 6, 0.0)
+    assert results["attack"]["name"] == ("autoattack" if threat == "Linf" else "autoattack_l2")
+    assert results["attack"]["version"] == "standard" and results["attack"]["eps"] == eps
     log = results["attack"]["log"]
     assert [row["attack"] for row in log] == ["apgd-ce", "apgd-t", "fab-t", "square"]
     assert [row["accuracy"] for row in log] == [0.0] * 4  # APGD-CE broke them all: the others had nothing left
