@@ -12,6 +12,9 @@ import functools
 import json
 import os
 import pickle
+import re
+import shlex
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -282,3 +285,81 @@ def test_corruption_accuracy_equals_robustbenchs_corruption_loader(tiny_zoo, tmp
     with pytest.raises(TypeError, match="prepr"):
         rb_model = rb.utils.load_model(TINY, model_dir="models", dataset="cifar10", threat_model="Linf")
         robustbench.eval.benchmark(rb_model, n_examples=16, threat_model="corruptions", data_dir="data", batch_size=6)
+
+
+# ---------------------------------------------------------------- the docs page
+
+
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "robustbench.md"
+SMALLER = [(r"--limit \d+", "--limit 6"), (r"\blimit=\d+", "limit=6"), (r"n_examples=\d+", "n_examples=6"),
+           (r"--n \d+", "--n 200")]  # fmt: skip
+
+
+def page_commands() -> list[tuple[str, str]]:
+    """(kind, text) of every command on the page: robustkit and python -c lines of its bash blocks, its python blocks."""
+    found = []
+    for lang, body in re.findall(r"^```(\w*)\n(.*?)^```", PAGE.read_text(), re.M | re.S):
+        if lang == "python":
+            found.append(("python", body))
+        elif lang == "bash":
+            for line in body.replace("\\\n", " ").splitlines():
+                line = line.split("  #")[0].strip()
+                if line and not line.startswith("#"):
+                    found.append(("shell", line))
+    return found
+
+
+def test_every_command_of_the_robustbench_page_runs(tiny_zoo, tmp_path, monkeypatch, capsys):
+    """Each command as the page writes it, on the tests' files: the zoo names it uses are small entries whose
+    checkpoints sit in robustkit's default folder (and in a RobustBench `models/` folder), timm's and
+    torchvision's weights in their caches; only the data root and the image counts are made small."""
+    from huggingface_hub import constants
+    from safetensors.torch import save_file
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ROBUSTKIT_CACHE", str(cache))
+    for threat, name in [("Linf", "Carmon2019Unlabeled"), ("L2", "Engstrom2019Robustness"),
+                         ("corruptions", "Hendrycks2020AugMix_WRN")]:  # fmt: skip
+        monkeypatch.setitem(model_dicts[CIFAR10][ThreatModel(threat)], name, {"model": tiny_wrn, "gdrive_id": "none"})
+        for folder in (cache / "robustbench", tmp_path / "models"):
+            save_robustbench(folder, "cifar10", threat, name, tiny_zoo.state_dict())
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    import timm
+    import torchvision
+
+    for tagged in ("resnet18.a1_in1k",):
+        repo = timm.models.get_pretrained_cfg(tagged).hf_hub_id
+        snapshot = tmp_path / "hub" / ("models--" + repo.replace("/", "--")) / "snapshots" / ("0" * 40)
+        snapshot.mkdir(parents=True)
+        (snapshot.parents[1] / "refs").mkdir()
+        (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+        save_file(timm.create_model(tagged).state_dict(), snapshot / "model.safetensors")
+    for arch, weights in (("mobilenet_v3_large", "IMAGENET1K_V2"), ("resnet18", "DEFAULT")):
+        chosen = torchvision.models.get_model_weights(arch)[weights]
+        path = tmp_path / "torch" / "hub" / "checkpoints" / chosen.url.rsplit("/", 1)[1]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(torchvision.models.get_model(arch).state_dict(), path)
+    torch.save(timm.create_model("resnet18").state_dict(), tmp_path / "mine.pt")
+    monkeypatch.setattr(robustbench.eval, "AutoAttack", AUTOATTACK)  # the page's last block replaces it
+    rng = np.random.default_rng(5)  # a training split with every class, for the default OOD detectors' fit
+    for i in range(1, 6):
+        with open(tmp_path / "data" / "cifar-10-batches-py" / f"data_batch_{i}", "wb") as f:
+            pickle.dump({"data": rng.integers(0, 256, (40, 3072), dtype=np.uint8), "labels": [j % 10 for j in range(40)]}, f)
+    ran = []
+    for kind, text in page_commands():
+        for pattern, small in SMALLER:
+            text = re.sub(pattern, small, text)
+        text = text.replace("/data", str(tmp_path / "data"))
+        if kind == "python":
+            exec(compile(text, str(PAGE), "exec"), {})
+        elif text.startswith("robustkit "):
+            main(shlex.split(text)[1:] + ["--no-progress"] * (text.split()[1] in ("eval", "attack")))
+        elif text.startswith("python -c "):
+            exec(shlex.split(text)[2], {})
+        else:
+            assert text.startswith("pip install 'robustkit[robustbench]'"), text
+            continue
+        ran.append(text.split()[1] if kind == "shell" else "python")
+    assert ran.count("eval") == 3 and {"attack", "certify", "-c"} <= set(ran) and ran.count("python") == 3
+    assert "clean " in capsys.readouterr().out

@@ -396,14 +396,14 @@ def _missing_robustbench(
     ids = gdrive if isinstance(gdrive, list) else [gdrive]
     files = ", ".join(str(f) for f in missing)
     fetch = (
-        f"python -c \"from robustbench.utils import load_model; load_model('{name}', model_dir='models', "
-        f"dataset='{dataset}', threat_model='{threat}')\""
+        f"python -c \"import robustkit as rk; rk.load_model('robustbench:{name}', dataset='{dataset}', "
+        f"threat_model='{threat}', download=True)\""
     )
     return (
         f"{label}: {files} {'is' if len(missing) == 1 else 'are'} missing (RobustBench's layout under --model-dir {root}: "
         f"<dataset>/<threat_model>/<name>.pt); RobustBench downloads {'it' if len(missing) == 1 else 'them'} from "
         f"Google Drive with gdown (file id {', '.join(map(str, ids))}): pass --download, or run `{fetch}` on a machine "
-        f"with internet and copy what it writes under models/{dataset}/{threat}/ to {missing[0].parent}"
+        f"with internet and copy {robustbench_dir() / dataset / threat} from there to {missing[0].parent}"
     )
 
 
