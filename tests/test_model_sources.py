@@ -183,3 +183,13 @@ def test_every_command_takes_a_model_by_name(hf_cache, tmp_path, monkeypatch, ca
     if command == "eval":
         results = json.loads((tmp_path / "runs" / "eval-cifar10" / "results.json").read_text())
         assert results["model"]["input"]["shape"] == [3, 160, 160]
+
+
+def test_a_named_models_thousand_classes_on_cifar_point_to_num_classes(hf_cache, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_cifar10(tmp_path / "data")
+    with pytest.raises(SystemExit) as stop:
+        main(["attack", "--model", f"timm:{TIMM}", "--dataset", "cifar10", "--root", "data", "--limit", "2"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "it has 1000 outputs but cifar10 has 10 classes" in err
+    assert "new head with --num-classes 10" in err

@@ -424,9 +424,10 @@ def check_fits(
             problem = f"it has {out.shape[1]} outputs but {dataset} has {classes} classes"
         else:
             return
+    head = f", or give a named model a new head with --num-classes {classes}" if hasattr(net, "robustkit_input") else ""
     raise ValueError(
         f"your model does not fit {where} ({shape} images, {classes} classes): {problem}. "
-        f"Pass {flag} with the data set your model was made for (robustkit datasets lists them)"
+        f"Pass {flag} with the data set your model was made for (robustkit datasets lists them){head}"
     )
 
 
