@@ -345,8 +345,8 @@ FactoryOption = Annotated[
     str | None,
     typer.Option(
         "--model",
-        help="the model: module:factory (or file.py:factory) that builds it, e.g. torchvision.models:resnet18; or a "
-        "published one by name: robustbench:NAME, timm:NAME, torchvision:NAME (weights from the library's cache)",
+        help="module:factory (or file.py:factory) that builds the model, e.g. torchvision.models:resnet18; or a "
+        "published model by name: robustbench:NAME, timm:NAME, torchvision:NAME (weights from the library's cache)",
     ),
 ]
 ThreatModelOption = Annotated[
