@@ -13,7 +13,10 @@
   ``run_standard_evaluation`` on the same digits images and seed, and Square's component vs the
   authors' ``SquareAttack`` (goal ≤ 1.05×, issue 24);
 - corrupting a CIFAR-size batch on the fly (the 15 corruptions at severity 3, per corruption) vs one
-  forward pass of cnn6 on it (goal ≤ 1× on the CPU, issue 25; zoom blur alone is about 2×).
+  forward pass of cnn6 on it (goal ≤ 1× on the CPU, issue 25; zoom blur alone is about 2×);
+- robustkit eval's attack vs ``robustbench.eval.benchmark`` on the same zoo architecture, images and AutoAttack
+  standard (goal ≤ 1.05×, issue 31), and both sides' peak memory at 1 000 and 10 000 images
+  (``benchmarks/robustbench.py``).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import torch.nn.functional as F
 
 import robustkit as rk
 from benchmarks.certify import bench_certify
+from benchmarks.robustbench import bench_robustbench
 from benchmarks.streaming import bench_streaming
 from benchmarks.timing import timed
 from robustkit.modelling.data import DatasetInfo
@@ -594,6 +598,7 @@ def main(argv: list[str] | None = None) -> None:
         lambda: bench_robust_floor(model, x, y, steps, max(2, repeats // 2)),
         lambda: bench_deepfool(batch, max(1, repeats // 2)),
         bench_autoattack,
+        lambda: bench_robustbench(3 if args.quick else 5, 32 if args.quick else 64),
         bench_streaming,
         lambda: bench_ood(model, x, repeats * 4),
         lambda: bench_ood_shared(model, x, repeats * 4),

@@ -21,6 +21,7 @@ _PUBLIC = {
     "with_normalization": "robustkit.modelling.models",
     "TrainConfig": "robustkit.modelling.train",
     "train_model": "robustkit.modelling.train",
+    "load_model": "robustkit.modelling.loading",
     "load_checkpoint": "robustkit.modelling.checkpoint",
     "save_checkpoint": "robustkit.modelling.checkpoint",
     "evaluate": "robustkit.evaluate",

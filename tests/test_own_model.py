@@ -167,7 +167,7 @@ def test_load_model_reads_state_dicts_torchscript_and_pickles(tmp_path, resnet):
     torch.save(resnet, tmp_path / "module.pt")
     factory = f"{__file__}:resnet18"
     loaded = {
-        "state_dict + factory": load_model(tmp_path / "state.pt", factory, device="cpu"),
+        "state_dict + factory": load_model(factory, weights=tmp_path / "state.pt", device="cpu"),
         "torchscript": load_model(tmp_path / "scripted.pt", device="cpu"),
         "pickled, unsafe": load_model(tmp_path / "module.pt", unsafe_pickle=True, device="cpu"),
     }
@@ -179,10 +179,10 @@ def test_load_model_reads_state_dicts_torchscript_and_pickles(tmp_path, resnet):
     with pytest.raises(CheckpointError, match="--unsafe-pickle"):
         load_model(tmp_path / "module.pt")
     with pytest.raises(CheckpointError, match=r"does not fit the model from torchvision\.models:resnet34: size mismatch"):
-        load_model(tmp_path / "state.pt", "torchvision.models:resnet34")
+        load_model("torchvision.models:resnet34", weights=tmp_path / "state.pt")
     torch.save({"fc.weight": torch.zeros(10, 512)}, tmp_path / "partial.pt")
     with pytest.raises(CheckpointError, match="missing keys"):
-        load_model(tmp_path / "partial.pt", factory)
+        load_model(factory, weights=tmp_path / "partial.pt")
 
 
 def test_device_auto_and_clear_device_errors():

@@ -54,3 +54,15 @@ def test_accuracy_heatmap_annotates_every_cell_on_a_fixed_scale(tmp_path, drawn)
     assert ax.images[0].get_clim() == (0.0, 1.0)
     assert len(fig.axes) == 2  # the heatmap and its colorbar
     assert (tmp_path / "matrix.png").stat().st_size > 1000
+
+
+def test_score_histogram_of_float32_scores_with_a_range_below_their_precision(tmp_path, drawn):
+    """float32 scores of magnitude 1e9 (float32's spacing there is 64) spread over 128: numpy cannot make 40 float32
+    bins of them; the figure bins them in float64 instead of stopping the run (a detector on an untrained model)."""
+    id_scores = np.full(4, 1e9, dtype=np.float32)
+    ood_scores = id_scores + np.float32(128)
+    with pytest.raises(ValueError, match="Too many bins"):
+        np.histogram_bin_edges(np.concatenate([id_scores, ood_scores]), bins=40)
+    plots.score_histogram(id_scores, ood_scores, tmp_path / "hist.png")
+    heights = [p.get_height() for p in drawn[0].axes[0].patches]
+    assert len(heights) == 80 and sum(h > 0 for h in heights) == 2  # 40 bins per set; each set in one of them

@@ -189,7 +189,11 @@ def recipe_command(name: str) -> None:
         ctx, is_strict = kwargs.pop("ctx"), kwargs.pop("strict")
         options = RecipeOptions(**{k: kwargs.pop(k) for k in common_names})
         if options.model or options.weights:  # the user's model must fit the data before anything runs
-            net = _load_model(options.weights, options.model, options.unsafe_pickle, options.device)
+            net = _load_model(
+                options.weights, options.model, options.unsafe_pickle, options.device, dataset=options.dataset,
+                threat_model=options.threat_model, model_dir=options.model_dir, num_classes=options.num_classes,
+                download=options.download,
+            )  # fmt: skip
             check_fits(net, ctx, options.dataset, root=options.root, download=options.download)
             del net
         path = module.run(options, **kwargs)
@@ -339,7 +343,30 @@ WeightsOption = Annotated[
 ]
 FactoryOption = Annotated[
     str | None,
-    typer.Option("--model", help="module:factory (or file.py:factory) that builds the model, e.g. torchvision.models:resnet18"),
+    typer.Option(
+        "--model",
+        help="module:factory (or file.py:factory) that builds the model, e.g. torchvision.models:resnet18; or a "
+        "published model by name: robustbench:NAME, timm:NAME, torchvision:NAME (weights from the library's cache)",
+    ),
+]
+ThreatModelOption = Annotated[
+    str | None,
+    typer.Option("--threat-model", help="which RobustBench zoo a robustbench:NAME model comes from: Linf (default), L2, corruptions"),
+]
+ModelDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--model-dir",
+        help="RobustBench's MODEL_DIR, holding <dataset>/<threat_model>/<NAME>.pt "
+        "(default: $ROBUSTKIT_CACHE/robustbench or ~/.cache/robustkit/robustbench)",
+    ),
+]
+NumClassesOption = Annotated[
+    int | None, typer.Option("--num-classes", help="give the model a new, untrained head with this many classes")
+]
+DownloadOption = Annotated[
+    bool,
+    typer.Option(help="download what is missing: the model's pretrained weights (robustbench:, timm:, torchvision:) and the data"),
 ]
 UnsafeOption = Annotated[
     bool, typer.Option("--unsafe-pickle", help="allow a whole pickled module in --weights (loading it runs code from the file)")
@@ -347,10 +374,24 @@ UnsafeOption = Annotated[
 DeviceOption = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")]
 
 
-def _load_model(weights: Path | None, factory: str | None, unsafe_pickle: bool, device: str):
+def _load_model(
+    weights: Path | None,
+    source: str | None,
+    unsafe_pickle: bool,
+    device: str,
+    *,
+    dataset: str | None = None,
+    threat_model: str | None = None,
+    model_dir: Path | None = None,
+    num_classes: int | None = None,
+    download: bool = False,
+):
     from ..modelling.loading import load_model
 
-    return load_model(weights, factory, unsafe_pickle=unsafe_pickle, device=device)
+    return load_model(
+        source, weights=weights, num_classes=num_classes, dataset=dataset, threat_model=threat_model,
+        model_dir=model_dir, download=download, unsafe_pickle=unsafe_pickle, device=device,
+    )  # fmt: skip
 
 
 def check_fits(
@@ -383,9 +424,10 @@ def check_fits(
             problem = f"it has {out.shape[1]} outputs but {dataset} has {classes} classes"
         else:
             return
+    head = f", or give a named model a new head with --num-classes {classes}" if hasattr(net, "robustkit_input") else ""
     raise ValueError(
         f"your model does not fit {where} ({shape} images, {classes} classes): {problem}. "
-        f"Pass {flag} with the data set your model was made for (robustkit datasets lists them)"
+        f"Pass {flag} with the data set your model was made for (robustkit datasets lists them){head}"
     )
 
 
@@ -430,6 +472,9 @@ def attack(
     model: FactoryOption = None,
     unsafe_pickle: UnsafeOption = False,
     device: DeviceOption = "auto",
+    threat_model: ThreatModelOption = None,
+    model_dir: ModelDirOption = None,
+    num_classes: NumClassesOption = None,
     dataset: Annotated[str, typer.Option(help="dataset name")] = "digits",
     attack_name: Annotated[str, typer.Option("--attack", help="attack name (robustkit list attacks)")] = "pgd",
     backend: Annotated[str | None, typer.Option(help="backend (default: the attack's default)")] = None,
@@ -443,6 +488,7 @@ def attack(
     overwrite: Annotated[bool, typer.Option(help="replace an existing run folder")] = False,
     root: Annotated[Path | None, typer.Option(help="dataset root")] = None,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    download: DownloadOption = False,
 ) -> None:
     """Attack a trained model on a test set: accuracy, per-eps table, image grid."""
     from .tasks import attack_run
@@ -450,12 +496,15 @@ def attack(
     params: dict[str, Any] = {"eps": eps, **_parse_params(param)}
     if steps is not None:
         params["steps"] = steps
-    net = _load_model(weights, model, unsafe_pickle, device)
-    check_fits(net, ctx, dataset, root=root)
+    net = _load_model(
+        weights, model, unsafe_pickle, device, dataset=dataset, download=download, threat_model=threat_model,
+        model_dir=model_dir, num_classes=num_classes,
+    )  # fmt: skip
+    check_fits(net, ctx, dataset, root=root, download=download)
     label = f"`{model or weights}`" + (f" with `{weights}`" if model and weights else "")
     folder, results = attack_run(
         net, dataset, attack_name, params, out, backend=backend, sweep=sweep, limit=limit, overwrite=overwrite,
-        root=root, model_label=label, progress=progress,
+        root=root, model_label=label, progress=progress, download=download,
     )  # fmt: skip
     typer.echo(
         f"clean {results['clean_accuracy']:.4f}  robust {results['robust_accuracy']:.4f}  "
@@ -471,6 +520,9 @@ def ood(
     model: FactoryOption = None,
     unsafe_pickle: UnsafeOption = False,
     device: DeviceOption = "auto",
+    threat_model: ThreatModelOption = None,
+    model_dir: ModelDirOption = None,
+    num_classes: NumClassesOption = None,
     id_data: Annotated[str, typer.Option("--id", help="ID dataset")] = "digits",
     ood_data: Annotated[str, typer.Option("--ood", help="OOD dataset (fakedata: noise of the ID shape)")] = "fakedata",
     detectors: Annotated[str, typer.Option(help="comma-separated detector names")] = "max_logit,max_softmax,energy",
@@ -479,14 +531,20 @@ def ood(
     out: Annotated[Path, typer.Option(help="run folder")] = Path("runs/ood"),
     overwrite: Annotated[bool, typer.Option(help="replace an existing run folder")] = False,
     root: Annotated[Path | None, typer.Option(help="dataset root")] = None,
+    download: DownloadOption = False,
 ) -> None:
     """OOD-score ID vs OOD test images with several detectors: metrics table and figures."""
     from .tasks import OOD_HEADERS, ood_run
 
     names = [d.strip() for d in detectors.split(",") if d.strip()]
-    net = _load_model(weights, model, unsafe_pickle, device)
-    check_fits(net, ctx, id_data, param="id_data", root=root)
-    _, rows, results = ood_run(net, id_data, ood_data, names, out, limit=limit, overwrite=overwrite, root=root)
+    net = _load_model(
+        weights, model, unsafe_pickle, device, dataset=id_data, download=download, threat_model=threat_model,
+        model_dir=model_dir, num_classes=num_classes,
+    )  # fmt: skip
+    check_fits(net, ctx, id_data, param="id_data", root=root, download=download)
+    _, rows, results = ood_run(
+        net, id_data, ood_data, names, out, limit=limit, overwrite=overwrite, root=root, download=download
+    )
     images = results["images"]
     _print_table(f"{id_data} ({images['id']} images) vs {ood_data} ({images['ood']} images)", OOD_HEADERS, rows)
     _report_checks(results, strict)
@@ -509,9 +567,18 @@ def eval_command(
     model: FactoryOption = None,
     unsafe_pickle: UnsafeOption = False,
     device: DeviceOption = "auto",
+    threat_model: ThreatModelOption = None,
+    model_dir: ModelDirOption = None,
+    num_classes: NumClassesOption = None,
     dataset: Annotated[str, typer.Option(help="ID dataset (robustkit datasets), e.g. cifar10, digits")] = "cifar10",
     root: Annotated[Path | None, typer.Option(help="dataset root (default: $ROBUSTKIT_DATA or ~/.cache/robustkit/data)")] = None,
-    download: Annotated[bool, typer.Option(help="download missing datasets (the ID set and the default OOD sets)")] = False,
+    download: Annotated[
+        bool,
+        typer.Option(
+            help="download what is missing: the model's pretrained weights (robustbench:, timm:, torchvision:) and the "
+            "data sets (the ID set and the default OOD sets)"
+        ),
+    ] = False,
     limit: Annotated[int | None, typer.Option(help="number of test images, and of images per OOD set (default: all)")] = None,
     seed: Annotated[int, typer.Option(help="seed for the attack, the OOD samples and the checks' sample")] = 0,
     attack_name: Annotated[
@@ -539,9 +606,13 @@ def eval_command(
         bool,
         typer.Option(help="add accuracy under the 15 common corruptions × 5 severities (CIFAR-10-C; the official files when under --root)"),
     ] = False,
+    batch_size: Annotated[
+        int, typer.Option(help="images per attack batch (robustbench.eval.benchmark's batch_size; random starts depend on it)")
+    ] = 256,
 ) -> None:
     """`EVAL_HELP`: RobustBench's and OpenOOD's numbers for one model, in one run folder."""
-    from ..evaluate.benchmark import ood_sets, threat_model
+    from ..evaluate.benchmark import ood_sets
+    from ..evaluate.benchmark import threat_model as threat_model_for
     from ..modelling.data import LOADERS, load_dataset
     from ..registry import detector_class
     from .evaluation import ModelInfo, check_resumable, eval_run, exit_together, process_group
@@ -552,7 +623,14 @@ def eval_command(
         raise ValueError(f"unknown dataset {dataset!r}; valid names: {', '.join(LOADERS)} (robustkit datasets)")
     if limit is not None and limit < 1:
         raise ValueError(f"--limit {limit} must be a positive number of test images")
-    threat = threat_model(attack_name, eps=eps, norm=norm, backend=backend, seed=seed, params=_parse_params(param))
+    if batch_size < 1:
+        raise ValueError(f"--batch-size {batch_size} must be a positive number of images")
+    if model and model.startswith("robustbench:") and threat_model:  # the leaderboard's own numbers by default
+        zoo = threat_model.lower()
+        if zoo == "l2" and attack_name is None and norm is None:
+            norm = "l2"
+        corruptions = corruptions or zoo.startswith("corruptions")
+    threat = threat_model_for(attack_name, eps=eps, norm=norm, backend=backend, seed=seed, params=_parse_params(param))
     ood_sets(dataset, ood_data)
     for name in detector or []:
         detector_class(name)
@@ -560,7 +638,8 @@ def eval_command(
     options = {
         "model": model, "weights": weights, "dataset": dataset, "root": root, "limit": limit, "seed": seed,
         "attack": attack_name, "backend": backend, "param": param, "eps": eps, "norm": norm, "ood": ood_data,
-        "detector": detector, "device": device, "corruptions": corruptions,
+        "detector": detector, "device": device, "corruptions": corruptions, "threat_model": threat_model,
+        "model_dir": model_dir, "num_classes": num_classes, "batch_size": batch_size,
     }  # fmt: skip
     with process_group(device) as (rank, _, device):
         lead = rank == 0  # only the first process writes and prints
@@ -571,14 +650,19 @@ def eval_command(
             net, record = default_classifier(train, seed=seed, device=device, progress=progress and lead)
             about = ModelInfo(f"robustkit's `{record['arch']}` ({record['epochs']} epochs, trained once, then cached)", record)
         else:
-            net = _load_model(weights, model, unsafe_pickle, device)
+            net = _load_model(
+                weights, model, unsafe_pickle, device, dataset=dataset, download=download, threat_model=threat_model,
+                model_dir=model_dir, num_classes=num_classes,
+            )  # fmt: skip
             check_fits(net, ctx, dataset, root=root, download=download)
             record = {"model": model, "weights": None if weights is None else str(weights)}
+            if hasattr(net, "robustkit_input"):
+                record["input"] = net.robustkit_input.as_dict()
             about = ModelInfo(f"`{model or weights}`" + (f" with `{weights}`" if model and weights else ""), record)
         folder, results, bench = eval_run(
             net, about, dataset, out, attack=threat, ood=ood_data, detectors=detector, limit=limit, seed=seed, root=root,
             download=download, overwrite=overwrite, progress=progress and lead, write=lead, options=options,
-            corruptions=corruptions, resume=resume,
+            corruptions=corruptions, resume=resume, batch_size=batch_size,
         )  # fmt: skip
         failing = [c for c in results["checks"] if c["status"] != "pass"] if strict else []  # sanity.problems
         if not lead:
@@ -612,6 +696,9 @@ def defend(
     model: FactoryOption = None,
     unsafe_pickle: UnsafeOption = False,
     device: DeviceOption = "auto",
+    threat_model: ThreatModelOption = None,
+    model_dir: ModelDirOption = None,
+    num_classes: NumClassesOption = None,
     defense_name: Annotated[str, typer.Option("--defense", help="defense name (robustkit list defenses)")] = "adversarial_training",
     param: Annotated[list[str] | None, typer.Option(help="a defense parameter as NAME=VALUE (repeatable)")] = None,
     dataset: Annotated[str, typer.Option(help="training dataset (training defenses)")] = "digits",
@@ -621,15 +708,23 @@ def defend(
     limit: Annotated[int, typer.Option(help="number of test images evaluated")] = 1000,
     out: Annotated[Path, typer.Option(help="checkpoint for a trained defense")] = Path("defended.pt"),
     root: Annotated[Path | None, typer.Option(help="dataset root")] = None,
+    download: DownloadOption = False,
 ) -> None:
     """Defend a model and print clean / attacked accuracy before and after."""
     from ..modelling.checkpoint import save_checkpoint
     from .tasks import defend_run
 
-    net = _load_model(weights, model, unsafe_pickle, device)
-    check_fits(net, ctx, dataset, root=root)
+    net = _load_model(
+
+        weights, model, unsafe_pickle, device, dataset=dataset, download=download, threat_model=threat_model,
+
+        model_dir=model_dir, num_classes=num_classes,
+
+    )  # fmt: skip
+    check_fits(net, ctx, dataset, root=root, download=download)
     defended, rows = defend_run(
-        net, defense_name, _parse_params(param), dataset, attack_name, eps, epochs, limit=limit, root=root
+        net, defense_name, _parse_params(param), dataset, attack_name, eps, epochs, limit=limit, root=root,
+        download=download,
     )
     _print_table(
         f"{defense_name} vs {attack_name} eps={eps} on {dataset} test images",
@@ -649,9 +744,14 @@ def crosscheck(
     model: FactoryOption = None,
     unsafe_pickle: UnsafeOption = False,
     device: DeviceOption = "auto",
+    threat_model: ThreatModelOption = None,
+    model_dir: ModelDirOption = None,
+    num_classes: NumClassesOption = None,
     dataset: Annotated[str, typer.Option(help="dataset name")] = "digits",
     eps: Annotated[str | None, typer.Option(help="budget")] = None,
     limit: Annotated[int, typer.Option(help="number of test images")] = 128,
+    root: Annotated[Path | None, typer.Option(help="dataset root")] = None,
+    download: DownloadOption = False,
 ) -> None:
     """Run one attack from every backend on the same batch and compare them."""
     from ..core.checks import resolve_device
@@ -661,14 +761,17 @@ def crosscheck(
     from ..modelling.train import TrainConfig, train_model
     from ..registry import attack_class
 
-    test = load_dataset(dataset, "test", limit=limit)
+    test = load_dataset(dataset, "test", limit=limit, root=root, download=download)
     if model is None and weights is None:  # the cached default model of the data set
-        train_set = load_dataset(dataset, "train")
+        train_set = load_dataset(dataset, "train", root=root)
         spec = model_spec(default_arch(train_set.info.shape), train_set.info)
         net, _ = train_model(spec, train_set, TrainConfig(), device=resolve_device(device))
     else:
-        net = _load_model(weights, model, unsafe_pickle, device)
-        check_fits(net, ctx, dataset)
+        net = _load_model(
+            weights, model, unsafe_pickle, device, dataset=dataset, download=download, threat_model=threat_model,
+            model_dir=model_dir, num_classes=num_classes,
+        )  # fmt: skip
+        check_fits(net, ctx, dataset, root=root, download=download)
     rows = agreement(name, net, test.x, test.y, **({} if eps is None else {"eps": eps}))
     sizes = ["mean_linf", "mean_l2"] if attack_class(name).norm != "l1" else ["mean_l1", "mean_l2"]  # fits 80 columns
     keys = ["backend", "accuracy", *sizes, "max_abs_diff", "prediction_agreement"]
@@ -682,6 +785,9 @@ def certify(
     model: FactoryOption = None,
     unsafe_pickle: UnsafeOption = False,
     device: DeviceOption = "auto",
+    threat_model: ThreatModelOption = None,
+    model_dir: ModelDirOption = None,
+    num_classes: NumClassesOption = None,
     dataset: Annotated[str, typer.Option(help="dataset name")] = "digits",
     sigma: Annotated[float, typer.Option(help="noise std σ the base classifier is smoothed with")] = 0.25,
     n0: Annotated[int, typer.Option(help="noise samples per image that select the class (paper: 100)")] = 100,
@@ -699,6 +805,7 @@ def certify(
     out: Annotated[Path, typer.Option(help="run folder")] = Path("runs/certify"),
     overwrite: Annotated[bool, typer.Option(help="replace an existing run folder")] = False,
     root: Annotated[Path | None, typer.Option(help="dataset root")] = None,
+    download: DownloadOption = False,
 ) -> None:
     """Certify a model by randomised smoothing (Cohen et al. 2019): certified accuracy against the L2 radius,
     abstentions, and PGD-L2 on the smoothed classifier beside it (certified_vs_empirical)."""
@@ -711,9 +818,12 @@ def certify(
     check_smoothing(sigma, n, alpha, n0)
     grid = [float(r) for r in radii.split(",") if r.strip()]
     RunFolder.check(out, overwrite)
-    net = _load_model(weights, model, unsafe_pickle, device)
-    check_fits(net, ctx, dataset, root=root)
-    data = load_dataset(dataset, "test", root=root, limit=limit)
+    net = _load_model(
+        weights, model, unsafe_pickle, device, dataset=dataset, download=download, threat_model=threat_model,
+        model_dir=model_dir, num_classes=num_classes,
+    )  # fmt: skip
+    check_fits(net, ctx, dataset, root=root, download=download)
+    data = load_dataset(dataset, "test", root=root, limit=limit, download=download)
     kw = {"sigma": sigma, "radii": grid, "seed": seed}
     cert = certified_accuracy(net, data.x, data.y, n0=n0, n=n, alpha=alpha, backend=backend, **kw)
     emp = empirical_accuracy(net, data.x, data.y, steps=steps, samples=eot, n=judge, **kw) if attack else None

@@ -130,6 +130,7 @@ def eval_run(
     options: dict[str, Any] | None = None,
     corruptions: bool = False,
     resume: bool = False,
+    batch_size: int = 256,
 ) -> tuple[Path | None, dict[str, Any], Benchmark]:
     """Benchmark ``model`` and (when ``write``) write the run folder ``out``; returns the folder
     (``None`` when not written), the results.json record and the `Benchmark`.
@@ -143,7 +144,7 @@ def eval_run(
                 stale.unlink()
     bench = benchmark(
         model, dataset, attack=attack, ood=ood, detectors=detectors, limit=limit, seed=seed, root=root,
-        download=download, progress=progress, state=out / STATE,
+        download=download, progress=progress, state=out / STATE, batch_size=batch_size,
     )  # fmt: skip
     results = {
         "command": "eval",

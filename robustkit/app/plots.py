@@ -31,7 +31,11 @@ def _save(plt, fig, path: str | Path) -> Path:
 def score_histogram(id_scores: np.ndarray, ood_scores: np.ndarray, path: str | Path, title: str = "") -> Path:
     """Overlaid ID / OOD histograms of a detector's scores."""
     plt, fig, (ax,) = _figure()
-    bins = np.histogram_bin_edges(np.concatenate([id_scores, ood_scores]), bins=40)
+    values = np.concatenate([id_scores, ood_scores]).astype(np.float64)
+    try:
+        bins = np.histogram_bin_edges(values, bins=40)
+    except ValueError:  # a range too small for 40 bins at the scores' magnitude (e.g. 1e9 ± 1e-6): one bin
+        bins = np.array([values.min(), values.max() if values.max() > values.min() else values.min() + 1])
     ax.hist(id_scores, bins=bins, alpha=0.6, density=True, label="ID")
     ax.hist(ood_scores, bins=bins, alpha=0.6, density=True, label="OOD")
     ax.set(xlabel="score (higher = more likely OOD)", ylabel="density", title=title)

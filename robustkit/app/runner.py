@@ -79,13 +79,18 @@ class RecipeOptions:
     )
     out: Path | None = field(default=None, metadata={"help": "run folder (default: runs/<recipe>-<dataset>)"})
     root: Path | None = field(default=None, metadata={"help": "dataset root (default: $ROBUSTKIT_DATA or ~/.cache/robustkit/data)"})
-    download: bool = field(default=False, metadata={"help": "download the dataset if it is missing"})
+    download: bool = field(
+        default=False, metadata={"help": "download what is missing: the dataset, and a named --model's pretrained weights"}
+    )
     limit: int | None = field(default=None, metadata={"help": "number of test images (default: the profile's)"})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing run folder"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
     model: str | None = field(
         default=None,
-        metadata={"help": "module:factory building your own classifier (with --weights): used instead of training one"},
+        metadata={
+            "help": "your classifier, used instead of training one: module:factory (with --weights), or by name "
+            "robustbench:NAME, timm:NAME, torchvision:NAME"
+        },
     )
     weights: Path | None = field(
         default=None,
@@ -94,6 +99,15 @@ class RecipeOptions:
     unsafe_pickle: bool = field(
         default=False, metadata={"help": "allow a whole pickled module in --weights (loading it runs code from the file)"}
     )
+    threat_model: str | None = field(
+        default=None,
+        metadata={"help": "which RobustBench zoo a robustbench:NAME model comes from: Linf (default), L2, corruptions"},
+    )
+    model_dir: Path | None = field(
+        default=None,
+        metadata={"help": "RobustBench's MODEL_DIR (<dataset>/<threat_model>/<NAME>.pt; default ~/.cache/robustkit/robustbench)"},
+    )
+    num_classes: int | None = field(default=None, metadata={"help": "give your model a new, untrained head with this many classes"})
     cache: bool | Path = field(default=True, metadata={"help": "model cache: True, False or a folder", "cli": False})
 
 
@@ -122,7 +136,10 @@ class Context:
             from ..core.checks import inspect_model
             from ..modelling.loading import load_model
 
-            model = load_model(o.weights, o.model, unsafe_pickle=o.unsafe_pickle, device=self.device)
+            model = load_model(
+                o.model, weights=o.weights, num_classes=o.num_classes, dataset=o.dataset, threat_model=o.threat_model,
+                model_dir=o.model_dir, download=o.download, unsafe_pickle=o.unsafe_pickle, device=self.device,
+            )  # fmt: skip
             classes = inspect_model(model, self.test.x[:1])
             if classes != self.test.info.num_classes:
                 raise ValueError(

@@ -84,6 +84,7 @@ def attack_run(
     root: Path | None = None,
     model_label: str = "the model",
     progress: bool = False,
+    download: bool = False,
 ) -> tuple[RunFolder, dict[str, Any]]:
     """Attack ``model`` on a test set: clean and robust accuracy, an optional per-eps table, an image grid.
 
@@ -94,7 +95,7 @@ def attack_run(
     """
     atk = make_attack(attack_name, backend, **params)
     eps_values = [parse_eps(e) for e in sweep.split(",")] if sweep else []
-    data = load_dataset(dataset, "test", root=root, limit=limit)
+    data = load_dataset(dataset, "test", root=root, limit=limit, download=download)
     folder = RunFolder(out, overwrite=overwrite)
     n = len(data)
     with _stages(3 + len(eps_values), progress) as stage:
@@ -186,13 +187,14 @@ def ood_run(
     limit: int | None = 1000,
     overwrite: bool = False,
     root: Path | None = None,
+    download: bool = False,
 ) -> tuple[RunFolder, list[list[Any]], dict[str, Any]]:
     """Score ID vs OOD test images with several detectors: metrics table, histograms, ROC and PR."""
     built = {name: detector(name) for name in detectors}  # bad names fail before any work
-    train_set = load_dataset(id_data, "train", root=root)
-    id_set = load_dataset(id_data, "test", root=root, limit=limit)
+    train_set = load_dataset(id_data, "train", root=root, download=download)
+    id_set = load_dataset(id_data, "test", root=root, limit=limit, download=download)
     kwargs = {"shape": id_set.info.shape, "size": len(id_set)} if ood_data == "fakedata" else {}
-    ood_set = load_dataset(ood_data, "test", root=root, limit=limit, **kwargs)
+    ood_set = load_dataset(ood_data, "test", root=root, limit=limit, download=download, **kwargs)
     folder = RunFolder(out, overwrite=overwrite)
     results = ood({name: det.fit(model, train_set) for name, det in built.items()}, id_set.x, ood_set.x)
     scores, metrics, rows, checks = {}, {}, [], []
@@ -255,6 +257,7 @@ def defend_run(
     *,
     limit: int = 1000,
     root: Path | None = None,
+    download: bool = False,
 ) -> tuple[nn.Module, list[list[Any]]]:
     """Defend ``model``; returns the defended model and, before and after, the number of test
     images and the clean and attacked accuracy on them."""
@@ -267,8 +270,8 @@ def defend_run(
     if "train_config" in declared:
         extra["train_config"] = TrainConfig(epochs=epochs)
     defense = cls(**extra, **params)
-    train_set = load_dataset(dataset, "train", root=root) if cls.needs_data else None
-    test = load_dataset(dataset, "test", root=root, limit=limit)
+    train_set = load_dataset(dataset, "train", root=root, download=download) if cls.needs_data else None
+    test = load_dataset(dataset, "test", root=root, limit=limit, download=download)
     defended = defense.apply(model, train_set)
     rows = [
         [label, len(test), accuracy(m, test.x, test.y), robust_accuracy(atk, m, test.x, test.y)["accuracy"]]

@@ -7,7 +7,15 @@ from typing import Any
 
 from .errors import BackendMissingError
 
-EXTRAS = {"art": "art", "torchattacks": "torchattacks", "foolbox": "foolbox", "pytorch_ood": "ood"}
+EXTRAS = {
+    "art": "art",
+    "torchattacks": "torchattacks",
+    "foolbox": "foolbox",
+    "pytorch_ood": "ood",
+    "timm": "timm",
+    "robustbench": "robustbench",
+    "pyautoattack": "autoattack",
+}
 
 
 def require(module: str) -> Any:

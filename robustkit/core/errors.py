@@ -15,6 +15,10 @@ class CheckpointError(RobustkitError, ValueError):
     """A checkpoint file is corrupt, truncated or not robustkit's."""
 
 
+class WeightsNotFoundError(RobustkitError, FileNotFoundError):
+    """A named model's weights are not on disk, and downloading them was not asked for."""
+
+
 class BackendMissingError(RobustkitError, ImportError):
     """An optional backend library is not installed."""
 

@@ -398,6 +398,7 @@ def benchmark(
     check_sample: int = 128,
     progress: bool = False,
     state: str | Path | None = None,
+    batch_size: int = 256,
 ) -> Benchmark:
     """Clean accuracy, robust accuracy under a threat model, and OOD detection, with sanity checks.
 
@@ -412,7 +413,9 @@ def benchmark(
     and L1). Only images the model classifies correctly are attacked, so robust accuracy ≤ clean
     accuracy; a suite's components run one after another on the survivors, and ``attack["log"]``
     gives the accuracy after each. ``state``: a file that lets an interrupted run's attack resume
-    (`robust_accuracy`).
+    (`robust_accuracy`). ``batch_size``: images per attack batch (the survivors of each component are
+    pooled and attacked this many at a time, as AutoAttack's ``run_standard_evaluation`` does; random
+    starts depend on it, so pass RobustBench's ``batch_size`` to attack the same batches).
 
     OOD (`ood_sets`): ``ood`` names (``near:``/``far:`` prefixes) or ``{"near": {name: data},
     "far": {...}}``; default `OOD_SETS` for the data set (CIFAR-10, OpenOOD v1.5: near CIFAR-100,
@@ -441,6 +444,8 @@ def benchmark(
         raise ValueError(f"limit={limit!r} must be a positive number of test images (or None for all)")
     if isinstance(check_sample, bool) or not isinstance(check_sample, int) or check_sample < 1:
         raise ValueError(f"check_sample={check_sample!r} must be a positive number of images")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be a positive number of images")
     atk = threat_model(attack, eps=eps, norm=norm, backend=backend, seed=seed, params=attack_params)
     built, skipped = _detectors(detectors, model)
     name = data if isinstance(data, str) else None
@@ -480,7 +485,7 @@ def benchmark(
     linf_iterative = atk.norm == "linf" and atk.name != "fgsm"
     with _progress(3 + len(sets), progress) as stage:
         with stage("attack", f"clean and robust accuracy: {atk.label()} at eps={atk.eps:.4g}"):
-            measured = robust_accuracy(atk, model, test.data, state=state)  # one clean pass, then attacks the correct ones
+            measured = robust_accuracy(atk, model, test.data, state=state, batch_size=batch_size)  # clean pass, then attacks
             clean, robust = measured["clean_accuracy"], measured["accuracy"]
             checks += measured.checks  # output_head (first batch), model_learned (all test images)
         with stage("checks", "attack sanity checks"):
@@ -531,6 +536,7 @@ def benchmark(
         "limit": limit,
         "seed": seed,
         "check_sample": check_sample,
+        "batch_size": batch_size,
         "detectors": list(built),
         "ood": None if ood is None else (list(ood) if not isinstance(ood, Mapping) else {g: list(v) for g, v in ood.items()}),
     }

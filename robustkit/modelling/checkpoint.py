@@ -1,7 +1,11 @@
-"""Checkpoints: a model's spec, weights and metadata in one file, written atomically."""
+"""Checkpoints: a model's spec, weights and metadata in one file, written atomically; and reading
+any weights file torch wrote (state_dicts, TorchScript, pickled modules) with errors that say what
+the file seems to be and which option reads it."""
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -56,3 +60,66 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path} does not match its own model spec: {str(err).splitlines()[0]}") from None
     model.to(map_location).eval()
     return model, payload.get("meta", {})
+
+
+# ---------------------------------------------------------------- any weights file
+
+
+def is_torchscript(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript archive (``torch.jit.save``)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.split("/", 1)[-1].startswith("code/") for name in archive.namelist())
+
+
+def read_weights(path: Path, map_location: str | torch.device = "cpu", *, unsafe_pickle: bool = False) -> Any:
+    """What ``torch.save`` wrote to ``path`` (tensors and plain containers only, unless ``unsafe_pickle``:
+    then also pickled Python objects such as a whole module, whose loading runs code from the file)."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" not in str(err):  # not a pickle of (disallowed) Python objects: a broken file
+            raise CheckpointError(
+                f"{path} is not a file torch can read ({str(err).splitlines()[0][:120]}); "
+                "is it complete, and was it written by torch.save?"
+            ) from None
+        if not unsafe_pickle:
+            raise CheckpointError(
+                f"{path} holds pickled Python objects (a whole saved module?), which run code when loaded; "
+                "if you trust the file pass --unsafe-pickle, or save model.state_dict() and pass it with --model"
+            ) from None
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # truncated or foreign files raise many types
+        raise CheckpointError(
+            f"{path} is not a file torch can read ({type(err).__name__}: {str(err).splitlines()[0][:120]}); "
+            "is it complete, and was it written by torch.save?"
+        ) from None
+
+
+def state_dict_of(payload: Any, path: Path) -> dict[str, torch.Tensor]:
+    """The state_dict in ``payload``: a plain one, ``{"state_dict": ...}`` or a robustkit checkpoint."""
+    if (isinstance(payload, dict) and payload.get("format") == FORMAT) or (
+        isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict)
+    ):
+        payload = payload["state_dict"]
+    if not isinstance(payload, dict) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
+        raise CheckpointError(f"{path} holds a {type(payload).__name__}, not a state_dict of tensors")
+    return payload
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str) -> nn.Module:
+    """Load ``state`` into ``model`` strictly, or raise a `CheckpointError` saying that ``path`` does not
+    fit ``what`` (the model's name) and which keys or sizes differ."""
+    missing, unexpected = [], []
+    try:
+        result = model.load_state_dict(state, strict=False)
+        missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    except RuntimeError as err:
+        detail = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err))
+        raise CheckpointError(f"{path} does not fit the model from {what}: {detail}") from None
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path} does not fit the model from {what}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
+        )
+    return model
