@@ -282,6 +282,8 @@ def datasets() -> None:
         "textures": "Describable Textures (DTD; --download fetches it), resized; an OOD set",
         "places365": "Places365 validation images at 256×256 (--download fetches them), resized; an OOD set",
         "tinyimagenet": "Tiny ImageNet validation images (--download fetches them), resized; an OOD set",
+        "imagenet": "ILSVRC2012 val in ROOT/imagenet/val/<wnid>/, streamed, 256/224 crop; imagenet:robustbench: its 5000",
+        "openood": "openood:NAME, OpenOOD v1.5's ImageNet-1K OOD lists (ssb_hard, ninco, inaturalist, textures, openimage_o)",
     }
     _print_table(f"datasets (root: {default_root()})", ["name", "what"], [[k, notes[k]] for k in LOADERS])
 
@@ -361,10 +363,10 @@ def check_fits(
     classes, naming the data set (and whether it is the command's default), its image shape and
     the option that chooses it."""
     from ..core.checks import probe
-    from ..modelling.data import load_dataset
+    from ..modelling.data import as_image_set, load_dataset
 
     flag = "--" + ("id" if param == "id_data" else param.replace("_", "-"))
-    data = load_dataset(dataset, "test", root=root, download=download, limit=1)
+    data = as_image_set(load_dataset(dataset, "test", root=root, download=download, limit=1))  # ImageNet's streams
     shape, classes = "×".join(map(str, data.info.shape)), data.info.num_classes
     source = ctx.get_parameter_source(param)
     if source is not None and source.name == "DEFAULT":
@@ -497,8 +499,8 @@ DEFAULT_DETECTORS_TEXT = "max_softmax, max_logit, energy, gen, mahalanobis, rmd,
 (tests/test_eval.py checks the two agree)."""
 
 EVAL_HELP = (
-    "Evaluate a model as RobustBench and OpenOOD do: clean accuracy, robust accuracy (default AutoAttack at 8/255 L∞) "
-    "and an OOD table against near and far sets, with sanity checks. Runs under torchrun too."
+    "Evaluate a model as RobustBench and OpenOOD do: clean accuracy, robust accuracy (default AutoAttack at 8/255 L∞, "
+    "4/255 on ImageNet) and an OOD table against near and far sets, with sanity checks. Runs under torchrun too."
 )
 
 
@@ -509,7 +511,7 @@ def eval_command(
     model: FactoryOption = None,
     unsafe_pickle: UnsafeOption = False,
     device: DeviceOption = "auto",
-    dataset: Annotated[str, typer.Option(help="ID dataset (robustkit datasets), e.g. cifar10, digits")] = "cifar10",
+    dataset: Annotated[str, typer.Option(help="ID dataset (robustkit datasets), e.g. cifar10, digits, imagenet, imagenet:robustbench")] = "cifar10",
     root: Annotated[Path | None, typer.Option(help="dataset root (default: $ROBUSTKIT_DATA or ~/.cache/robustkit/data)")] = None,
     download: Annotated[bool, typer.Option(help="download missing datasets (the ID set and the default OOD sets)")] = False,
     limit: Annotated[int | None, typer.Option(help="number of test images, and of images per OOD set (default: all)")] = None,
@@ -519,7 +521,10 @@ def eval_command(
     ] = None,
     backend: Annotated[str | None, typer.Option(help="the attack's backend (default: the attack's default)")] = None,
     param: Annotated[list[str] | None, typer.Option(help="any other attack parameter as NAME=VALUE (repeatable)")] = None,
-    eps: Annotated[str | None, typer.Option(help="budget (default: 8/255 for linf, 0.5 for l2 as RobustBench; 12 for l1)")] = None,
+    eps: Annotated[
+        str | None,
+        typer.Option(help="budget (default as RobustBench: linf 8/255, 4/255 on imagenet; l2 0.5; l1 12)"),
+    ] = None,
     norm: Annotated[str | None, typer.Option(help="linf, l2 or l1 (default: the attack's, linf without --attack)")] = None,
     ood_data: Annotated[
         list[str] | None,
@@ -552,7 +557,9 @@ def eval_command(
         raise ValueError(f"unknown dataset {dataset!r}; valid names: {', '.join(LOADERS)} (robustkit datasets)")
     if limit is not None and limit < 1:
         raise ValueError(f"--limit {limit} must be a positive number of test images")
-    threat = threat_model(attack_name, eps=eps, norm=norm, backend=backend, seed=seed, params=_parse_params(param))
+    threat = threat_model(
+        attack_name, eps=eps, norm=norm, backend=backend, seed=seed, params=_parse_params(param), dataset=dataset
+    )
     ood_sets(dataset, ood_data)
     for name in detector or []:
         detector_class(name)
@@ -596,8 +603,8 @@ def eval_command(
             rows,
         )
         typer.echo(
-            f"clean {bench.clean_accuracy:.4f}  robust {bench.robust_accuracy:.4f}  ({bench.n} {dataset} test images)  "
-            f"report: {folder / 'report.md'}"
+            f"clean {bench.clean_accuracy:.4f}  robust {bench.robust_accuracy:.4f}  ({bench.n} {dataset} test images, "
+            f"{bench.images_per_second:.3g} images/s)  report: {folder / 'report.md'}"
         )
         _report_checks(results, False)
         if failing:

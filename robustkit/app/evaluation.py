@@ -227,6 +227,10 @@ def report_lines(bench: Benchmark, about: ModelInfo, device: str, figures: Seque
         "",
         "An image counts as robust when the model classifies it correctly and the attack, run on every correctly "
         "classified image, does not change that (RobustBench's definition: robust accuracy ≤ clean accuracy).",
+        "",
+        f"Speed: {bench.n} test images in {bench.seconds.get('attack', 0.0):.1f} s of clean and robust accuracy "
+        f"({bench.images_per_second:.3g} images per second on `{device}`, images read batch by batch); the whole "
+        f"evaluation, checks and OOD included, took {sum(bench.seconds.values()):.1f} s.",
     ]
     if len(atk.get("log") or []) > 1:
         lines += [
@@ -245,6 +249,13 @@ def report_lines(bench: Benchmark, about: ModelInfo, device: str, figures: Seque
             "",
             "RobustBench's CIFAR-10 leaderboards run the official AutoAttack (standard) at ε = 8/255 (L∞) or 0.5 (L2) "
             "on all 10 000 test images; this run differs, so compare with care.",
+        ]
+    imagenet = bench.dataset.partition(":")[0] == "imagenet"
+    if imagenet and (not standard or threat != "L∞, ε = 4/255" or bench.dataset != "imagenet:robustbench" or bench.n != 5000):
+        lines += [
+            "",
+            "RobustBench's ImageNet leaderboard runs the official AutoAttack (standard) at ε = 4/255 (L∞) on its 5000 "
+            "validation images (`--dataset imagenet:robustbench`, no --limit); this run differs, so compare with care.",
         ]
     lines += ["", "## OOD detection", ""]
     if not bench.ood:
