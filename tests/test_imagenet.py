@@ -272,3 +272,20 @@ def test_eval_cli_on_imagenet_streams_and_reports_speed(root, tmp_path, monkeypa
     assert results["images_per_second"] > 0 and "images per second" in report and "ε = 4/255" in report
     assert "RobustBench's ImageNet leaderboard runs the official AutoAttack (standard) at ε = 4/255" in report
     assert "images/s)" in capsys.readouterr().out
+
+
+def test_commands_that_hold_images_take_a_limited_imagenet_or_say_why_not(root, monkeypatch, tmp_path, capsys):
+    from robustkit.app.cli import main
+    from robustkit.modelling import data as data_module
+    from robustkit.modelling.data import in_memory
+
+    held = in_memory(load_dataset("imagenet", "test", root=root, limit=3), "robustkit certify")
+    assert held.x.shape == (3, 3, 224, 224) and held.y.tolist() == [0, 0, 1] and held.info.num_classes == 1000
+    monkeypatch.setattr(data_module, "IN_MEMORY_LIMIT", 4 * 3 * 224 * 224 * 4)  # room for 4 images
+    with pytest.raises(ValueError, match=r"robustkit certify holds its images in memory, and 8 imagenet images take 0\.0 GB"):
+        in_memory(load_dataset("imagenet", "test", root=root), "robustkit certify")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:  # the CLI: one line, exit 2, no traceback
+        main(["attack", "--model", f"{__file__}:tiny", "--dataset", "imagenet", "--root", str(root), "--attack", "fgsm",
+              "--limit", "8", "--device", "cpu", "--no-progress", "--out", "run"])  # fmt: skip
+    assert exit_.value.code == 2 and "error: robustkit attack holds its images in memory" in capsys.readouterr().err

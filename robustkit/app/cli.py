@@ -408,11 +408,11 @@ def train(
     from ..core.checks import resolve_device
     from ..evaluate import accuracy
     from ..modelling.checkpoint import save_checkpoint
-    from ..modelling.data import load_dataset
+    from ..modelling.data import in_memory, load_dataset
     from ..modelling.models import default_arch, model_spec
     from ..modelling.train import TrainConfig, train_model
 
-    data = load_dataset(dataset, "train", root=root, download=download)
+    data = in_memory(load_dataset(dataset, "train", root=root, download=download), "robustkit train")
     arch = arch or default_arch(data.info.shape)
     objective = "reconstruct" if arch == "autoencoder" else "classify"
     config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, objective=objective)
@@ -420,7 +420,7 @@ def train(
     model, meta = train_model(spec, data, config, device=resolve_device(device))
     save_checkpoint(out, model, spec, meta)
     if objective == "classify":
-        test = load_dataset(dataset, "test", root=root)
+        test = in_memory(load_dataset(dataset, "test", root=root), "robustkit train")
         typer.echo(f"test accuracy {accuracy(model, test.x, test.y):.4f}")
     typer.echo(f"checkpoint: {out}")
 
@@ -547,7 +547,7 @@ def eval_command(
 ) -> None:
     """`EVAL_HELP`: RobustBench's and OpenOOD's numbers for one model, in one run folder."""
     from ..evaluate.benchmark import ood_sets, threat_model
-    from ..modelling.data import LOADERS, load_dataset
+    from ..modelling.data import LOADERS, in_memory, load_dataset
     from ..registry import detector_class
     from .evaluation import ModelInfo, check_resumable, eval_run, exit_together, process_group
     from .runner import default_classifier, default_out
@@ -574,7 +574,7 @@ def eval_command(
         if lead:
             check_resumable(out, overwrite, resume)
         if model is None and weights is None:  # robustkit's standard classifier for the dataset, as the recipes train it
-            train = load_dataset(dataset, "train", root=root, download=download)
+            train = in_memory(load_dataset(dataset, "train", root=root, download=download), "robustkit eval without --model")
             net, record = default_classifier(train, seed=seed, device=device, progress=progress and lead)
             about = ModelInfo(f"robustkit's `{record['arch']}` ({record['epochs']} epochs, trained once, then cached)", record)
         else:
@@ -663,14 +663,14 @@ def crosscheck(
     """Run one attack from every backend on the same batch and compare them."""
     from ..core.checks import resolve_device
     from ..evaluate import agreement
-    from ..modelling.data import load_dataset
+    from ..modelling.data import in_memory, load_dataset
     from ..modelling.models import default_arch, model_spec
     from ..modelling.train import TrainConfig, train_model
     from ..registry import attack_class
 
-    test = load_dataset(dataset, "test", limit=limit)
+    test = in_memory(load_dataset(dataset, "test", limit=limit), "robustkit crosscheck")
     if model is None and weights is None:  # the cached default model of the data set
-        train_set = load_dataset(dataset, "train")
+        train_set = in_memory(load_dataset(dataset, "train"), "robustkit crosscheck (its default model)")
         spec = model_spec(default_arch(train_set.info.shape), train_set.info)
         net, _ = train_model(spec, train_set, TrainConfig(), device=resolve_device(device))
     else:
@@ -711,7 +711,7 @@ def certify(
     abstentions, and PGD-L2 on the smoothed classifier beside it (certified_vs_empirical)."""
     from ..defenses.smoothing import check_smoothing
     from ..evaluate.certify import certified_accuracy, certified_vs_empirical_check, empirical_accuracy
-    from ..modelling.data import load_dataset
+    from ..modelling.data import in_memory, load_dataset
     from . import plots, sanity
     from .report import RunFolder
 
@@ -720,7 +720,7 @@ def certify(
     RunFolder.check(out, overwrite)
     net = _load_model(weights, model, unsafe_pickle, device)
     check_fits(net, ctx, dataset, root=root)
-    data = load_dataset(dataset, "test", root=root, limit=limit)
+    data = in_memory(load_dataset(dataset, "test", root=root, limit=limit), "robustkit certify")
     kw = {"sigma": sigma, "radii": grid, "seed": seed}
     cert = certified_accuracy(net, data.x, data.y, n0=n0, n=n, alpha=alpha, backend=backend, **kw)
     emp = empirical_accuracy(net, data.x, data.y, steps=steps, samples=eot, n=judge, **kw) if attack else None

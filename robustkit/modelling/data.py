@@ -129,6 +129,24 @@ def as_image_set(data: Data) -> ImageSet:
     )
 
 
+IN_MEMORY_LIMIT = 4 * 2**30
+"""Bytes of float32 pixels a command that holds its images in memory reads from a streamed set (`in_memory`)."""
+
+
+def in_memory(data: ImageSet | ImageFiles | FakeImages, command: str) -> ImageSet:
+    """``data`` as an ImageSet, for the commands that hold their images: a streamed set (``imagenet``) is read
+    whole when its pixels fit in `IN_MEMORY_LIMIT`, else a ValueError names the size and the way out."""
+    if isinstance(data, ImageSet):
+        return data
+    size = len(data) * int(np.prod(data.info.shape)) * 4
+    if size > IN_MEMORY_LIMIT:
+        raise ValueError(
+            f"{command} holds its images in memory, and {len(data)} {data.info.name} images take {size / 1e9:.1f} GB: "
+            "pass --limit N (for example 1000), or use robustkit eval, which streams them"
+        )
+    return as_image_set(data)
+
+
 def match_shape(data: ImageSet | ImageFiles | FakeImages, shape: tuple[int, ...]) -> ImageSet | ImageFiles | FakeImages:
     """``data`` with its images brought to ``shape`` (C×H×W), as OOD benchmarks feed another data
     set to a classifier: grey to colour by repeating the channel, colour to grey by luminance
