@@ -207,13 +207,21 @@ def test_benchmark_on_imagenet_defaults_to_4_255_openood_sets_and_notes_the_miss
                     ood=["far:openood:textures"], limit=4)  # fmt: skip
     assert fit.detectors == ["react", "vim", "energy"] and fit.n == 4 and fit.ood_sets[0]["n"] == 3
     # Mahalanobis keeps one mean per class: a partial training folder is named as such, in one short line
+    from robustkit.registry import detector
+
     with pytest.raises(ValueError, match=r"1000 classes in the fit data; classes \[3, 4, .*, 12, … \(996 in all\)\]"):
-        benchmark(tiny(), "imagenet", root=root, attack="fgsm", check_sample=2, detectors=["mahalanobis"], ood=["fakedata"])
+        detector("mahalanobis").fit(tiny(), load_dataset("imagenet", "train", root=root))
 
 
-def test_fakedata_streams_beside_a_streamed_id_set(root):
-    bench = benchmark(tiny(), "imagenet", root=root, attack="fgsm", check_sample=2, detectors=["energy"], ood=["fakedata"])
+def test_fakedata_streams_beside_a_streamed_id_set_in_batches_of_batch_size(root):
+    model, seen = tiny(), []
+    model.register_forward_hook(lambda _m, args, _out: seen.append(len(args[0])))
+    bench = benchmark(model, "imagenet", root=root, attack="fgsm", check_sample=2, detectors=["energy"], ood=["fakedata"],
+                      batch_size=3)  # fmt: skip
     assert bench.ood_sets == [{"name": "fakedata", "group": "far", "default": False, "n": 8}]
+    assert max(seen) == 3 and bench.options["batch_size"] == 3  # every pass, checks included, in batches of 3 at most
+    with pytest.raises(ValueError, match="batch_size=0 must be a positive number"):
+        benchmark(model, "imagenet", root=root, batch_size=0)
     streamed = load_dataset("fakedata", shape=(3, 224, 224), size=3, seed=0, stream=True)
     held = load_dataset("fakedata", shape=(3, 224, 224), size=3, seed=0)
     assert torch.equal(torch.stack([streamed[i][0] for i in range(3)]), held.x)
@@ -265,10 +273,11 @@ def test_eval_cli_on_imagenet_streams_and_reports_speed(root, tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     main(["eval", "--model", f"{__file__}:tiny", "--dataset", "imagenet", "--root", str(root), "--attack", "fgsm",
           "--limit", "6", "--detector", "energy", "--ood", "far:fakedata", "--device", "cpu", "--no-progress",
-          "--out", "run"])  # fmt: skip
+          "--batch-size", "4", "--out", "run"])  # fmt: skip
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     report = (tmp_path / "run" / "report.md").read_text()
     assert results["n"] == 6 and results["attack"]["eps"] == 4 / 255 and results["num_classes"] == 1000
+    assert results["options"]["batch_size"] == 4
     assert results["images_per_second"] > 0 and "images per second" in report and "ε = 4/255" in report
     assert "RobustBench's ImageNet leaderboard runs the official AutoAttack (standard) at ε = 4/255" in report
     assert "images/s)" in capsys.readouterr().out

@@ -544,6 +544,10 @@ def eval_command(
         bool,
         typer.Option(help="add accuracy under the 15 common corruptions × 5 severities (CIFAR-10-C; the official files when under --root)"),
     ] = False,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(help="images per batch in every pass (default: 256 attacking, 512 scoring); lower it for 224-pixel models"),
+    ] = None,
 ) -> None:
     """`EVAL_HELP`: RobustBench's and OpenOOD's numbers for one model, in one run folder."""
     from ..evaluate.benchmark import ood_sets, threat_model
@@ -557,6 +561,8 @@ def eval_command(
         raise ValueError(f"unknown dataset {dataset!r}; valid names: {', '.join(LOADERS)} (robustkit datasets)")
     if limit is not None and limit < 1:
         raise ValueError(f"--limit {limit} must be a positive number of test images")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"--batch-size {batch_size} must be a positive number of images")
     threat = threat_model(
         attack_name, eps=eps, norm=norm, backend=backend, seed=seed, params=_parse_params(param), dataset=dataset
     )
@@ -567,7 +573,7 @@ def eval_command(
     options = {
         "model": model, "weights": weights, "dataset": dataset, "root": root, "limit": limit, "seed": seed,
         "attack": attack_name, "backend": backend, "param": param, "eps": eps, "norm": norm, "ood": ood_data,
-        "detector": detector, "device": device, "corruptions": corruptions,
+        "detector": detector, "device": device, "corruptions": corruptions, "batch_size": batch_size,
     }  # fmt: skip
     with process_group(device) as (rank, _, device):
         lead = rank == 0  # only the first process writes and prints
@@ -585,7 +591,7 @@ def eval_command(
         folder, results, bench = eval_run(
             net, about, dataset, out, attack=threat, ood=ood_data, detectors=detector, limit=limit, seed=seed, root=root,
             download=download, overwrite=overwrite, progress=progress and lead, write=lead, options=options,
-            corruptions=corruptions, resume=resume,
+            corruptions=corruptions, resume=resume, batch_size=batch_size,
         )  # fmt: skip
         failing = [c for c in results["checks"] if c["status"] != "pass"] if strict else []  # sanity.problems
         if not lead:

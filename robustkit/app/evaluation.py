@@ -130,6 +130,7 @@ def eval_run(
     options: dict[str, Any] | None = None,
     corruptions: bool = False,
     resume: bool = False,
+    batch_size: int | None = None,
 ) -> tuple[Path | None, dict[str, Any], Benchmark]:
     """Benchmark ``model`` and (when ``write``) write the run folder ``out``; returns the folder
     (``None`` when not written), the results.json record and the `Benchmark`.
@@ -143,7 +144,7 @@ def eval_run(
                 stale.unlink()
     bench = benchmark(
         model, dataset, attack=attack, ood=ood, detectors=detectors, limit=limit, seed=seed, root=root,
-        download=download, progress=progress, state=out / STATE,
+        download=download, progress=progress, state=out / STATE, batch_size=batch_size,
     )  # fmt: skip
     results = {
         "command": "eval",
@@ -156,7 +157,8 @@ def eval_run(
     if corruptions:  # Hendrycks & Dietterich 2019, on the same test images (robustkit.evaluate.corruptions)
         from ..evaluate.corruptions import corruption_benchmark
 
-        corrupted = corruption_benchmark(model, dataset, limit=limit, seed=seed, root=root, download=download)
+        per_batch = {} if batch_size is None else {"batch_size": batch_size}
+        corrupted = corruption_benchmark(model, dataset, limit=limit, seed=seed, root=root, download=download, **per_batch)
         results["corruptions"] = corrupted.as_dict()
     if not write:
         return None, results, bench

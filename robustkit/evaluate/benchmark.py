@@ -434,6 +434,7 @@ def benchmark(
     check_sample: int = 128,
     progress: bool = False,
     state: str | Path | None = None,
+    batch_size: int | None = None,
 ) -> Benchmark:
     """Clean accuracy, robust accuracy under a threat model, and OOD detection, with sanity checks.
 
@@ -451,7 +452,8 @@ def benchmark(
     ImageNet, RobustBench's ImageNet setting (`default_eps`; `THREATS` for L2 and L1). Only images the model classifies correctly are attacked, so robust accuracy ≤ clean
     accuracy; a suite's components run one after another on the survivors, and ``attack["log"]``
     gives the accuracy after each. ``state``: a file that lets an interrupted run's attack resume
-    (`robust_accuracy`).
+    (`robust_accuracy`). ``batch_size``: images per batch in every pass (default: each function's own,
+    256 for the attacks and 512 for fitting and scoring); lower it for large images or models.
 
     OOD (`ood_sets`): ``ood`` names (``near:``/``far:`` prefixes) or ``{"near": {name: data},
     "far": {...}}``; default `OOD_SETS` for the data set (CIFAR-10, OpenOOD v1.5: near CIFAR-100,
@@ -481,6 +483,9 @@ def benchmark(
         raise ValueError(f"limit={limit!r} must be a positive number of test images (or None for all)")
     if isinstance(check_sample, bool) or not isinstance(check_sample, int) or check_sample < 1:
         raise ValueError(f"check_sample={check_sample!r} must be a positive number of images")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size={batch_size!r} must be a positive number of images (or None for the defaults)")
+    per_batch = {} if batch_size is None else {"batch_size": batch_size}
     name = data if isinstance(data, str) else None
     info = getattr(data, "info", None)
     id_name = name or (info.name if isinstance(info, DatasetInfo) and info.name != "tensors" else "data")
@@ -528,7 +533,7 @@ def benchmark(
     linf_iterative = atk.norm == "linf" and atk.name != "fgsm"
     with _progress(3 + len(sets), progress) as stage:
         with stage("attack", f"clean and robust accuracy: {atk.label()} at eps={atk.eps:.4g}"):
-            measured = robust_accuracy(atk, model, test.data, state=state)  # one clean pass, then attacks the correct ones
+            measured = robust_accuracy(atk, model, test.data, state=state, **per_batch)  # one clean pass, then the correct ones
             clean, robust = measured["clean_accuracy"], measured["accuracy"]
             checks += measured.checks  # output_head (first batch), model_learned (all test images)
         with stage("checks", "attack sanity checks"):
@@ -545,13 +550,13 @@ def benchmark(
                     target_classes=_target_classes(atk, classes),
                 )  # fmt: skip
             if linf_iterative:
-                fgsm = robust_accuracy(make_attack("fgsm", eps=atk.eps), model, test.data)["accuracy"]
+                fgsm = robust_accuracy(make_attack("fgsm", eps=atk.eps), model, test.data, **per_batch)["accuracy"]
                 checks.append(iterative_vs_single_step(robust, fgsm, n))
         with stage("fit", f"fitting {', '.join(built)}"):
-            fitted = {k: (d if d.is_fitted() else d.fit(model, train)) for k, d in built.items()}
+            fitted = {k: (d if d.is_fitted() else d.fit(model, train, **per_batch)) for k, d in built.items()}
         for s, ood_data in sets.items():
             with stage("ood", f"OOD: {s.name} ({s.group})"):
-                results = ood_scores(fitted, test.data, ood_data.x if isinstance(ood_data, ImageSet) else ood_data)
+                results = ood_scores(fitted, test.data, ood_data.x if isinstance(ood_data, ImageSet) else ood_data, **per_batch)
             assert isinstance(results, dict)
             for det_name, result in results.items():
                 rows.append({"group": s.group, "set": s.name, "detector": det_name, "metrics": result.metrics})
@@ -570,6 +575,7 @@ def benchmark(
         "limit": limit,
         "seed": seed,
         "check_sample": check_sample,
+        "batch_size": batch_size,
         "detectors": list(built),
         "ood": None if ood is None else (list(ood) if not isinstance(ood, Mapping) else {g: list(v) for g, v in ood.items()}),
     }
