@@ -70,6 +70,35 @@ def test_class_folders_give_official_labels_sorted_files_and_res256crop224(root)
     assert torch.equal(data[0][0], torch.from_numpy(np.asarray(small).copy()).permute(2, 0, 1).float() / 255)
 
 
+def test_robustbench_preprocessings_by_name_op_for_op(root, tmp_path):
+    from torchvision import transforms
+
+    bicubic = transforms.InterpolationMode("bicubic")
+    copied = {  # robustbench.data.PREPROCESSINGS (robustbench 1.1.1), as its model zoo names them per model
+        "BicubicRes256Crop224": [transforms.Resize(256, interpolation=bicubic), transforms.CenterCrop(224)],
+        "Res224": [transforms.Resize([224, 224])],
+        "Crop288": [transforms.CenterCrop(288)],
+    }
+    for name, ops in copied.items():
+        data = load_dataset(f"imagenet:{name}", "test", root=root)
+        side = 288 if name == "Crop288" else 224
+        assert data.preprocessing == name and data.info.shape == (3, side, side) and list(data.labels)[-1] == 999
+        for i in (0, 2):  # 300×260 and 180×240 (smaller than 288: CenterCrop pads, as there)
+            with Image.open(root / "imagenet" / "val" / data.relative[i]) as image:
+                want = transforms.Compose([*ops, transforms.ToTensor()])(image.convert("RGB"))
+            assert torch.equal(data[i][0], want), (name, i)
+    listing = tmp_path / "ids.txt"
+    listing.write_text("n01484850/ILSVRC2012_val_00000004.JPEG\n")
+    both = load_dataset(f"imagenet:{listing},Crop288", "test", root=root)
+    assert both.relative == ("n01484850/ILSVRC2012_val_00000004.JPEG",) and both.info.shape == (3, 288, 288)
+    with pytest.raises(ValueError, match="two image lists"):
+        load_dataset(f"imagenet:{listing},{listing}", "test", root=root)
+    with pytest.raises(ValueError, match="unknown preprocessing 'Res0Crop0'"):
+        load_dataset("imagenet:Res0Crop0", "test", root=root)
+    with pytest.raises(DatasetNotFoundError, match="image list Bicubic not found.*BicubicRes256Crop224"):
+        load_dataset("imagenet:Bicubic", "test", root=root)
+
+
 def test_robustbench_list_keeps_its_order_and_names_missing_files(root, tmp_path):
     listing = tmp_path / "imagenet_test_image_ids.txt"
     lines = ["n15075141/ILSVRC2012_val_00000007.JPEG", "n01440764/ILSVRC2012_val_00000001.JPEG",
@@ -206,6 +235,10 @@ def test_benchmark_on_imagenet_defaults_to_4_255_openood_sets_and_notes_the_miss
     fit = benchmark(tiny(), "imagenet", root=root, attack="fgsm", check_sample=4, detectors=["react", "vim", "energy"],
                     ood=["far:openood:textures"], limit=4)  # fmt: skip
     assert fit.detectors == ["react", "vim", "energy"] and fit.n == 4 and fit.ood_sets[0]["n"] == 3
+    # the OOD images are preprocessed as the ID ones (OpenOOD applies the model's preprocessor to both)
+    crop = benchmark(tiny(), "imagenet:Crop288", root=root, attack="fgsm", check_sample=2, detectors=["energy"],
+                     ood=["far:openood:textures"], limit=2)  # fmt: skip
+    assert crop.ood_sets[0]["n"] == 2 and len(crop.ood) == 1  # a seeded --limit of the list, at 288×288
     # Mahalanobis keeps one mean per class: a partial training folder is named as such, in one short line
     from robustkit.registry import detector
 

@@ -21,6 +21,7 @@ from torch import nn
 from ..attacks.base import NORMS
 from ..core.checks import model_device, resolve_device
 from ..evaluate.benchmark import GROUPS, Benchmark, benchmark, eps_text
+from ..modelling.folders import imagenet_arg
 from . import plots, sanity
 from .report import RunFolder, table
 
@@ -252,8 +253,9 @@ def report_lines(bench: Benchmark, about: ModelInfo, device: str, figures: Seque
             "RobustBench's CIFAR-10 leaderboards run the official AutoAttack (standard) at ε = 8/255 (L∞) or 0.5 (L2) "
             "on all 10 000 test images; this run differs, so compare with care.",
         ]
-    imagenet = bench.dataset.partition(":")[0] == "imagenet"
-    if imagenet and (not standard or threat != "L∞, ε = 4/255" or bench.dataset != "imagenet:robustbench" or bench.n != 5000):
+    base, _, arg = bench.dataset.partition(":")
+    listed = base == "imagenet" and imagenet_arg(arg)[0] == "robustbench"
+    if base == "imagenet" and (not standard or threat != "L∞, ε = 4/255" or not listed or bench.n != 5000):
         lines += [
             "",
             "RobustBench's ImageNet leaderboard runs the official AutoAttack (standard) at ε = 4/255 (L∞) on its 5000 "

@@ -397,6 +397,8 @@ def _load_ood(
             )
             continue
         options: dict[str, Any] = {"seed": seed, "size": max(h, w), "sample": limit}
+        if isinstance(getattr(test.data, "preprocessing", None), str):  # OpenOOD preprocesses OOD images as the ID ones
+            options["preprocessing"] = test.data.preprocessing  # type: ignore[union-attr]
         if s.name == "fakedata":  # as many noise images as ID ones, made as they are read when the ID set streams
             options.update(shape=test.info.shape, size=len(test), stream=test.streamed)
         try:

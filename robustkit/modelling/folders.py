@@ -7,9 +7,11 @@ one file per item, so evaluation streams it batch by batch and memory does not g
   ``ROOT/imagenet/val/<wnid>/*.JPEG`` (test split) and ``ROOT/imagenet/train/<wnid>/*.JPEG`` (train), with
   the official class index (the position of the wnid among the 1000 sorted ones, torchvision's and
   RobustBench's ``class_to_idx``) and RobustBench's preprocessing ``Res256Crop224`` (Resize(256),
-  CenterCrop(224), ToTensor). ``imagenet:robustbench`` (or ``imagenet:PATH``) reads only the images of
-  RobustBench's evaluation list, ``helper_files/imagenet_test_image_ids.txt`` (5000 ``wnid/file.JPEG``
-  lines), in its order, as ``robustbench.data.load_imagenet`` does.
+  CenterCrop(224), ToTensor), or another of RobustBench's (`PREPROCESSINGS`, as its model zoo names
+  them per model: ``imagenet:BicubicRes256Crop224``). ``imagenet:robustbench`` (or ``imagenet:PATH``)
+  reads only the images of RobustBench's evaluation list, ``helper_files/imagenet_test_image_ids.txt``
+  (5000 ``wnid/file.JPEG`` lines), in its order, as ``robustbench.data.load_imagenet`` does; the two
+  combine with a comma (``imagenet:robustbench,Crop288``).
 - ``openood:NAME``: an OpenOOD v1.5 image list, ``ROOT/openood/benchmark_imglist/imagenet/test_NAME.txt``
   (``relative/path label`` lines), with its images under ``ROOT/openood/images_largescale/`` (Textures:
   ``images_classic/``), OpenOOD's ``data/`` folder as its download script lays it out; the ImageNet-1K
@@ -21,6 +23,7 @@ Papers: Russakovsky et al. 2015 (ImageNet); Croce et al. 2021 (RobustBench); Zha
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,8 +37,18 @@ from ..core.errors import DatasetNotFoundError
 from .info import DatasetInfo, pick_indices
 
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-RESIZE, CROP = 256, 224
-"""RobustBench's ``Res256Crop224`` (and torchvision's ImageNet evaluation): shorter side to 256, centre 224×224."""
+DEFAULT_PREPROCESSING = "Res256Crop224"
+PREPROCESSINGS: dict[str, tuple[tuple[str, Any, str | None], ...]] = {
+    "Res256Crop224": (("resize", 256, None), ("crop", 224, None)),
+    "BicubicRes256Crop224": (("resize", 256, "bicubic"), ("crop", 224, None)),
+    "Res224": (("resize", [224, 224], None),),
+    "Crop288": (("crop", 288, None),),
+}
+"""RobustBench's ImageNet preprocessings (``robustbench.data.PREPROCESSINGS``, 1.1.1), each followed by ToTensor:
+``Res256Crop224`` is torchvision's ImageNet evaluation (shorter side to 256, bilinear and antialiased, centre
+224×224) and most models'; ``BicubicRes256Crop224`` the same with bicubic; ``Res224`` squashes to 224×224;
+``Crop288`` takes the centre 288×288 of the unresized image. ``ResNCropN`` (e.g. ``Res32Crop32``) is the
+shorter side to N and the centre N×N."""
 
 ROBUSTBENCH_LIST = "helper_files/imagenet_test_image_ids.txt"
 OPENOOD_NEAR = ("ssb_hard", "ninco")
@@ -58,12 +71,35 @@ def _class_index() -> dict[str, int]:
     return {w: i for i, w in enumerate(imagenet_classes())}
 
 
-def preprocessing(resize: int = RESIZE, crop: int = CROP) -> Any:
-    """torchvision's Resize(resize) (bilinear, antialiased), CenterCrop(crop), ToTensor: RobustBench's
-    ``Res256Crop224`` at the defaults, op for op."""
+def _steps(name: str) -> tuple[tuple[str, Any, str | None], ...]:
+    if name in PREPROCESSINGS:
+        return PREPROCESSINGS[name]
+    match = re.fullmatch(r"Res(\d+)Crop(\d+)", name)
+    if match is None or int(match[1]) < 1 or int(match[2]) < 1:
+        raise ValueError(f"unknown preprocessing {name!r}; valid: {', '.join(PREPROCESSINGS)} or ResNCropN (e.g. Res32Crop32)")
+    return (("resize", int(match[1]), None), ("crop", int(match[2]), None))
+
+
+def image_side(name: str) -> int:
+    """The side of the square images preprocessing ``name`` makes (224 for ``Res256Crop224``)."""
+    size = _steps(name)[-1][1]
+    return size[0] if isinstance(size, list) else size
+
+
+@functools.lru_cache(maxsize=8)
+def preprocessing(name: str = DEFAULT_PREPROCESSING) -> Any:
+    """The torchvision transform of preprocessing ``name`` (`PREPROCESSINGS`), ending with ToTensor: RobustBench's,
+    op for op."""
     from torchvision import transforms
 
-    return transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(crop), transforms.ToTensor()])
+    ops = []
+    for kind, size, interpolation in _steps(name):
+        if kind == "resize":
+            mode = transforms.InterpolationMode(interpolation) if interpolation else transforms.InterpolationMode.BILINEAR
+            ops.append(transforms.Resize(size, interpolation=mode))
+        else:
+            ops.append(transforms.CenterCrop(size))
+    return transforms.Compose([*ops, transforms.ToTensor()])
 
 
 def read_rgb(path: str | Path) -> Any:
@@ -77,9 +113,9 @@ def read_rgb(path: str | Path) -> Any:
 
 @dataclass(frozen=True)
 class ImageFiles(Dataset):
-    """Labelled image files, decoded and preprocessed one at a time: ``dataset[i]`` is ``(3×crop×crop float32
-    in [0, 1], label)``. ``relative[i]`` names image i inside its folder (``wnid/file.JPEG``), which is how
-    ImageNet-C's files are found. ``resize=None`` reads images as they are (all must be crop×crop).
+    """Labelled image files, decoded and preprocessed one at a time: ``dataset[i]`` is ``(3×S×S float32 in [0, 1],
+    label)`` after ``preprocessing`` (`PREPROCESSINGS`). ``relative[i]`` names image i inside its folder
+    (``wnid/file.JPEG``), which is how ImageNet-C's files are found.
 
     ``take``, ``sample`` and ``select`` return smaller ImageFiles without reading an image; ``info`` is
     the data set's `DatasetInfo` (classes, image shape, mean and std)."""
@@ -89,27 +125,18 @@ class ImageFiles(Dataset):
     labels: tuple[int, ...]
     info: DatasetInfo
     split: str = "test"
-    resize: int | None = RESIZE
+    preprocessing: str = DEFAULT_PREPROCESSING
 
     def __len__(self) -> int:
         return len(self.relative)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         path = self.root / self.relative[i]
-        crop = self.info.shape[-1]
         try:
             image = read_rgb(path)
         except OSError as err:
             raise DatasetNotFoundError(f"cannot read image {i} of {self.info.name}, {path}: {err}") from None
-        if self.resize is None:
-            from torchvision.transforms.functional import to_tensor
-
-            x = to_tensor(image)
-            if tuple(x.shape[1:]) != (crop, crop):
-                raise ValueError(f"{path} is {x.shape[2]}×{x.shape[1]}, but the images of {self.info.name} are {crop}×{crop}")
-        else:
-            x = _transform(self.resize, crop)(image)
-        return x, self.labels[i]
+        return preprocessing(self.preprocessing)(image), self.labels[i]
 
     @property
     def targets(self) -> torch.Tensor:
@@ -132,13 +159,26 @@ class ImageFiles(Dataset):
         return replace(self, relative=tuple(self.relative[int(i)] for i in index), labels=tuple(self.labels[int(i)] for i in index))
 
 
-@functools.lru_cache(maxsize=4)
-def _transform(resize: int, crop: int) -> Any:
-    return preprocessing(resize, crop)
+def _imagenet_info(name: str, side: int) -> DatasetInfo:
+    return DatasetInfo(name, imagenet_classes(), (3, side, side), *IMAGENET_STATS)
 
 
-def _imagenet_info(name: str, crop: int = CROP) -> DatasetInfo:
-    return DatasetInfo(name, imagenet_classes(), (3, crop, crop), *IMAGENET_STATS)
+def imagenet_arg(arg: str | None) -> tuple[str | None, str]:
+    """``imagenet:ARG`` → (the image list: ``robustbench``, a path or None; the preprocessing name). ARG is a
+    list, a preprocessing of `PREPROCESSINGS`, or both joined by a comma."""
+    listing, name = None, DEFAULT_PREPROCESSING
+    for part in filter(None, (arg or "").split(",")):
+        if part in PREPROCESSINGS or re.fullmatch(r"Res\d+Crop\d+", part):
+            name = part
+        elif listing is None:
+            listing = part
+        else:
+            raise ValueError(
+                f"imagenet:{arg}: two image lists ({listing}, {part}); give one list and at most one preprocessing, "
+                "e.g. imagenet:robustbench,BicubicRes256Crop224"
+            )
+    _steps(name)
+    return listing, name
 
 
 def _listed(folder: Path, lines: Sequence[str], where: str) -> tuple[list[str], list[int]]:
@@ -165,7 +205,10 @@ def robustbench_list(arg: str) -> Path:
     if arg != "robustbench":
         path = Path(arg).expanduser()
         if not path.is_file():
-            raise DatasetNotFoundError(f"image list {path} not found; pass imagenet:robustbench or imagenet:PATH/TO/LIST.txt")
+            raise DatasetNotFoundError(
+                f"image list {path} not found; pass imagenet:robustbench or imagenet:PATH/TO/LIST.txt "
+                f"(or a preprocessing: {', '.join(PREPROCESSINGS)})"
+            )
         return path
     from importlib.util import find_spec
 
@@ -183,8 +226,12 @@ def robustbench_list(arg: str) -> Path:
 
 def load_imagenet(split: str, root: Path, arg: str | None = None, **_: object) -> ImageFiles:
     """ILSVRC2012 from ``root/imagenet/val`` (test split) or ``root/imagenet/train``, in the class-folder layout;
-    the test split only at the images of the list ``arg`` names (``robustbench`` or a path) when given."""
+    the test split only at the images of the list ``arg`` names (``robustbench`` or a path) when given, and the
+    preprocessing ``arg`` names (`imagenet_arg`; default ``Res256Crop224``)."""
     from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+    listing, prep = imagenet_arg(arg)
+    info = _imagenet_info("imagenet" if not arg else f"imagenet:{arg}", image_side(prep))
 
     folder = root / "imagenet" / ("val" if split == "test" else "train")
     if not folder.is_dir():
@@ -193,12 +240,11 @@ def load_imagenet(split: str, root: Path, arg: str | None = None, **_: object) -
             f"ILSVRC2012 images there as {folder}/<wnid>/<file>.JPEG (torchvision.datasets.ImageNet(root, "
             f"split={'val' if split == 'test' else 'train'!r}) sorts the official tar files into that layout; data root: root= or $ROBUSTKIT_DATA)"
         )
-    name = "imagenet" if not arg else f"imagenet:{arg}"
-    if arg and split == "test":
-        path = robustbench_list(arg)
+    if listing and split == "test":
+        path = robustbench_list(listing)
         lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
         relative, labels = _listed(folder, lines, str(path))
-        return ImageFiles(folder, tuple(relative), tuple(labels), _imagenet_info(name), split)
+        return ImageFiles(folder, tuple(relative), tuple(labels), info, split, prep)
     index = _class_index()
     present = sorted(d.name for d in folder.iterdir() if d.is_dir())
     unknown = [d for d in present if d not in index]
@@ -216,15 +262,23 @@ def load_imagenet(split: str, root: Path, arg: str | None = None, **_: object) -
     if not samples:
         raise DatasetNotFoundError(f"no images under the class folders of {folder}")
     relative = tuple(str(Path(p).relative_to(folder)) for p, _ in samples)
-    return ImageFiles(folder, relative, tuple(label for _, label in samples), _imagenet_info(name), split)
+    return ImageFiles(folder, relative, tuple(label for _, label in samples), info, split, prep)
 
 
 def load_openood(
-    split: str, root: Path, arg: str | None = None, size: int = CROP, sample: int | None = None, seed: int = 0, **_: object
+    split: str,
+    root: Path,
+    arg: str | None = None,
+    size: int = 224,
+    sample: int | None = None,
+    seed: int = 0,
+    preprocessing: str | None = None,
+    **_: object,
 ) -> ImageFiles:
     """An OpenOOD v1.5 ImageNet-1K image list, ``openood:NAME`` (``ssb_hard``, ``ninco``, ``inaturalist``,
-    ``textures``, ``openimage_o``), streamed; at ``size`` 224 preprocessed as ImageNet (Resize(256),
-    CenterCrop(224)), at other sizes shorter side to ``size`` and centre-cropped; ``sample`` of them (seeded)."""
+    ``textures``, ``openimage_o``), streamed; ``sample`` of them (seeded). Preprocessed as the ID images
+    (``preprocessing``, a name of `PREPROCESSINGS`, as OpenOOD applies the model's to OOD images), else at
+    ``size`` 224 as ImageNet (``Res256Crop224``) and at other sizes shorter side to ``size``, centre-cropped."""
     if not arg:
         raise ValueError(f"openood needs a list name: openood:NAME, e.g. {', '.join(f'openood:{n}' for n in OPENOOD_NEAR + OPENOOD_FAR)}")
     if split != "test":
@@ -250,6 +304,7 @@ def load_openood(
         raise DatasetNotFoundError(
             f"{len(missing)} of the {len(relative)} images of {listing.name} are not under {images} (the first: {missing[0]})"
         )
-    info = DatasetInfo(f"openood:{arg}", ("ood",), (3, size, size), *IMAGENET_STATS)
+    prep = preprocessing or (DEFAULT_PREPROCESSING if size == 224 else f"Res{size}Crop{size}")
+    info = DatasetInfo(f"openood:{arg}", ("ood",), (3, image_side(prep), image_side(prep)), *IMAGENET_STATS)
     labels = tuple(int(rows[i][1]) for i in keep)
-    return ImageFiles(images, relative, labels, info, "test", RESIZE if size == CROP else size)
+    return ImageFiles(images, relative, labels, info, "test", prep)
