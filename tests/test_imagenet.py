@@ -95,7 +95,7 @@ def test_robustbench_preprocessings_by_name_op_for_op(root, tmp_path):
         load_dataset(f"imagenet:{listing},{listing}", "test", root=root)
     with pytest.raises(ValueError, match="unknown preprocessing 'Res0Crop0'"):
         load_dataset("imagenet:Res0Crop0", "test", root=root)
-    with pytest.raises(DatasetNotFoundError, match="image list Bicubic not found.*BicubicRes256Crop224"):
+    with pytest.raises(DatasetNotFoundError, match=r"image list Bicubic not found.*BicubicRes256Crop224"):
         load_dataset("imagenet:Bicubic", "test", root=root)
 
 
