@@ -1,9 +1,11 @@
 """Recipe 4 — does FGSM adversarial training cost OOD detection? (the first two write-ups)"""
 
+import math
 from pathlib import Path
 from typing import Annotated
 
 from robustkit.app import plots
+from robustkit.app.findings import compare_aurocs
 from robustkit.app.runner import Headline, RecipeOptions, comparison, finish, header, look, over_seeds, start, table
 from robustkit.app.sanity import labelled
 from robustkit.core.checks import parse_eps
@@ -35,7 +37,6 @@ GRID = "0,0.01,0.02,0.05,0.1,0.2"
 CIFAR100_SUBSET = "cifar100:bottle,clock,plate,telephone"
 SCORES = ("max_softmax", "max_logit")
 MONITOR = 256  # training images adversarial training is monitored on (Context.robust_classifier)
-CHANGE = 0.02  # an AUROC change larger than this is "hurt" or "helped"
 OUTCOME = {"collapse": "collapse", "hurt": "get worse", "helped": "improve", "unchanged": "stay about the same"}
 # What each write-up compared: its OOD set, the FGSM budget it trained with, and its numbers
 # (``None``: the write-up gives no number; the first one describes a collapse in words).
@@ -71,7 +72,7 @@ def eps_label(eps: float) -> str:
 
 def numbers(results: dict) -> dict[str, float | None]:
     """Flat numbers: ``<set>|<model>|<score>|<metric>``, ``clean|<model>``, ``fgsm@<ε>|<model>``,
-    ``overfit|<model>`` (1/0), ``fallback|<model>`` (1/0), ``n_ood|<set>``."""
+    ``overfit|<model>`` (1/0), ``fallback|<model>`` (1/0), ``n_ood|<set>``, ``images`` (ID test images)."""
     out: dict[str, float | None] = {}
     for model, acc in results["clean_accuracy"].items():
         out[f"clean|{model}"] = acc
@@ -86,6 +87,7 @@ def numbers(results: dict) -> dict[str, float | None]:
         out[f"fallback|{model}"] = float(t["fallback"])
     for name, n in results["ood_sizes"].items():
         out[f"n_ood|{name}"] = n
+    out["images"] = results.get("images_measured")
     return out
 
 
@@ -129,26 +131,23 @@ def findings(n: dict) -> list[str]:
             after = n.get(f"{ood_set}|{model}|max_softmax|AUROC")
             if before is None or after is None:
                 continue
-            delta = after - before
-            noise = 3 / size if size and size < 200 else 0.0  # about three OOD images' worth of AUROC
-            margin = max(CHANGE, noise)
-            if before >= 0.5 and after < 0.5 - noise:
+            change = compare_aurocs(before, after, n.get("images"), size)  # the noise of a difference of two AUROCs
+            chance = change.tolerance / math.sqrt(2)  # and of one AUROC about 0.5 (the ood_auroc check's)
+            if before >= 0.5 and after < 0.5 - chance:
                 what, saw = f"made OOD detection collapse (max-softmax AUROC {after:.3f} < 0.5: OOD scored more confident than ID)", "collapse"
-            elif delta < -margin:
-                chance = ", about chance" if after < 0.5 + margin else ""
-                what, saw = f"hurt OOD detection (max-softmax AUROC {before:.3f} → {after:.3f}{chance})", "hurt"
-            elif delta > margin:
+            elif change.down:
+                near = ", about chance" if after < 0.5 + chance else ""
+                what, saw = f"hurt OOD detection (max-softmax AUROC {before:.3f} → {after:.3f}{near})", "hurt"
+            elif change.up:
                 what, saw = f"helped OOD detection (max-softmax AUROC {before:.3f} → {after:.3f})", "helped"
             else:
-                what, saw = f"left OOD detection about unchanged (max-softmax AUROC {before:.3f} → {after:.3f})", "unchanged"
+                what, saw = f"left OOD detection unchanged within sampling noise (max-softmax AUROC {before:.3f} → {after:.3f}, {change.noise() or 'images not counted'})", "unchanged"
             sentence = f"Against `{ood_set}`, {model} {what}"
             if ref is not None and model == match(family, _models(n)):
                 if saw == ref["saw"]:
                     sentence += f", as {ref['which']} saw"
                 else:
                     sentence += f", unlike {ref['which']}, which saw OOD detection {OUTCOME[ref['saw']]}"
-            if noise > CHANGE and abs(delta) <= noise:
-                sentence += f" — within {noise:.2f}, i.e. about three of the {int(size)} OOD images, so not a measured change"
             out.append(sentence + ".")
     return out
 
@@ -260,6 +259,7 @@ def _once(options, train, targeted, random_start, sets, explicit, eps) -> Path:
         "random_start": random_start,
         "ood_sets": list(outliers),
         "ood_sizes": {k: len(v) for k, v in outliers.items()},
+        "images_measured": len(ctx.test),
         "clean_accuracy": clean,
         "sweeps": sweeps,
         "ood": metrics,

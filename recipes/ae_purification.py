@@ -6,6 +6,7 @@ from typing import Annotated
 import torch
 
 from robustkit.app import plots
+from robustkit.app.findings import compare_accuracies
 from robustkit.app.runner import Headline, RecipeOptions, finish, header, look, over_seeds, start, table
 from robustkit.app.sanity import adaptive_row, labelled
 from robustkit.evaluate import (
@@ -49,13 +50,14 @@ def adaptive_advice(check: Check, row: str) -> Check:
 
 
 def numbers(results: dict) -> dict[str, float | None]:
-    """``<row>/<clean|fgsm|pgd>`` for every row, and ``clean_kept`` (purified ÷ undefended clean)."""
+    """``<row>/<clean|fgsm|pgd>`` for every row, ``clean_kept`` (purified ÷ undefended clean) and ``images``."""
     out: dict[str, float | None] = {}
     for row, values in results["accuracy"].items():
         for k, v in values.items():
             out[f"{row}/{k}"] = v
     base = out.get("no defense/clean")
     out["clean_kept"] = out["AE, oblivious/clean"] / base if base else None
+    out["images"] = results.get("images_measured")
     return out
 
 
@@ -70,30 +72,40 @@ def findings(n: dict) -> list[str]:
         )
     none, obl = n.get("no defense/pgd"), n.get("AE, oblivious/pgd")
     adaptive = [v for k, v in n.items() if k.startswith("AE, adaptive") and k.endswith("/pgd") and v is not None]
+    images = n.get("images")
     if none is not None and obl is not None:
-        gain = obl - none
-        out.append(
-            f"Against an oblivious attacker (PGD made on the bare classifier) purification moves PGD accuracy "
-            f"from {none:.3f} to {obl:.3f} ({gain:+.3f})"
-            + (
+        gain = compare_accuracies(none, obl, images)
+        if not gain.up:
+            verdict = (
+                f": no gain beyond sampling noise ({gain.noise() or 'images not counted'}); this purifier leaves the "
+                "adversarial pattern in place (a denoiser trained on stronger noise, --noise, removes more of it and "
+                "costs more clean accuracy)."
+            )
+        elif gain.delta < SMALL_GAIN:
+            verdict = (
                 ": a small gain; this purifier leaves most of the adversarial pattern in place (a denoiser trained "
                 "on stronger noise, --noise, removes more of it and costs more clean accuracy)."
-                if gain < SMALL_GAIN
-                else "."
             )
+        else:
+            verdict = "."
+        out.append(
+            f"Against an oblivious attacker (PGD made on the bare classifier) purification moves PGD accuracy "
+            f"from {none:.3f} to {obl:.3f} ({gain.delta:+.3f}){verdict}"
         )
         if adaptive:
             worst = min(adaptive)
             which = "BPDA" if worst == n.get("AE, adaptive (BPDA)/pgd") else "through the AE"
-            if worst < obl - 0.02:
+            back = compare_accuracies(obl, worst, images)
+            if back.down:
                 out.append(
-                    f"An adaptive attacker takes {obl - worst:.3f} of it back (PGD {which}: {worst:.3f}), so the "
-                    "oblivious number overstates robustness; the adaptive one is the defense's worth."
+                    f"An adaptive attacker takes {obl - worst:.3f} of it back (PGD {which}: {worst:.3f}, beyond "
+                    f"sampling noise, {back.noise()}), so the oblivious number overstates robustness; the adaptive one "
+                    "is the defense's worth."
                 )
             else:
                 out.append(
-                    f"The adaptive attacks do no better than the oblivious one (worst: {which}, {worst:.3f}); "
-                    "check them with more steps before trusting that."
+                    f"The adaptive attacks do no better than the oblivious one (worst: {which}, {worst:.3f}, "
+                    f"{back.within() if back.n else 'images not counted'}); check them with more steps before trusting that."
                 )
     return out
 
@@ -149,7 +161,7 @@ def _once(options: RecipeOptions, eps: str, arch: str, noise: float | None, ae_e
         table_rows["AE, adaptive (through the AE)"][name] = robust_accuracy(atk, purified, x, y)["accuracy"]
     grid = purification_grid(ctx, model, purified, adversarial["pgd"])
     results = {"eps": attacks["fgsm"].eps, "arch": arch, "noise": noise if arch == "denoiser" else 0.0,
-               "ae_epochs": config.epochs, "accuracy": table_rows, "grid": grid}  # fmt: skip
+               "ae_epochs": config.epochs, "accuracy": table_rows, "grid": grid, "images_measured": len(x)}  # fmt: skip
     results["findings"] = findings(numbers(results))
     what = (
         f"a residual denoising autoencoder trained {config.epochs} epochs to remove Gaussian noise of std {noise:g}"

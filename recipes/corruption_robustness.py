@@ -1,6 +1,7 @@
 """Recipe 8 — which common corruptions does adversarial training help with, and which does it hurt?"""
 
 import math
+import statistics
 from pathlib import Path
 from typing import Annotated
 
@@ -34,7 +35,8 @@ DIGITS_LIMIT = 120  # test images corrupted on small-image data (digits: 14 corr
 
 def numbers(results: dict) -> dict[str, float | None]:
     """Flat numbers: ``acc|<model>|<corruption>`` (mean over severities), ``clean|<model>``, ``mean|<model>``,
-    ``mce``, ``rel_mce`` (None where undefined for every corruption), ``undefined|<ce or relative_ce>|<corruption>``
+    ``mce``, ``rel_mce`` (None where undefined for every corruption), ``ce|<corruption>`` and ``rel_ce|<corruption>``
+    (each corruption's CE and relative CE, None where undefined), ``undefined|<ce or relative_ce>|<corruption>``
     (1: left out of the mean), ``n`` (images), ``levels`` (severities per corruption)."""
     out: dict[str, float | None] = {"n": results["images"], "levels": len(results["severities"])}
     for model, r in results["corruption"].items():
@@ -44,6 +46,9 @@ def numbers(results: dict) -> dict[str, float | None]:
             out[f"acc|{model}|{c}"] = v
     out["mce"] = results["mce"]
     out["rel_mce"] = results["relative_mce"]
+    for kind, key in (("ce", "ce"), ("relative_ce", "rel_ce")):
+        for c, x in (results.get(kind) or {}).items():
+            out[f"{key}|{c}"] = x
     for kind, names in results["undefined"].items():
         for c in names:
             out[f"undefined|{kind}|{c}"] = 1.0
@@ -120,12 +125,13 @@ def findings(n: dict) -> list[str]:
         return [c for c in CORRUPTIONS if n.get(f"undefined|{kind}|{c}")]
 
     if mce is not None:
-        more = "more" if mce > 1 else "fewer"
         skip = left_out("ce")
         over = f" over {total - len(skip)} of {total} corruptions ({', '.join(skip)}: the standard model makes no error)" if skip else ""
+        verdict = _against_one(mce, _ratios(n, "ce"), "more errors under corruption than the standard model",
+                               "fewer errors under corruption than the standard model", "about as many errors as the standard model")  # fmt: skip
         out.append(
-            f"mCE of the adversarially trained model with the standard one as reference: {mce:.3f}{over} ({more} errors "
-            "under corruption than the standard model, averaged over the corruptions; 1 = as many)."
+            f"mCE of the adversarially trained model with the standard one as reference: {mce:.3f}{over}, the mean of "
+            f"each corruption's ratio of errors (1 = as many): {verdict}."
         )
     skip = left_out("relative_ce")
     if skip:
@@ -135,12 +141,33 @@ def findings(n: dict) -> list[str]:
             "nothing to compare against; relative mCE averages the other corruptions."
         )
     if rel is not None:
-        loses = "more" if rel > 1 else "less"
+        verdict = _against_one(rel, _ratios(n, "rel_ce"), "it loses more accuracy to corruption than the standard one",
+                               "it loses less accuracy to corruption than the standard one",
+                               "it loses about as much accuracy to corruption as the standard one")  # fmt: skip
         out.append(
-            f"Relative mCE {rel:.3f} (over {total - len(skip)} corruptions): counted from each model's own clean error, "
-            f"the adversarially trained model loses {loses} accuracy to corruption than the standard one."
+            f"Relative mCE {rel:.3f} (over {len(_ratios(n, 'rel_ce')) or total - len(skip)} corruptions; each model's errors counted from its own "
+            f"clean error): {verdict}."
         )
     return out
+
+
+def _ratios(n: dict, key: str) -> list[float]:
+    """Each corruption's CE (``key`` "ce") or relative CE ("rel_ce") where it is defined."""
+    return [v for k, v in n.items() if k.startswith(key + "|") and v is not None and math.isfinite(v)]
+
+
+def _against_one(mean: float, ratios: list[float], above: str, below: str, same: str) -> str:
+    """``above`` or ``below`` when the mean of the per-corruption ratios is away from 1 by more than two standard
+    errors of that mean (the corruptions' own spread), else ``same`` with the spread that makes it so."""
+    if len(ratios) < 2:
+        return above if mean > 1 else below if mean < 1 else same
+    se = statistics.stdev(ratios) / math.sqrt(len(ratios))
+    if abs(mean - 1) <= 2 * se:
+        return (
+            f"{same}: the {len(ratios)} corruptions disagree (from {min(ratios):.2f} to {max(ratios):.2f}), and the mean "
+            f"is within two standard errors (±{2 * se:.3f}) of 1"
+        )
+    return f"{above if mean > 1 else below} (the mean is beyond two standard errors of 1, ±{2 * se:.3f}; the corruptions range from {min(ratios):.2f} to {max(ratios):.2f})"
 
 
 def headlines(results: dict) -> list[Headline]:
@@ -270,6 +297,7 @@ def _once(options: RecipeOptions, train_eps: str | None, levels: list[int], corr
     images = f"the {n} test images"
     checks = [
         labelled(model_learned(ref.clean_accuracy, classes, n), f"standard, {images}"),
+        *[labelled(c, f"robust, {c.values['n']} images") for c in result.checks],
         labelled(defense_cost(ref.clean_accuracy, result.clean_accuracy), f"robust, {images}"),
     ]
     return finish(ctx, results, lines, checks)

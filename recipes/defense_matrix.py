@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Annotated
 
 from robustkit.app import plots
+from robustkit.app.findings import compare_accuracies
 from robustkit.app.runner import (
     Headline,
     RecipeOptions,
@@ -65,7 +66,7 @@ def through_filter(check: Check, attack_name: str) -> Check:
 
 def numbers(results: dict) -> dict[str, float | None]:
     """``<row>/<column>`` accuracies, ``overfit``/``fallback`` (1/0) of adversarial training,
-    ``deepfool_steps`` and ``deepfool_seconds``."""
+    ``deepfool_steps``, ``deepfool_seconds`` and ``images`` (attacked test images)."""
     out: dict[str, float | None] = {}
     for row, values in results["accuracy"].items():
         for col, v in values.items():
@@ -73,6 +74,7 @@ def numbers(results: dict) -> dict[str, float | None]:
     t = results["adversarial_training"]
     out["overfit"] = float(bool(t["runs"][0]["verdict"]["overfitting"]))
     out["fallback"] = float(t["fallback"])
+    out["images"] = results.get("images_measured")
     out["monitor_fgsm"] = t["runs"][0]["verdict"].get("fgsm")
     out["monitor_pgd"] = t["runs"][0]["verdict"].get("pgd")
     out["deepfool_steps"] = results["deepfool"]["steps"]
@@ -101,8 +103,8 @@ def findings(n: dict) -> list[str]:
         if n.get("fallback"):
             sentence += " The PGD-trained row replaces it as the adversarial-training defense."
         out.append(sentence)
-        at = n.get("adversarial training (FGSM)/fgsm")
-        if at is not None and at > (n.get("adversarial training (FGSM)/pgd") or 0) + 0.15:
+        at, at_pgd = n.get("adversarial training (FGSM)/fgsm"), n.get("adversarial training (FGSM)/pgd") or 0
+        if at is not None and at > at_pgd + 0.15 and compare_accuracies(at_pgd, at, n.get("images")).up:
             out.append(
                 f"Its FGSM accuracy ({at:.3f}) is the kind of number the write-up reports for adversarial training "
                 "(0.769 at ε=0.1); without a PGD check such a number measures gradient masking, and here PGD "
@@ -119,13 +121,14 @@ def findings(n: dict) -> list[str]:
         )
     obl, ada = n.get("feature squeezing/fgsm"), n.get("feature squeezing (adaptive, BPDA)/fgsm")
     if obl is not None and ada is not None:
-        if obl > ada + 0.02:
+        gap = compare_accuracies(ada, obl, n.get("images"))
+        if gap.up:
             out.append(
                 f"Squeezing looks better against FGSM examples made on the undefended model ({obl:.3f}, as the "
                 f"write-up measured) than against FGSM through the filter (BPDA: {ada:.3f}): the oblivious number "
                 "overstates it."
             )
-        elif ada > obl + 0.02:
+        elif gap.down:
             out.append(
                 f"FGSM through the filter (BPDA: {ada:.3f}) does worse than FGSM examples transferred from the "
                 f"undefended model ({obl:.3f}): one straight-through step is a weak attack on the squeezed model, so "
@@ -134,8 +137,8 @@ def findings(n: dict) -> list[str]:
             )
         else:
             out.append(
-                f"Squeezing holds about as well against FGSM through the filter (BPDA: {ada:.3f}) as against FGSM "
-                f"examples made on the undefended model ({obl:.3f})."
+                f"Squeezing holds as well against FGSM through the filter (BPDA: {ada:.3f}) as against FGSM "
+                f"examples made on the undefended model ({obl:.3f}), {gap.within()}."
             )
     return out
 
@@ -225,6 +228,7 @@ def _once(options, eps, squeezer, attack_limit, deepfool_steps, deepfool_backend
         "accuracy": matrix,
         "deepfool": {"backend": deepfool.backend, "steps": deepfool.params["steps"], "seconds": round(deepfool_seconds, 1)},
         "adversarial_training": training,
+        "images_measured": len(x),
     }
     results["findings"] = findings(numbers(results))
     plots.accuracy_heatmap(

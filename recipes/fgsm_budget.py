@@ -54,11 +54,12 @@ def findings(n: dict) -> list[str]:
     ft, fs = n.get("targeted/found"), n.get("untargeted/found")
     over = f" over the {ft:g} and {fs:g} images fooled" if ft is not None and fs is not None else ""
     if ks is not None and kt is not None:
-        out.append(
-            f"Targeted success needs a larger budget than untargeted here too (median {kt:g} vs {ks:g} /255{over}), as in the write-up."
-            if kt >= ks
-            else f"Targeted budgets were not larger than untargeted ones on these images (median {kt:g} vs {ks:g} /255{over}), unlike the write-up."
-        )
+        if kt > ks:
+            out.append(f"Targeted success needs a larger budget than untargeted here too (median {kt:g} vs {ks:g} /255{over}), as in the write-up.")
+        elif kt == ks:
+            out.append(f"Targeted and untargeted success need the same median budget here ({kt:g} /255{over}), unlike the write-up, where targeted needed more.")
+        else:
+            out.append(f"Targeted budgets were smaller than untargeted ones on these images (median {kt:g} vs {ks:g} /255{over}), unlike the write-up.")
     for mode in ("untargeted", "targeted"):
         rate, searched = n.get(f"{mode}/success_rate"), n.get(f"{mode}/images")
         if rate is not None and rate < 1:

@@ -6,6 +6,7 @@ from typing import Annotated
 import torch
 
 from robustkit.app import plots
+from robustkit.app.findings import compare_accuracies
 from robustkit.app.runner import (
     Headline,
     RecipeOptions,
@@ -35,7 +36,6 @@ LOOK = (  # the report's paragraph beside the figures
 GRID = "0,0.005,0.01,0.02,0.05,0.1,0.2,0.3"
 WRITE_UP = {0.0: 0.60, 0.01: 0.30, 0.02: 0.20}  # the second write-up's untargeted curve (a 60%-accuracy model)
 READ_OFF = 0.05  # the write-up gives these to one decimal ("about 60%", "drops to 30%"), read off its plot
-RISE = 0.01  # a rise in accuracy larger than this (10 images in 1000) is remarked
 
 
 def numbers(results: dict) -> dict[str, float | None]:
@@ -48,6 +48,7 @@ def numbers(results: dict) -> dict[str, float | None]:
     for e, a, r in zip(targeted["eps"], targeted["accuracy"], targeted["target_rate"], strict=True):
         out[f"targeted_acc@{e:g}"], out[f"target_rate@{e:g}"] = a, r
     out["targeted_images"] = results.get("targeted_images")
+    out["images"] = results.get("images_measured")
     return out
 
 
@@ -56,12 +57,11 @@ def _curve(n: dict, prefix: str) -> list[tuple[float, float]]:
 
 
 def rise_after_minimum(curve: list[tuple[float, float]]) -> tuple[float, float, float, float] | None:
-    """``(ε_min, acc_min, ε_later, acc_later)`` when accuracy climbs more than RISE above an earlier
-    minimum (the largest such climb), else ``None``."""
+    """``(ε_low, acc_low, ε_high, acc_high)`` of the largest rise of accuracy after a smaller ε, else ``None``."""
     best = None
     for i, (e_low, low) in enumerate(curve):
         for e_high, high in curve[i + 1 :]:
-            if high - low > RISE and (best is None or high - low > best[3] - best[1]):
+            if high > low and (best is None or high - low > best[3] - best[1]):
                 best = (e_low, low, e_high, high)
     return best
 
@@ -83,18 +83,31 @@ def findings(n: dict) -> list[str]:
             f"FGSM at ε=0.01 keeps {ours:.0%} of the clean accuracy ({at01:.3f} of {clean:.3f}); the write-up's "
             f"60%-accuracy model kept {theirs:.0%} (0.30 of 0.60): {verdict}."
         )
-    rise = rise_after_minimum(_curve(n, "acc"))
-    if rise:
-        e0, a0, e1, a1 = rise
+    curve, images = _curve(n, "acc"), n.get("images")
+    check = monotone_in_eps([e for e, _ in curve], [a for _, a in curve], int(images)) if images and len(curve) > 1 else None
+    rise = rise_after_minimum(curve)
+    if check is not None and not check.ok:  # the sentence follows the sanity check on the same numbers
+        v = check.values
+        e0, e1 = v["from_eps"], v["to_eps"]
+        a0, a1 = dict(curve)[e0], dict(curve)[e1]
         out.append(
             f"Accuracy is not monotone in ε: it falls to {a0:.3f} at ε={e0:g} and rises again to {a1:.3f} at "
-            f"ε={e1:g}. A single FGSM step is not the worst case in the ε-ball: at large ε the image is mostly "
-            "the ±ε sign pattern clipped to [0, 1], and the predictions on it drift back toward chance. An "
-            "attack that searches the ball (PGD) would not rise; the curve beyond the minimum says nothing "
-            "about robustness."
+            f"ε={e1:g}, beyond sampling noise (±{v['tolerance']:.3f} on {images:g} images). A single FGSM step is not "
+            "the worst case in the ε-ball: at large ε the image is mostly the ±ε sign pattern clipped to [0, 1], and "
+            "the predictions on it drift back toward chance. An attack that searches the ball (PGD) would not rise; "
+            "the curve beyond the minimum says nothing about robustness."
         )
+    elif rise is None:
+        out.append("Untargeted accuracy falls monotonically with ε.")
     else:
-        out.append(f"Untargeted accuracy falls monotonically with ε (no rise larger than {RISE:g}).")
+        e0, a0, e1, a1 = rise
+        if images:
+            out.append(
+                f"Untargeted accuracy falls with ε; its rise from {a0:.3f} at ε={e0:g} to {a1:.3f} at ε={e1:g} is "
+                f"{compare_accuracies(a0, a1, images).within()}, so the curve is monotone as far as these images can tell."
+            )
+        else:
+            out.append(f"Untargeted accuracy rises from {a0:.3f} at ε={e0:g} to {a1:.3f} at ε={e1:g} (images not counted).")
     rates = _curve(n, "target_rate")
     if rates:
         e_best, r_best = max(rates, key=lambda er: er[1])
@@ -102,7 +115,7 @@ def findings(n: dict) -> list[str]:
         images = n.get("targeted_images")
         of = f"the {images:g} images not of that class" if images else "the images"
         sentence = f"The targeted attack reaches its class most often at ε={e_best:g} ({r_best:.3f} of {of})"
-        if tail[1] < r_best - RISE:
+        if compare_accuracies(r_best, tail[1], images).down:
             sentence += f" and less often at larger budgets ({tail[1]:.3f} at ε={tail[0]:g}): one step overshoots"
         out.append(sentence + ".")
     return out
@@ -166,6 +179,7 @@ def _once(options: RecipeOptions, eps: str, target: str | None) -> Path:
         "targeted": targeted.as_dict(),
         "clean_accuracy": at.get(0.0),
         "targeted_images": len(yt),
+        "images_measured": len(ctx.test),
     }
     n = numbers(results)
     results["findings"] = findings(n)

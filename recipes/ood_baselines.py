@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import Annotated
 
 from robustkit.app import plots
+from robustkit.app.findings import compare_aurocs
 from robustkit.app.runner import (
     Headline,
     RecipeOptions,
@@ -43,11 +44,13 @@ CLOSE = 0.05  # |ours − write-up| up to this is "close"
 
 
 def numbers(results: dict) -> dict[str, float | None]:
-    """Clean accuracy, every score's AUROC, max logit's AUPR-IN (keys ``<score>/<metric>``)."""
+    """Clean accuracy, every score's AUROC, max logit's AUPR-IN (keys ``<score>/<metric>``), and the image
+    counts ``n_id`` and ``n_ood``."""
     out: dict[str, float | None] = {"clean": results["clean_accuracy"]}
     for name, m in results["metrics"].items():
         out[f"{name}/AUROC"] = m["AUROC"]
     out["max_logit/AUPR-IN"] = results["metrics"]["max_logit"]["AUPR-IN"]
+    out["n_id"], out["n_ood"] = results.get("n_id"), results.get("n_ood")
     return out
 
 
@@ -56,7 +59,17 @@ def findings(n: dict, family: str = "fakedata") -> list[str]:
     aurocs = {k.split("/")[0]: v for k, v in n.items() if k.endswith("/AUROC") and v is not None}
     out = []
     best = max(aurocs, key=aurocs.__getitem__)
-    out.append(f"The best separation comes from **{best}** (AUROC {aurocs[best]:.3f}).")
+    counts = n.get("n_id"), n.get("n_ood")
+    gaps = {d: compare_aurocs(v, aurocs[best], *counts) for d, v in aurocs.items() if d != best}
+    tied = sorted((d for d, gap in gaps.items() if not gap.up), key=aurocs.__getitem__, reverse=True)
+    sentence = f"The best separation comes from **{best}** (AUROC {aurocs[best]:.3f})"
+    if tied and all(counts):
+        listed = ", ".join(f"{d} {aurocs[d]:.3f}" for d in tied)
+        sentence += (
+            f", but {listed} {'is' if len(tied) == 1 else 'are'} within sampling noise of it "
+            f"({gaps[tied[0]].noise()}), so this run does not rank {'it' if len(tied) == 1 else 'them'} below"
+        )
+    out.append(sentence + ".")
     inverted = sorted((d for d, v in aurocs.items() if v < 0.5), key=aurocs.__getitem__)
     if inverted:
         listed = ", ".join(f"{d} {aurocs[d]:.3f}" for d in inverted)
@@ -129,7 +142,8 @@ def _once(options: RecipeOptions, ood_set: str) -> Path:
     plots.roc_pr(scores, ctx.folder.figure("roc"), ctx.folder.figure("pr"))
     clean = accuracy(model, ctx.test.x, ctx.test.y)
     family = ood_set.split(":")[0]
-    results = {"ood_set": ood_set, "clean_accuracy": clean, "metrics": metrics}
+    results = {"ood_set": ood_set, "clean_accuracy": clean, "metrics": metrics, "n_id": len(ctx.test),
+               "n_ood": len(outliers)}  # fmt: skip
     n = numbers(results)
     results["findings"] = findings(n, family)
     few = (

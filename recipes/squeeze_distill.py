@@ -6,6 +6,7 @@ from typing import Annotated
 import numpy as np
 
 from robustkit.app import plots
+from robustkit.app.findings import compare_accuracies
 from robustkit.app.runner import Headline, RecipeOptions, finish, header, look, over_seeds, start, table
 from robustkit.app.sanity import labelled
 from robustkit.defenses.distillation import DefensiveDistillation, TemperatureScaled
@@ -38,7 +39,6 @@ COST = 0.05  # a defense that loses more clean accuracy than this (5 points) is 
 MASKING = 0.2  # distilled PGD accuracy this far above the baseline's: gradient masking suspected
 FLAGGED = 0.1  # a detector flagging more clean inputs than this is not usable at its threshold
 ADAPTIVE = "distilled, adaptive"  # the accuracy row of attacks through the distilled logits divided by T
-CHANGE = 0.05  # a PGD accuracy change smaller than this (about two binomial std. errors at 200 images) is noise
 
 
 def _three(value: float | None) -> str:
@@ -49,13 +49,14 @@ def _three(value: float | None) -> str:
 def numbers(results: dict) -> dict[str, float | None]:
     """Clean accuracy of baseline, teacher and student (on all test images), attacked accuracy
     (``<row>/<attack>``; row `ADAPTIVE`: the distilled model attacked through its logits
-    divided by T), the detector's TPR per attack and its clean FPR, and chance level."""
+    divided by T), the detector's TPR per attack and its clean FPR, chance level and ``attacked`` (images)."""
     out: dict[str, float | None] = {
         "baseline/clean": results["clean"]["baseline"],
         "teacher/clean": results["clean"]["teacher"],
         "student/clean": results["clean"]["distilled"],
         "chance": 1 / results["num_classes"],
         "detector/clean_fpr": results["detector"]["clean_fpr_at_threshold"],
+        "attacked": results.get("attacked"),
     }
     for model, row in results["accuracy"].items():
         for attack_name, value in row.items():
@@ -91,30 +92,32 @@ def findings(n: dict) -> list[str]:
                 f"undefended model's {base:.3f} ({(base - worst) * 100:.1f} points lost)."
             )
     b, d = n.get("baseline/pgd_linf"), n.get("distilled/pgd_linf")
+    images = n.get("attacked")
     if b is not None and d is not None:
-        if d > b + MASKING:
+        change = compare_accuracies(b, d, images)
+        if d > b + MASKING and change.up:
             out.append(
                 f"The distilled model resists PGD L∞ far better than the baseline ({d:.3f} vs {b:.3f}): the known "
                 "signature of gradient masking by a saturated softmax at T = 1 (Carlini & Wagner 2016), not of "
                 "real robustness; attacks on logits or with rescaled logits undo it."
             )
-        elif d - b > CHANGE:
+        elif change.up:
             out.append(
                 f"Distillation raises PGD L∞ accuracy from {b:.3f} to {d:.3f} ({(d - b) * 100:+.1f} points). Read it "
                 "with the sanity checks above: a distilled model's gain is often masked gradients (a saturated "
                 "softmax at T = 1, Carlini & Wagner 2016) rather than robustness."
             )
-        elif b - d > CHANGE:
+        elif change.down:
             out.append(f"Distillation lowers PGD L∞ accuracy from {b:.3f} to {d:.3f} ({(d - b) * 100:+.1f} points).")
         else:
             out.append(
-                f"Distillation did not change PGD L∞ accuracy by more than {CHANGE * 100:.0f} points "
-                f"({d:.3f} vs the baseline's {b:.3f})."
+                f"Distillation did not change PGD L∞ accuracy beyond sampling noise ({d:.3f} vs the baseline's "
+                f"{b:.3f}; {change.noise() or 'images not counted'})."
             )
     adaptive = n.get(f"{ADAPTIVE}/pgd_linf")
     if b is not None and d is not None and adaptive is not None:
-        if d - adaptive > CHANGE:
-            versus = "no better than" if adaptive - b <= CHANGE else "above"
+        if compare_accuracies(d, adaptive, images).down:
+            versus = "above" if compare_accuracies(b, adaptive, images).up else "no better than"
             out.append(
                 f"PGD L∞ on the distilled model's logits divided by T leaves {adaptive:.3f} (plain PGD: {d:.3f}): "
                 f"the saturated softmax hid the gradient (Carlini & Wagner 2016), and {adaptive:.3f}, {versus} the "
@@ -226,13 +229,15 @@ def _once(options: RecipeOptions, temperature: float, threshold: float, squeezer
     fpr = float((clean_scores > threshold).mean())
     results["detector"]["clean_fpr_at_threshold"] = fpr
     results.update({"temperature": temperature, "threshold": threshold, "squeezers": list(names), "eps": eps})
-    results.update({"clean": clean_all, "num_classes": ctx.test.info.num_classes})
+    results.update({"clean": clean_all, "num_classes": ctx.test.info.num_classes, "attacked": len(x)})
     if roc:
         plots.roc_pr(roc, ctx.folder.figure("squeezing_roc"), ctx.folder.figure("squeezing_pr"))
     acc = results["accuracy"]
     det = results["detector"]
     plain, through = acc["distilled"]["pgd_linf"], acc[ADAPTIVE]["pgd_linf"]  # the adaptive row measures masking
-    results["gradient_masking_suspected"] = plain > acc["baseline"]["pgd_linf"] + MASKING or plain - through > CHANGE
+    results["gradient_masking_suspected"] = (
+        plain > acc["baseline"]["pgd_linf"] + MASKING or compare_accuracies(plain, through, len(x)).down
+    )
     results["findings"] = findings(numbers(results))
     config = distiller.student_config
     lines = header(ctx, TITLE, SUMMARY) + [

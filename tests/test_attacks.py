@@ -228,8 +228,18 @@ def test_attack_errors(model, batch):
         rk.attack("fgsm")(model, x, y + 10)
 
 
-def test_probability_model_warns(batch):
+def test_probability_model_warns_once(batch):
+    """Once per model, however many batches and calls (issue 30.6: it was printed once per attacked batch)."""
+    import warnings
+
+    from robustkit.core.errors import RobustkitWarning
+
     x, y = batch
     probs = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10), torch.nn.Softmax(dim=1))
-    with pytest.warns(UserWarning, match="probabilities"):
-        rk.attack("fgsm")(probs, x, y)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            rk.attack("fgsm")(probs, x, y)
+        rk.evaluate.attack_batches(rk.attack("fgsm"), probs, x, y, batch_size=8)
+    said = [w for w in caught if "probabilities" in str(w.message)]
+    assert len(said) == 1 and issubclass(said[0].category, RobustkitWarning)

@@ -182,3 +182,29 @@ def test_the_class_check_counts_the_suites_own_targets_and_the_cli_lists_a_custo
     assert rk.attack("autoattack", **params).params["attacks"] == ("apgd-ce", "apgd-t")
     with pytest.raises(TypeError, match="attacks must be tuple"):  # a bare string is not read as its characters
         rk.attack("autoattack", version="custom", attacks="apgd-ce")
+
+
+class Rounded(nn.Module):
+    """Pixels rounded to 4 grey levels before the classifier: zero gradient everywhere."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(torch.round(x * 3) / 3)
+
+
+def test_the_flags_do_not_depend_on_the_users_logging_configuration(model, data):
+    import logging
+
+    x, y = data
+    normally = autoattack_flags(Rounded(model), x, y, components=["apgd-ce"])
+    logging.disable(logging.WARNING)  # a user's process that silences every warning log
+    try:
+        silenced = autoattack_flags(Rounded(model), x, y, components=["apgd-ce"])
+    finally:
+        logging.disable(logging.NOTSET)
+    assert "autoattack_flags (zero_gradient)" in [c.name for c in normally]
+    assert [(c.name, c.status) for c in silenced] == [(c.name, c.status) for c in normally]
+    assert autoattack_flags(model, x, y, components=["apgd-ce"])[0].status == "pass"  # the healthy control

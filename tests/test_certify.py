@@ -25,7 +25,7 @@ from robustkit.defenses.smoothing import (
     predict,
     radius,
 )
-from robustkit.evaluate import certified_accuracy, certified_vs_empirical, empirical_accuracy
+from robustkit.evaluate import certified_accuracy, certified_vs_empirical, empirical_accuracy, smoothing_learned
 from robustkit.evaluate.checks.base import noise_tolerance
 from robustkit.modelling.train import TrainConfig
 from robustkit.registry import defense
@@ -269,7 +269,11 @@ def test_certify_command_writes_a_report(tmp_path, noisy_model):
     assert results["certification"]["images"] == 20 and results["certification"]["n"] == 100
     assert "certified.png" in results["run"]["figures"] and "](certified.png)" in report
     assert report_problems(report) == [] and check_counts(report, results) == []
-    assert results["checks"][0]["name"] == "certified_vs_empirical (20 images)"
+    names = [c["name"].removesuffix(" (20 images)") for c in results["checks"]]
+    assert names[:5] == ["model_learned", "output_head", "input_scale", "label_order", "smoothing_learned"]
+    assert names[-1] == "certified_vs_empirical" and "gradients_available" in names
+    assert {c["status"] for c in results["checks"]} == {"pass"}
+    assert f"base model without noise {results['certification']['base_accuracy']:.3f}" in result.output
     first = results["certification"]["accuracy"][0]
     assert f"| 0 | {first:.3f} |" in report
 
@@ -339,3 +343,62 @@ def test_two_gloo_ranks_certify_what_one_process_does(model, digits_test, tmp_pa
     for r in range(2):  # every rank returns the whole: 21 images split 11 / 10
         got = json.loads((tmp_path / f"{r}.json").read_text())
         assert got["images"] == 21 and got["accuracy"] == one.accuracy and got["radius"] == one.radius.tolist()
+
+
+# ---------------------------------------------------------------- the base model's checks (issues 30.3, 32.9, 32.10, 33.4)
+
+
+def test_smoothing_a_model_never_trained_with_noise_fails_its_check(model, noisy_model, digits_test):
+    """σ = 1 drowns the plain digits CNN: its vote is constant, 'certified' at every radius (issue 30.3)."""
+    data = digits_test.take(40)
+    plain = certified_accuracy(model, data, sigma=1.0, n0=20, n=100, radii=[0, 0.25])
+    check = next(c for c in plain.checks if c.name == "smoothing_learned")
+    assert check.status == "fail" and "gaussian_augmentation" in check.detail, check.detail
+    assert plain.base_accuracy > 0.9 and check.values["smoothed_accuracy"] < 0.2
+    trained = certified_accuracy(noisy_model, data, sigma=0.25, n0=20, n=100, radii=[0, 0.25])
+    assert next(c for c in trained.checks if c.name == "smoothing_learned").status == "pass"
+
+
+@pytest.mark.parametrize(
+    "smoothed, base, n, status",
+    [(0.06, 0.98, 50, "fail"), (0.14, 0.98, 50, "fail"), (0.45, 0.98, 50, "warn"), (0.80, 0.85, 50, "pass"),
+     (0.47, 0.40, 100, "pass")],  # a σ = 1 model: the base alone, on clean images, does worse than its vote
+)  # fmt: skip
+def test_smoothing_learned_verdicts_follow_the_numbers(smoothed, base, n, status):
+    check = smoothing_learned(smoothed, base, 10, n, 0.25)
+    assert check.status == status and f"{smoothed:.1%}" in check.detail and f"{base:.1%}" in check.detail
+
+
+class Rounded(nn.Module):
+    """Pixels rounded to 8 grey levels before the classifier: its gradient is zero almost everywhere."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(torch.round(x * 7) / 7)
+
+
+def test_the_empirical_curve_reports_a_base_classifier_that_masks_gradients(noisy_model, digits_test):
+    """certified < empirical holds, so certified_vs_empirical passes; the base's own checks do not (issue 32.10)."""
+    data = digits_test.take(24)
+    masked = empirical_accuracy(Rounded(noisy_model), data, sigma=0.25, radii=[0, 0.5], steps=3, samples=2, n=20)
+    assert {c.name: c.status for c in masked.checks}["gradients_available"] == "fail"
+    healthy = empirical_accuracy(noisy_model, data, sigma=0.25, radii=[0, 0.5], steps=3, samples=2, n=20)
+    assert [c.status for c in healthy.checks] == ["pass"] * 3
+
+
+def test_the_certify_command_reports_a_probability_head_and_strict_exits_3(tmp_path, noisy_model):
+    """Issue 33.4: in results.json and report.md, not a one-off Python warning; --strict honours it."""
+    from robustkit.app.cli import main
+
+    torch.save(nn.Sequential(noisy_model, nn.Softmax(1)), tmp_path / "probabilities.pt")
+    args = ["certify", "--weights", str(tmp_path / "probabilities.pt"), "--unsafe-pickle", "--n", "50", "--n0", "10",
+            "--limit", "12", "--radii", "0,0.25", "--no-attack", "--out", str(tmp_path / "run"), "--strict"]  # fmt: skip
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    assert done.value.code == 3
+    statuses = {c["name"]: c["status"] for c in json.loads((tmp_path / "run" / "results.json").read_text())["checks"]}
+    assert statuses["output_head (12 images)"] == "fail"
+    assert "output_head (12 images) | **FAIL**" in (tmp_path / "run" / "report.md").read_text()

@@ -226,13 +226,22 @@ class StepsDependent(Attack):
 
 
 def test_incomplete_optimisation_counts_images_not_floats(model, digits_test):
-    """200 images, exactly 2 more fooled with doubled steps: "more than 2 images" is not met (1% of 200 = 2)."""
+    """200 images, exactly 6 more fooled with doubled steps: "more than 3%" (6 images) is not met; 7 warns;
+    10 (5%) does not fail, 11 does."""
     x, y = digits_test.x[:200], digits_test.y[:200]
     StepsDependent.decoy, StepsDependent.decoy_labels = digits_test.x[200:220], digits_test.y[200:220]
-    StepsDependent.extra = 2
-    assert incomplete_optimisation(StepsDependent(steps=10), model, x, y).status == "pass"
-    StepsDependent.extra = 3
-    assert incomplete_optimisation(StepsDependent(steps=10), model, x, y).status == "warn"
+    for extra, status in ((6, "pass"), (7, "warn"), (10, "warn"), (11, "fail")):
+        StepsDependent.extra = extra
+        assert incomplete_optimisation(StepsDependent(steps=10), model, x, y).status == status, extra
+
+
+def test_incomplete_optimisation_stays_quiet_on_a_healthy_models_pgd(model, digits_test):
+    """Issue 32.1: twenty steps find a point or two more than ten on a healthy model (about the spread
+    between two random starts); that is not an attack failure."""
+    x, y = digits_test.x, digits_test.y
+    for seed in (0, 1):
+        check = incomplete_optimisation(rk.attack("pgd", eps=0.1, seed=seed), model, x, y)
+        assert check.status == "pass" and check.values["drop"] <= 0.03, check.detail
 
 
 # ---------------------------------------------------------------- ood_auroc at chance
@@ -265,7 +274,7 @@ def test_robust_accuracy_carries_cheap_checks(model, sample):
     x, y = sample
     with pytest.warns(RobustkitWarning, match="output_head"):
         out = rk.evaluate.robust_accuracy(rk.attack("fgsm", eps=0.05), Head(model, torch.sigmoid), x, y)
-    assert {c.name: c.status for c in out.checks} == {"output_head": "fail", "model_learned": "pass"}
+    assert {c.name: c.status for c in out.checks} == {"output_head": "fail", "model_learned": "pass", "budget_units": "pass"}
     with warnings.catch_warnings():
         warnings.simplefilter("error", RobustkitWarning)
         healthy = rk.evaluate.robust_accuracy(rk.attack("fgsm", eps=0.05), model, x, y)

@@ -139,10 +139,11 @@ def test_weak_attack_trips_the_attack_checks(model, digits_test):
 
 def test_untrained_model_fails_model_learned_only(untrained, digits_test):
     d = diagnose(untrained, digits_test, sample=SAMPLE)
-    model_checks = ["model_learned", "output_head", "input_scale", "gradients_available", "gradient_consistency"]
-    assert statuses(d) == {**dict.fromkeys(model_checks, "pass"), "model_learned": "fail", "unstable_predictions": "pass"}
+    model_checks = ["model_learned", "output_head", "input_scale", "label_order", "gradients_available", "gradient_consistency"]
+    quiet = {"unstable_predictions": "pass", "forward_optimisation": "pass"}
+    assert statuses(d) == {**dict.fromkeys(model_checks, "pass"), "model_learned": "fail", **quiet}
     assert d["model_learned"].values["clean_accuracy"] <= d["model_learned"].values["fail_at_or_below"]
-    assert set(d.skipped) == set(CHECKS) - {*model_checks, "unstable_predictions"}
+    assert set(d.skipped) == set(CHECKS) - {*model_checks, *quiet}
     assert d.skipped["unbounded_attack"] == "needs attack=" and "ratio" not in d.cost
 
 
@@ -152,9 +153,11 @@ def test_randomised_model_warns_unstable_predictions(model, digits_test):
         "model_learned": "pass",
         "output_head": "pass",
         "input_scale": "pass",
+        "label_order": "pass",
         "gradients_available": "pass",
         "gradient_consistency": "fail",  # fresh noise at every call: the gradient cannot predict the next output
         "unstable_predictions": "warn",
+        "forward_optimisation": "pass",
     }
     assert d["unstable_predictions"].values["relative_change"] > 1e-2
     assert "EOT" in d["unstable_predictions"].detail
@@ -191,8 +194,11 @@ def test_data_forms_sampling_and_skip(model, digits_test):
         "model_learned",
         "output_head",
         "input_scale",
+        "label_order",
         "gradient_consistency",
         "unstable_predictions",
+        "forward_optimisation",
+        "budget_units",
         "unbounded_attack",
         "gradient_free",
     ]

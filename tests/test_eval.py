@@ -82,11 +82,12 @@ def test_benchmark_numbers_are_consistent(net, tmp_path):
     assert means["far"]["energy"]["AUROC"] == next(r["metrics"]["AUROC"] for r in result.ood if r["set"] == "fakedata" and r["detector"] == "energy")
     assert result.scores["fakedata"]["mahalanobis"][1].shape == (80,)  # the 12×12 colour images became 1×8×8
     names = [c.name for c in result.checks]
-    model_checks = ["output_head", "model_learned", "input_scale", "gradients_available", "gradient_consistency",
-                    "unstable_predictions", "unbounded_attack", "iterative_vs_single_step"]  # fmt: skip
-    assert names[:8] == model_checks
+    model_checks = ["output_head", "model_learned", "budget_units", "input_scale", "label_order", "gradients_available",
+                    "gradient_consistency", "unstable_predictions", "forward_optimisation", "unbounded_attack",
+                    "iterative_vs_single_step"]  # fmt: skip
+    assert names[: len(model_checks)] == model_checks
     assert "ood_auroc (energy, fakedata)" in names and "ood_saturated (mahalanobis, fakedata)" in names
-    assert {c.status for c in result.checks[:8]} == {"pass"}
+    assert {c.status for c in result.checks[: len(model_checks)]} == {"pass"}
     record = json.loads(json.dumps(result.as_dict()))
     assert record["robust_accuracy"] == result.robust_accuracy and record["ood_means"]["near"]["mahalanobis"]
     assert "RobustBench" in record["papers"] and "OpenOOD" in record["papers"]

@@ -730,7 +730,9 @@ def certify(
     kw = {"sigma": sigma, "radii": grid, "seed": seed}
     cert = certified_accuracy(net, data.x, data.y, n0=n0, n=n, alpha=alpha, backend=backend, **kw)
     emp = empirical_accuracy(net, data.x, data.y, steps=steps, samples=eot, n=judge, **kw) if attack else None
-    checks = [] if emp is None else [sanity.labelled(certified_vs_empirical_check(cert, emp), f"{cert.images} images")]
+    checks = sanity.counted([*cert.checks, *([] if emp is None else emp.checks)])  # contract, smoothing, attack's
+    if emp is not None:
+        checks.append(sanity.labelled(certified_vs_empirical_check(cert, emp), f"{cert.images} images"))
     folder = RunFolder(out, overwrite=overwrite)
     empirical = None if emp is None else emp.accuracy
     plots.certified_curves({f"σ={sigma:g}": (cert.radii, cert.accuracy, empirical)}, folder.figure("certified"),
@@ -743,7 +745,8 @@ def certify(
     folder.finish(results, "\n".join(sanity.with_section(lines, checks)) + "\n")
     at = ", ".join(f"{r:g}: {a:.3f}" for r, a in zip(cert.radii, cert.accuracy, strict=True))
     typer.echo(f"certified accuracy by L2 radius ({cert.images} {dataset} test images) {at}  abstained "
-               f"{cert.abstained}  report: {folder.path / 'report.md'}")  # fmt: skip
+               f"{cert.abstained}  base model without noise {cert.base_accuracy:.3f}  "
+               f"report: {folder.path / 'report.md'}")  # fmt: skip
     _report_checks(results, strict)
 
 

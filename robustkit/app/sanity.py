@@ -9,7 +9,7 @@ from typing import Any
 
 from ..evaluate.diagnose import STATUSES, Check
 
-__all__ = ["STATUSES", "STRICT_EXIT", "as_records", "labelled", "problems", "section", "with_section"]
+__all__ = ["STATUSES", "STRICT_EXIT", "as_records", "counted", "labelled", "problems", "section", "with_section"]
 
 STRICT_EXIT = 3
 """Exit status of a command run with ``--strict`` whose sanity checks warned or failed."""
@@ -46,6 +46,12 @@ def with_section(lines: list[str], checks: Sequence[Check]) -> list[str]:
 def labelled(check: Check, what: str) -> Check:
     """The check with what it is about in its name, e.g. ``ood_auroc (energy)``."""
     return dataclasses.replace(check, name=f"{check.name} ({what})")
+
+
+def counted(checks: Sequence[Check]) -> list[Check]:
+    """Each check labelled with the number of images it ran on (its ``n``), e.g. ``input_scale (256 images)``,
+    so a report that also quotes other counts says which is which."""
+    return [labelled(c, f"{c.values['n']} images") if c.values.get("n") is not None else c for c in checks]
 
 
 def as_records(checks: Sequence[Check]) -> list[dict[str, Any]]:

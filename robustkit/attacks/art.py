@@ -107,6 +107,7 @@ class Square(Attack):
     """
 
     name = "square"
+    gradient_free = True
     backend = "art"
     norm = "linf"
     parameters = (eps_param(8 / 255, "linf"), *SQUARE_PARAMETERS)
@@ -210,6 +211,7 @@ class HopSkipJump(Attack):
     """
 
     name = "hop_skip_jump"
+    gradient_free = True
     backend = "art"
     norm = "l2"
     bounded = False

@@ -145,6 +145,7 @@ class _Square(_Official):
     (margin loss, ``resc_schedule=False``): score-based random search, gradient-free."""
 
     paper = ANDRIUSHCHENKO_2020
+    gradient_free = True
     parameters_extra: ClassVar[tuple[Param, ...]] = (
         positive_int("n_queries", 5000, "queries per image at most (AutoAttack: 5000)"),
         Param("p_init", 0.8, "initial share of pixels a square covers", low=0, high=1, low_open=True),

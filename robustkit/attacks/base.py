@@ -9,7 +9,15 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..core.checks import check_images, check_labels, inspect_model, model_device, preserved_state
+from ..core.checks import (
+    check_images,
+    check_labels,
+    gradient_reaches_input,
+    inspect_model,
+    model_device,
+    preserved_state,
+)
+from ..core.errors import NoGradientError
 from ..core.params import Configurable, Param, flag, positive_int
 from ..modelling.batches import labelled_batches, slices
 
@@ -71,6 +79,7 @@ class Attack(Configurable):
     targeted: ClassVar[bool] = False  # whether a targeted mode exists
     bounded: ClassVar[bool] = True  # whether the output stays inside the eps-ball
     per_example_seeds: ClassVar[bool] = False  # whether image i's randomness depends only on (seed, index[i])
+    gradient_free: ClassVar[bool] = False  # whether it only queries the model's outputs (Square, HopSkipJump)
 
     @classmethod
     def declared(cls) -> tuple[Param, ...]:
@@ -154,9 +163,25 @@ class Attack(Configurable):
         with preserved_state(model), torch.random.fork_rng(devices=_cuda_devices(device)):
             torch.manual_seed(seed)
             model.eval()
-            adv = self._run_indexed(model, xd, yd, td, num_classes, index.cpu())
+            # Checked first on one image: some backends (torchattacks' C&W, EAD) would silently return x unchanged.
+            if not self.gradient_free and not gradient_reaches_input(model, xd):
+                raise self._no_gradient()
+            try:
+                adv = self._run_indexed(model, xd, yd, td, num_classes, index.cpu())
+            except RuntimeError:  # autograd's "does not require grad" on other images than the first
+                if self.gradient_free or gradient_reaches_input(model, xd):
+                    raise
+                raise self._no_gradient() from None
         adv = self._project(xd, adv.detach().to(device=device, dtype=x.dtype))
         return adv.to(x.device)
+
+    def _no_gradient(self) -> NoGradientError:
+        return NoGradientError(
+            f"{self.label()} cannot run: no gradient reaches the input, because the model's forward pass is cut off "
+            "from autograd (rounding or thresholding the pixels, .detach(), torch.no_grad() or numpy inside forward). "
+            "Attack it with a gradient-free attack (square, hop_skip_jump) or with BPDA (a differentiable stand-in for "
+            "that step in the backward pass); robustkit.diagnose's gradients_available check fails on it"
+        )
 
     def _project(self, x: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
         """Clip to [0, 1] and, for bounded attacks, into the eps-ball (float round-off only)."""

@@ -120,6 +120,7 @@ class Square(_TorchattacksAttack):
     """
 
     name = "square"
+    gradient_free = True
     norm = "linf"
     targeted = True
     cls_name = "Square"

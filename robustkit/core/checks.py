@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import warnings
+import weakref
 from collections.abc import Iterator
 from fractions import Fraction
 
 import torch
 from torch import nn
+
+from .errors import RobustkitWarning
 
 PIXEL_HINT = (
     "robustkit works in pixel space: pass images in [0, 1] and put mean/std normalisation "
@@ -126,6 +130,22 @@ def preserved_state(model: nn.Module, freeze: bool = True) -> Iterator[nn.Module
             p.grad = grad
 
 
+def gradient_reaches_input(model: nn.Module, x: torch.Tensor) -> bool:
+    """Whether autograd connects the model's output to its input, tried on ``x``'s first image.
+
+    False for a forward pass cut off from autograd: rounding to integers, a comparison or a
+    thresholded encoding, ``.detach()``, ``torch.no_grad()`` or a trip through numpy before the
+    first layer. Call it with the model in the mode to test (its state is left as it is).
+    """
+    with torch.enable_grad():
+        xi = x[:1].detach().to(model_device(model)).requires_grad_(True)
+        out = model(xi)
+        if not isinstance(out, torch.Tensor) or not out.requires_grad:
+            return False
+        (grad,) = torch.autograd.grad(out.sum(), xi, allow_unused=True)
+    return grad is not None
+
+
 def probe(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Run the model on one image (eval mode, no grad, state restored) and return its output.
 
@@ -162,22 +182,32 @@ def shape_errors(model: nn.Module, x: torch.Tensor) -> Iterator[None]:
 def inspect_model(model: nn.Module, x: torch.Tensor) -> int:
     """Probe a classifier with one image and return its number of classes.
 
-    Warns when it seems to return probabilities instead of logits.
+    Warns, once per model, when it seems to return probabilities instead of logits.
     """
     out = probe(model, x)
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         raise ValueError("the model must return logits of shape N×num_classes")
-    warn_if_probabilities(out)
+    if model not in _WARNED_PROBABILITIES and _looks_like_probabilities(out):
+        _WARNED_PROBABILITIES.add(model)
+        warnings.warn(
+            "the model's outputs are non-negative and sum to 1: it seems to return probabilities. "
+            "robustkit expects logits; remove the final softmax layer (the output_head check reports it)",
+            RobustkitWarning,
+            stacklevel=3,
+        )
     return out.shape[1]
 
 
-def warn_if_probabilities(logits: torch.Tensor) -> None:
-    """Warn when model outputs look like softmax probabilities rather than logits."""
+_WARNED_PROBABILITIES: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # each model is warned about once
+
+
+def _looks_like_probabilities(logits: torch.Tensor) -> bool:
     sums = logits.sum(dim=1)
-    if (logits >= 0).all() and torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
-        warnings.warn(
-            "the model's outputs are non-negative and sum to 1: it seems to return probabilities. "
-            "robustkit expects logits; remove the final softmax layer",
-            UserWarning,
-            stacklevel=3,
-        )
+    return bool((logits >= 0).all() and torch.allclose(sums, torch.ones_like(sums), atol=1e-4))
+
+
+def image_digests(x: torch.Tensor) -> list[bytes]:
+    """One 8-byte hash per image of its pixels on the 0..255 grid, so the same image stored as float32 or
+    decoded from uint8 (or off by float round-off) gets the same hash."""
+    grid = (x.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return [hashlib.blake2b(image.tobytes(), digest_size=8).digest() for image in grid]

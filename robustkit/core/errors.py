@@ -23,6 +23,10 @@ class NotFittedError(RobustkitError, RuntimeError):
     """A detector was asked to score before `fit`."""
 
 
+class NoGradientError(RobustkitError, ValueError):
+    """A gradient attack was asked to attack a model whose output is cut off from its input in autograd."""
+
+
 class RobustkitWarning(UserWarning):
     """A sanity check that warned or failed on a number robustkit returned (filter with
     ``warnings.filterwarnings("ignore", category=RobustkitWarning)``; the check itself stays in the result)."""

@@ -48,3 +48,4 @@ LIU_QIN_2025 = "Liu & Qin 2025, Detecting Out-of-Distribution Through the Lens o
 GUO_2017 = "Guo et al. 2017, On Calibration of Modern Neural Networks (temperature scaling), https://arxiv.org/abs/1706.04599"
 HENDRYCKS_2019 = "Hendrycks & Dietterich 2019, Benchmarking Neural Network Robustness to Common Corruptions and Perturbations, https://arxiv.org/abs/1903.12261"
 YIN_2019 = "Yin et al. 2019, A Fourier Perspective on Model Robustness in Computer Vision, https://arxiv.org/abs/1906.08988"
+CROCE_2022 = "Croce et al. 2022, Evaluating the Adversarial Robustness of Adaptive Test-time Defenses, https://arxiv.org/abs/2202.13711"

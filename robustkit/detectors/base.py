@@ -4,17 +4,40 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..core.checks import check_images, model_device, preserved_state, shape_errors
+from ..core.checks import check_images, image_digests, model_device, preserved_state, shape_errors
 from ..core.errors import NotFittedError
 from ..core.params import Configurable
 from ..modelling.batches import image_batches, labelled_batches
 from ..modelling.data import Data
+
+FIT_DIGESTS = 200_000  # fit images whose hashes a detector keeps, for fit_overlap (8 bytes and a set slot each)
+FIT_PEAKS = 512  # fit images whose brightest pixel it keeps, for input_range
+
+
+@dataclass
+class FitData:
+    """What a detector remembers of the ID data it was fitted on, for the checks that compare it with the
+    data it scores: ``images`` seen, the hashes of the first `FIT_DIGESTS` (`image_digests`) and the
+    brightest pixel of the first `FIT_PEAKS`."""
+
+    images: int = 0
+    digests: set[bytes] = field(default_factory=set)
+    peaks: list[float] = field(default_factory=list)
+
+    def add(self, x: torch.Tensor) -> None:
+        room = FIT_DIGESTS - len(self.digests)
+        if room > 0:
+            self.digests.update(image_digests(x[:room]))
+        if len(self.peaks) < FIT_PEAKS:
+            self.peaks += x[: FIT_PEAKS - len(self.peaks)].flatten(1).amax(1).tolist()
+        self.images += len(x)
 
 
 class Detector(Configurable):
@@ -41,6 +64,7 @@ class Detector(Configurable):
         super().__init__(**params)
         self.model: nn.Module | None = None
         self._fitted = False
+        self.fit_data = FitData()
 
     def fit(self, model: nn.Module | None, data: Data | None = None, batch_size: int = 512) -> Detector:
         """Attach the model and learn what the detector needs from ID training ``data``."""
@@ -49,15 +73,18 @@ class Detector(Configurable):
         if self._needs_data() and data is None:
             raise ValueError(f"detector {self.name!r} learns from ID training data: call fit(model, train_data)")
         self.model, self._fitted = model, False
+        self.fit_data = FitData()  # filled by fit_batches as the detector reads its fit data
         self._fit(data, batch_size)
         self._fitted = True
         return self
 
-    @staticmethod
-    def fit_batches(data: Data, batch_size: int = 512) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The fit data as checked ``(images, labels)`` batches, one in memory at a time."""
+    def fit_batches(self, data: Data, batch_size: int = 512) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The fit data as checked ``(images, labels)`` batches, one in memory at a time; a detector that
+        learns from them remembers them in ``fit_data`` (for the fit_overlap and input_range checks)."""
         for xb, yb in labelled_batches(data, None, batch_size):
             check_images(xb, "the fit data's images")
+            if self._needs_data():
+                self.fit_data.add(xb)
             yield xb, yb
 
     def _needs_data(self) -> bool:

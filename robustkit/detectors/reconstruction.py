@@ -54,6 +54,7 @@ class ReconstructionError(Detector):
             return
         train = as_image_set(data)  # the training loop keeps its data in memory
         check_images(train.x, "the fit data's images")
+        self.fit_data.add(train.x)
         self.autoencoder = train_autoencoder(train, self.params["train_config"], self.params["cache"])
 
     def _module(self) -> nn.Module:

@@ -13,10 +13,13 @@ from torch import nn
 
 from ..core.distributed import sum_counts, world
 from ..modelling import corruptions as gen
+from ..modelling.data import seeded_sample
 from .checks.base import Check, warn_problems
-from .checks.contract import model_learned
+from .checks.contract import contract_checks, model_learned
 from .predictions import _outputs, _predict
 from .robustness import _indexed_batches, _nonempty
+
+CHECK_SAMPLE = 256  # images the model's contract checks run on (a seeded sample)
 
 
 @dataclass
@@ -290,6 +293,8 @@ def corruption_accuracy(
     if not out.accuracy:
         raise ValueError(f"no corruption applies to these images: {skipped}")
     out.checks.append(model_learned(out.clean_accuracy, classes[0] if classes else 10, n))
+    xs, ys = seeded_sample(x if y is None else (x, y), CHECK_SAMPLE, seed)  # the rest of the model's contract
+    out.checks += [c for c in contract_checks(model, xs, ys, seed=seed) if c.name != "model_learned"]
     warn_problems(out.checks)
     return out
 

@@ -19,19 +19,19 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
 from ..attacks.base import Attack, attack_batches
 from ..attacks.reference import FGSM
 from ..core.checks import check_images, check_labels, inspect_model, parse_eps
 from ..core.distributed import on_first_rank, world
-from ..modelling.batches import labelled_batches
-from ..modelling.data import Data, as_image_set
+from ..core.errors import NoGradientError
+from ..modelling.data import Data, seeded_sample
 from ..registry import attack as make_attack
 from .checks.attack import (
     _at_eps,
     _judge_unbounded,
     _opened,
+    budget_units,
     gradient_based,
     gradient_free_companion,
     incomplete_optimisation,
@@ -41,10 +41,11 @@ from .checks.attack import (
     monotone_in_eps,
 )
 from .checks.base import STATUSES, Check, Diagnosis, noise_tolerance
-from .checks.contract import input_scale, model_learned, output_head
+from .checks.contract import input_scale, label_order, model_learned, output_head
 from .checks.defense import defense_cost
 from .checks.masking import (
     adaptive_vs_oblivious,
+    forward_optimisation,
     gradient_consistency,
     gradient_free,
     gradients_available,
@@ -59,10 +60,13 @@ CHECKS = (
     "model_learned",
     "output_head",
     "input_scale",
+    "label_order",
     "gradients_available",
     "gradient_consistency",
     "unstable_predictions",
+    "forward_optimisation",
     "defense_cost",
+    "budget_units",
     "unbounded_attack",
     "monotone_in_eps",
     "iterative_vs_single_step",
@@ -74,9 +78,9 @@ CHECKS = (
 """The checks `diagnose` can run, in the order it runs them."""
 
 GRADIENT_FREE_SAMPLE = 32  # survivors of the attack that the gradient-free check attacks with Square
-GRADIENT_FREE_QUERIES = 100  # Square's queries per image there
+GRADIENT_FREE_QUERIES = 300  # Square's queries per image there (100 missed a k-WTA model's discontinuities)
 
-ATTACK_CHECKS = CHECKS[CHECKS.index("unbounded_attack") :]
+ATTACK_CHECKS = CHECKS[CHECKS.index("budget_units") :]
 """The checks that need an attack."""
 
 
@@ -98,12 +102,14 @@ def diagnose(
     Attack or a registry name; ``eps`` overrides its budget. ``defense_of``: the undefended
     model when ``model`` is a defended one. ``skip``: names of checks not to run.
 
-    Always (the model's contract and its gradients): `model_learned` and `output_head` (1 forward
-    pass), `input_scale` (2 forward), `gradients_available` (1 forward + 1 backward),
-    `gradient_consistency` (2 forward + 1 backward), `unstable_predictions` (2 forward); with
+    Always (the model's contract and its gradients): `model_learned`, `output_head` and `label_order`
+    (1 forward pass), `input_scale` (3 forward), `gradients_available` (1 forward + 1 backward),
+    `gradient_consistency` (2 forward + 1 backward), `unstable_predictions` (2 forward),
+    `forward_optimisation` (1 forward of 8 images); with
     ``defense_of``: `defense_cost` (1 forward). With an attack (A = one run of it on the sample,
     the unit of ``cost["ratio"]``):
 
+    - `budget_units`: the budget is in the attack's norm (no cost);
     - the attack at eps itself (1 A: robust accuracy, and the time ``cost["ratio"]`` divides by);
     - `unbounded_attack`: the attack with its budget opened (1 A); an attack with a gradient-free
       part (AutoAttack's Square) is replaced by the reference PGD of its norm, so that a gradient
@@ -112,8 +118,8 @@ def diagnose(
     - `iterative_vs_single_step` for L∞ attacks other than FGSM (1 forward + 1 backward);
     - `incomplete_optimisation` for attacks with ``steps``: 2×steps on the survivors (≤ 2 A);
     - `loss_gap` for iterative cross-entropy attacks: the same attack on the DLR loss (1 A);
-    - `gradient_free`: a 100-query Square attack on at most 32 of the images the attack left
-      standing (about 200 forward passes of 32 images; none when nothing survives);
+    - `gradient_free`: a 300-query Square attack on at most 32 of the images the attack left
+      standing (about 600 forward passes of 32 images; none when nothing survives);
     - `adaptive_vs_oblivious` with ``defense_of``: the attack crafted on it (1 A).
 
     Measured on digits (PGD-10 at 8/255, 256 points, 2 loaded CPU cores): see
@@ -149,7 +155,7 @@ def _diagnose(
     unknown = sorted(set(skip) - set(CHECKS))
     if unknown:
         raise ValueError(f"skip: unknown checks {', '.join(unknown)}; valid names: {', '.join(CHECKS)}")
-    x, y = _sample_data(data, sample, seed)
+    x, y = seeded_sample(data, sample, seed)
     check_images(x)
     num_classes = inspect_model(model, x)
     check_labels(y, len(x), num_classes)
@@ -177,6 +183,8 @@ def _diagnose(
         checks.append(output_head(outputs))
     if wanted("input_scale"):
         checks.append(input_scale(model, x, y, clean_accuracy=clean, batch_size=batch_size))
+    if wanted("label_order"):
+        checks.append(label_order(outputs.argmax(1), y, num_classes, seed=seed))
     if wanted("gradients_available"):
         checks.append(gradients_available(model, x, y, batch_size))
     surrogate = [type(m).__name__ for m in model.modules() if getattr(m, "surrogate_gradient", False)]
@@ -189,16 +197,16 @@ def _diagnose(
         checks.append(gradient_consistency(model, x, y, seed=seed, batch_size=batch_size))
     if wanted("unstable_predictions"):
         checks.append(unstable_predictions(model, x, batch_size=batch_size))
+    if wanted("forward_optimisation"):
+        checks.append(forward_optimisation(model, x))
     if wanted("defense_cost", None if defense_of is not None else "needs defense_of= (the undefended model)"):
         undefended = acc_of(x, defense_of)
         measured["undefended_clean_accuracy"] = undefended
         checks.append(defense_cost(undefended, clean))
 
     attack_seconds, runs = None, 0.0  # runs: attack runs on the whole sample, survivors counted pro rata
-    if attack is None:
-        for name in ATTACK_CHECKS:
-            wanted(name, "needs attack=")
-    else:
+    adv, why_no_attack = None, "needs attack="
+    if attack is not None:
         attack = make_attack(attack) if isinstance(attack, str) else attack
         if not isinstance(attack, Attack):
             raise TypeError(f"attack must be an Attack or an attack name, got {type(attack).__name__}")
@@ -209,12 +217,22 @@ def _diagnose(
             return attack_batches(a, model, xs, ys, batch_size=batch_size)
 
         t0 = time.perf_counter()
-        adv = run(attack)
+        try:
+            adv = run(attack)
+        except NoGradientError as err:  # gradients_available and gradient_consistency above say why
+            measured["attack_error"] = str(err)
+            why_no_attack = f"{attack.label()} cannot run: no gradient reaches the input (gradients_available)"
         attack_seconds = time.perf_counter() - t0
         runs += 1
+    if attack is None or adv is None:
+        for name in ATTACK_CHECKS:
+            wanted(name, why_no_attack)
+    else:
         survived = _predict(model, adv, batch_size) == y.cpu()
         robust = _rate(survived)
         measured.update(attack=attack.describe(), robust_accuracy=robust)
+        if wanted("budget_units", None if attack.bounded and attack.eps else f"{attack.label()} has no budget"):
+            checks.append(budget_units(attack.eps, attack.norm, tuple(x.shape[1:])))
         gradient_attack = gradient_based(attack)
         opened, budget = _opened(gradient_attack, x)
         bounded_eps = attack.eps if attack.bounded else None
@@ -280,34 +298,3 @@ def _diagnose(
     order = {name: i for i, name in enumerate(CHECKS)}
     skipped = dict(sorted(skipped.items(), key=lambda kv: order[kv[0]]))
     return Diagnosis(checks, skipped, n, measured, cost)
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def _sample_data(data: Data, sample: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The seeded sample of any data robustkit takes; a Dataset or DataLoader is streamed and only
-    the sampled rows are kept (a shuffled loader gives another, equally random, sample)."""
-    if isinstance(data, (DataLoader, Dataset)) and sample is not None:
-        total = len(data.dataset if isinstance(data, DataLoader) else data)  # type: ignore[arg-type]
-        if isinstance(sample, int) and not isinstance(sample, bool) and 0 < sample < total:
-            keep = set(torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:sample].tolist())
-            xs, ys, offset = [], [], 0
-            for xb, yb in labelled_batches(data, None, 256):
-                rows = [i for i in range(len(xb)) if offset + i in keep]
-                xs.append(xb[rows])
-                ys.append(yb[rows])
-                offset += len(xb)
-            return torch.cat(xs), torch.cat(ys)
-    data = as_image_set(data)
-    return _sample(data.x, data.y, sample, seed)
-
-
-def _sample(x: torch.Tensor, y: torch.Tensor, sample: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``sample`` points drawn without replacement with ``seed`` (kept in their original order)."""
-    if sample is not None and (isinstance(sample, bool) or not isinstance(sample, int) or sample < 1):
-        raise ValueError(f"sample={sample!r} must be a positive integer (or None for all points)")
-    if sample is None or sample >= len(x):
-        return x, y
-    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:sample].sort().values
-    return x[idx.to(x.device)], y[idx.to(y.device)]

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.checks import check_images, model_device, preserved_state, shape_errors
+from ..core.checks import check_images, image_digests, model_device, preserved_state, shape_errors
 from ..core.distributed import gather, merge_rows, world
 from ..core.errors import NotFittedError
 from ..detectors.base import Detector
@@ -18,13 +18,14 @@ from ..detectors.ood import logits_and_features
 from ..modelling.batches import image_batches, indexed_images
 from .checks.base import Check, warn_problems
 from .checks.contract import output_head
-from .checks.ood import ood_auroc, ood_saturated
+from .checks.ood import fit_overlap, input_range, ood_auroc, ood_saturated
 
 
 @dataclass
 class OODResult:
     """OOD metrics (OOD = positive class), the raw scores they came from, and the sanity checks
-    on them (`ood_auroc`, `ood_saturated`, and `output_head` for a detector that scores the logits;
+    on them (`ood_auroc`, `ood_saturated`, `output_head` for a detector that scores the logits,
+    `input_range` over the fit, ID and OOD images, and `fit_overlap` for a detector fitted on data;
     `ood` also raises a `RobustkitWarning` for each problem)."""
 
     metrics: dict[str, float]
@@ -84,7 +85,8 @@ def ood(
             named = {detector.name: detector}
             id_scores = _sharded_scores(named, id_x, batch_size, rank, size)[detector.name]
             ood_scores = _sharded_scores(named, ood_x, batch_size, rank, size)[detector.name]
-        return _checked(detector.name, id_scores, ood_scores, _head_check(detector, id_x))
+        extra = _set_checks({detector.name: detector}, id_x, ood_x)
+        return _checked(detector.name, id_scores, ood_scores, _head_check(detector, id_x), extra[detector.name])
     named = dict(detector) if isinstance(detector, dict) else {d.name: d for d in detector}
     if not named or not all(isinstance(d, Detector) for d in named.values()):
         raise TypeError("ood() takes a detector, or a non-empty list or {name: detector} dict of detectors")
@@ -101,12 +103,37 @@ def ood(
         if det.reads() == "logits" and id(det.model) not in heads:
             logits = first.get(id(det.model))
             heads[id(det.model)] = output_head(logits) if logits is not None else _head_check(det, id_x)
+    extra = _set_checks(named, id_x, ood_x)
     return {
         name: _checked(
-            name, id_scores[name], ood_scores[name], heads.get(id(det.model)) if det.reads() == "logits" else None
+            name, id_scores[name], ood_scores[name], heads.get(id(det.model)) if det.reads() == "logits" else None,
+            extra[name],
         )
         for name, det in named.items()
     }
+
+
+SET_SAMPLE = 512  # the first images of each set that input_range and fit_overlap look at
+
+
+def _set_checks(detectors: dict[str, Detector], id_x: Any, ood_x: Any) -> dict[str, list[Check]]:
+    """Per detector: `input_range` over its fit data (when it learned from data), the ID and the OOD images,
+    and `fit_overlap` between the ID images and its fit data. Reads the first images of each set."""
+    id_first = next(iter(image_batches(id_x, SET_SAMPLE)), None)
+    ood_first = next(iter(image_batches(ood_x, SET_SAMPLE)), None)
+    if id_first is None or ood_first is None:
+        return {name: [] for name in detectors}
+    peaks = {"ID": id_first.flatten(1).amax(1).tolist(), "OOD": ood_first.flatten(1).amax(1).tolist()}
+    digests = image_digests(id_first)
+    out = {}
+    for name, det in detectors.items():
+        fit = det.fit_data
+        checks = [input_range({"fit": fit.peaks, **peaks} if fit.peaks else peaks)]
+        if fit.images:
+            found = sum(d in fit.digests for d in digests)
+            checks.append(fit_overlap(found, len(digests), len(fit.digests), fit.images))
+        out[name] = checks
+    return out
 
 
 def _head_check(detector: Detector, id_x: Any) -> Check | None:
@@ -124,10 +151,12 @@ def _head_check(detector: Detector, id_x: Any) -> Check | None:
     return output_head(outputs) if isinstance(outputs, torch.Tensor) and outputs.ndim == 2 else None
 
 
-def _checked(name: str, id_scores: np.ndarray, ood_scores: np.ndarray, head: Check | None = None) -> OODResult:
+def _checked(
+    name: str, id_scores: np.ndarray, ood_scores: np.ndarray, head: Check | None = None, extra: Sequence[Check] = ()
+) -> OODResult:
     """The `OODResult` with its checks, each problem also raised as a `RobustkitWarning` naming the detector."""
     result = OODResult(ood_metrics(id_scores, ood_scores), id_scores, ood_scores)
-    checks = (ood_auroc(result), ood_saturated(id_scores, ood_scores), *([head] if head is not None else []))
+    checks = (ood_auroc(result), ood_saturated(id_scores, ood_scores), *([head] if head is not None else []), *extra)
     result.checks = [dataclasses.replace(check, name=f"{check.name} ({name})") for check in checks]
     warn_problems(result.checks, stacklevel=4)
     return result

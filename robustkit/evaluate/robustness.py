@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -20,7 +21,7 @@ from ..core.distributed import sum_counts, world
 from ..modelling.batches import indexed_batches
 from ..modelling.data import as_image_set
 from ..registry import ATTACKS, attack_class
-from .checks.attack import monotone_in_eps
+from .checks.attack import budget_units, monotone_in_eps
 from .checks.base import Check, warn_problems
 from .checks.contract import model_learned, output_head
 from .predictions import _outputs, _predict, _rate, predict
@@ -140,7 +141,8 @@ def robust_accuracy(
     ``state`` (early stopping only): a file that records every attacked batch's outcome as it
     finishes. Called again with the same file after an interruption, the recorded batches are
     read back instead of attacked, so the run continues where it stopped with the same result
-    (the batches form again in the same order); the file must come from the same attacks. Under
+    (the batches form again in the same order). The file fingerprints the model's weights, the attacks
+    and each batch's images: another model, attack, seed or data is refused, naming what differs. Under
     torch.distributed each rank keeps its own file (``NAME.rankR.jsonl``).
 
     Returns ``accuracy``; ``target_rate`` when targeted; ``clean_accuracy`` with early
@@ -158,16 +160,19 @@ def robust_accuracy(
     rank, size = world(distributed)
 
     first: list[torch.Tensor] = []  # the judge's outputs on this rank's first batch, for output_head
+    shape: list[tuple[int, ...]] = []  # the images' C×H×W, for budget_units
 
     def local() -> dict[str, int]:
         counts = dict.fromkeys(("total", "clean", "robust", "reached", "attacked", "resumed"), 0)
         counts.update({f"after_{s}": 0 for s in range(len(attacks))})
-        record = None if state is None else _State(_rank_path(Path(state), rank, size), attacks, target is not None)
+        models = [model] if judge is model else [model, judge]
+        record = None if state is None else _State(_rank_path(Path(state), rank, size), models, attacks, target is not None)
         pipeline = _Survivors(attacks, model, judge, batch_size, counts, record)
         for xb, yb, tb, ib in _indexed_batches(model, x, y, batch_size, target, rank, size):
             labels = yb.cpu()
             if not first:  # one forward pass gives output_head its outputs and the clean pass its predictions
                 first.append(_outputs(judge, xb, batch_size))
+                shape.append(tuple(xb.shape[1:]))
             counts["total"] += len(xb)
             if early_stop:
                 clean = first[0].argmax(1) if counts["total"] == len(xb) else _predict(judge, xb)
@@ -214,14 +219,16 @@ def robust_accuracy(
         result.checks.append(output_head(first[0]))
     if early_stop:
         result.checks.append(model_learned(out["clean_accuracy"], first[0].shape[1] if first else 2, n))
+    budgets = {(a.norm, a.eps) for a in attacks if a.bounded and a.eps}
+    result.checks += [budget_units(eps, norm, shape[0]) for norm, eps in sorted(budgets) if shape]
     warn_problems(result.checks)
     return result
 
 
 class RobustAccuracy(dict):
     """`robust_accuracy`'s numbers (a dict, as before) with the cheap sanity checks on them in
-    ``checks``: `output_head` on the first batch's outputs and, with early stopping, `model_learned`
-    (each problem is also raised as a `RobustkitWarning`). For the attack's own checks, run `diagnose`.
+    ``checks``: `output_head` on the first batch's outputs, `budget_units` per budget and, with early
+    stopping, `model_learned` (each problem is also raised as a `RobustkitWarning`). For the attack's own checks, run `diagnose`.
     ``log`` (untargeted): ``{"attack", "accuracy"}`` after each attack or suite component, in order."""
 
     def __init__(self, numbers: dict[str, float]):
@@ -251,17 +258,30 @@ def _rank_path(path: Path, rank: int, size: int) -> Path:
     return path if size == 1 else path.with_name(f"{path.stem}.rank{rank}{path.suffix or '.jsonl'}")
 
 
+def _digest(*tensors: torch.Tensor) -> str:
+    """A short hash of the tensors' values (not their names): equal for a model and a wrapper around it."""
+    digest = hashlib.blake2b(digest_size=8)
+    for t in tensors:
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 class _State:
     """Early stopping's record of attacked batches, one JSON line each, written as each finishes.
 
-    The first line names the attacks; a batch is ``{"stage", "index", "robust", "reached"}``. On a
-    resumed run a batch whose stage and image indices were recorded is read back, not attacked.
+    The first line fingerprints what makes the numbers: the model's weights, the attacks with all their
+    parameters (seed included) and whether they are targeted; a batch is ``{"stage", "index", "images",
+    "robust", "reached"}`` where ``images`` hashes its pixels and labels. A resumed run must match the
+    header (a mismatch is refused, naming the field and both values) and reads back a batch only when
+    its stage, image indices and pixels are the same.
     """
 
-    VERSION = 1
+    VERSION = 2
 
-    def __init__(self, path: Path, attacks: list[Attack], targeted: bool):
-        header = {"robustkit_state": self.VERSION, "attacks": [a.describe() for a in attacks], "targeted": targeted}
+    def __init__(self, path: Path, models: list[nn.Module], attacks: list[Attack], targeted: bool):
+        weights = "+".join(_digest(*m.state_dict().values()) for m in models)  # the attacked model, and the judge
+        header = {"robustkit_state": self.VERSION, "model": weights, "attacks": [a.describe() for a in attacks],
+                  "targeted": targeted}  # fmt: skip
         self.path, self.done = path, {}
         if path.exists() and path.stat().st_size:
             lines = path.read_text(encoding="utf-8").splitlines()
@@ -270,27 +290,36 @@ class _State:
                 records = [json.loads(line) for line in lines[1:] if line.strip()]
             except json.JSONDecodeError as err:
                 raise ValueError(f"state file {path} is not a robustkit state ({err}); delete it to start afresh") from None
-            if json.dumps(found, sort_keys=True) != json.dumps(header, sort_keys=True):
+            difference = _header_difference(found, json.loads(json.dumps(header)))
+            if difference:
                 raise ValueError(
-                    f"state file {path} was written by another evaluation (attacks {found.get('attacks')}); "
-                    "resume with the same attack, budget and seed, or delete the file to start afresh"
+                    f"state file {path} was written by another evaluation: {difference}; resume with the same model, "
+                    "attack and seed, or delete the file (robustkit eval: --overwrite) to start afresh"
                 )
             for r in records:
-                self.done[(r["stage"], tuple(r["index"]))] = (r["robust"], r["reached"])
+                self.done[(r["stage"], tuple(r["index"]))] = (r["images"], r["robust"], r["reached"])
             self.file = path.open("a", encoding="utf-8")
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.file = path.open("w", encoding="utf-8")
             self._write(header)
 
-    def lookup(self, stage: int, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-        found = self.done.get((stage, tuple(index.tolist())))
+    def lookup(self, stage: int, rows: _Rows) -> tuple[torch.Tensor, torch.Tensor] | None:
+        found = self.done.get((stage, tuple(rows.index.tolist())))
         if found is None:
             return None
-        return torch.tensor(found[0], dtype=torch.bool), torch.tensor(found[1], dtype=torch.bool)
+        if found[0] != _digest(rows.x, rows.y):
+            first = rows.index[:3].tolist()
+            raise ValueError(
+                f"state file {self.path}: the images at positions {first}… are not the ones the interrupted run "
+                "attacked there (another data set, sample, --limit or order); resume with the same data, or delete "
+                "the file to start afresh"
+            )
+        return torch.tensor(found[1], dtype=torch.bool), torch.tensor(found[2], dtype=torch.bool)
 
-    def add(self, stage: int, index: torch.Tensor, robust: torch.Tensor, reached: torch.Tensor) -> None:
-        self._write({"stage": stage, "index": index.tolist(), "robust": robust.tolist(), "reached": reached.tolist()})
+    def add(self, stage: int, rows: _Rows, robust: torch.Tensor, reached: torch.Tensor) -> None:
+        self._write({"stage": stage, "index": rows.index.tolist(), "images": _digest(rows.x, rows.y),
+                     "robust": robust.tolist(), "reached": reached.tolist()})  # fmt: skip
 
     def _write(self, line: dict[str, Any]) -> None:
         self.file.write(json.dumps(line) + "\n")
@@ -299,6 +328,27 @@ class _State:
 
     def close(self) -> None:
         self.file.close()
+
+
+def _header_difference(found: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """What differs between a state file's header and this run's, in words (``None``: nothing)."""
+    if found.get("robustkit_state") != now["robustkit_state"]:
+        return f"state format {found.get('robustkit_state')!r} there, {now['robustkit_state']} now (another robustkit)"
+    if found.get("model") != now["model"]:
+        return f"the model's weights differ (fingerprint {found.get('model')} there, {now['model']} now)"
+    if found.get("targeted") != now["targeted"]:
+        return f"targeted {found.get('targeted')} there, {now['targeted']} now"
+    old, new = found.get("attacks") or [], now["attacks"]
+    if len(old) != len(new):
+        return (
+            f"{len(old)} attack(s) there ({', '.join(a.get('name', '?') for a in old)}), "
+            f"{len(new)} now ({', '.join(a['name'] for a in new)})"
+        )
+    for i, (a, b) in enumerate(zip(old, new, strict=True)):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return f"attack {i + 1} ({b['name']}): {key} {a.get(key)!r} there, {b.get(key)!r} now"
+    return None
 
 
 @dataclass
@@ -378,7 +428,7 @@ class _Survivors:
         pool = _Rows.cat(self.pending[stage])
         rows, rest = pool.select(slice(0, self.batch_size)), pool.select(slice(self.batch_size, None))
         self.pending[stage] = [rest] if len(rest) else []
-        recorded = None if self.state is None else self.state.lookup(stage, rows.index)
+        recorded = None if self.state is None else self.state.lookup(stage, rows)
         if recorded is not None:
             robust, reached = recorded
             self.counts["resumed"] += len(rows)
@@ -389,7 +439,7 @@ class _Survivors:
             reached = preds == rows.target.cpu() if rows.target is not None else torch.zeros_like(robust)
             self.counts["attacked"] += len(rows)
             if self.state is not None:
-                self.state.add(stage, rows.index, robust, reached)
+                self.state.add(stage, rows, robust, reached)
         rows.robust &= robust
         if rows.target is None:
             self.counts[f"after_{stage}"] += int(rows.robust.sum())

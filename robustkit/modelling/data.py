@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from ..core.errors import DatasetNotFoundError
+from .batches import labelled_batches
 from .folders import ImageFiles, load_imagenet, load_openood
 from .info import DatasetInfo, pick_indices
 
@@ -145,6 +146,35 @@ def in_memory(data: ImageSet | ImageFiles | FakeImages, command: str) -> ImageSe
             "pass --limit N (for example 1000), or use robustkit eval, which streams them"
         )
     return as_image_set(data)
+
+
+def seeded_sample(data: Data, sample: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sample`` labelled images of any data robustkit takes, drawn without replacement with
+    ``seed`` and kept in their order (all of them for ``None`` or a smaller set). A Dataset or
+    DataLoader is streamed and only the sampled rows are kept (a shuffled loader gives another,
+    equally random, sample)."""
+    if sample is not None and (isinstance(sample, bool) or not isinstance(sample, int) or sample < 1):
+        raise ValueError(f"sample={sample!r} must be a positive integer (or None for all points)")
+    if isinstance(data, (DataLoader, Dataset)) and not isinstance(data, ImageSet) and sample is not None:
+        total = len(data.dataset if isinstance(data, DataLoader) else data)  # type: ignore[arg-type]
+        if sample < total:
+            keep = set(torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:sample].tolist())
+            if isinstance(data, Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
+                picked = as_image_set(torch.utils.data.Subset(data, sorted(keep)))  # read only those (ImageNet's files)
+                return picked.x, picked.y
+            xs, ys, offset = [], [], 0
+            for xb, yb in labelled_batches(data, None, 256):
+                rows = [i for i in range(len(xb)) if offset + i in keep]
+                xs.append(xb[rows])
+                ys.append(yb[rows])
+                offset += len(xb)
+            return torch.cat(xs), torch.cat(ys)
+    data = as_image_set(data)
+    x, y = data.x, data.y
+    if sample is None or sample >= len(x):
+        return x, y
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:sample].sort().values
+    return x[idx.to(x.device)], y[idx.to(y.device)]
 
 
 def match_shape(data: ImageSet | ImageFiles | FakeImages, shape: tuple[int, ...]) -> ImageSet | ImageFiles | FakeImages:

@@ -14,15 +14,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...attacks.base import Attack, attack_batches
+from ...attacks.base import NORMS, Attack, attack_batches
 from ...core.checks import check_images, check_labels, inspect_model, parse_eps
-from ...core.papers import CARLINI_2019, CARLINI_WAGNER_2017, CROCE_2020, PINTOR_2022
+from ...core.papers import CARLINI_2019, CARLINI_WAGNER_2017, CROCE_2020, CROCE_2021, PINTOR_2022
 from ...registry import attack as make_attack
 from ..predictions import _predict, _rate
 from .base import Z_FAIL, Check, _check_n, _fmt_eps, _not_above, _share, noise_tolerance
 
 UNBOUNDED_WARN, UNBOUNDED_FAIL = 0.02, 0.10  # accuracy left by the attack with its budget opened
-STEPS_WARN, STEPS_FAIL = 0.01, 0.05  # robust-accuracy drop when the steps double (and 2 / 4 points)
+STEPS_WARN, STEPS_FAIL = 0.03, 0.05  # robust-accuracy drop when the steps double (and more than 3 / 5 images)
 
 
 def monotone_in_eps(eps_list: Sequence[float | str], accuracies: Sequence[float], n: int) -> Check:
@@ -119,9 +119,12 @@ def incomplete_optimisation(
 
     Runs the attack with 2×``steps`` (other parameters as given; a default step size follows
     the steps) on the points that survived the attack (``x_adv``: its output, when already
-    computed). Robust accuracy dropping by more than 1% and more than 2 points warns, by more
-    than 5% and more than 4 points fails: the attack had not converged. Pintor et al.'s
-    "incomplete optimization". Cost: at most twice the attack, on its survivors only.
+    computed). Robust accuracy dropping by more than 3 points (and more than 3 images) warns, by
+    more than 5 points (and more than 5 images) fails: the attack had not converged. Pintor et al.'s
+    "incomplete optimization". A healthy model's PGD-10 is not exactly converged either: on digits
+    at ε = 0.1 twenty steps find 0.7 to 1.6 points more than ten, about the spread between two
+    random starts (0.9 points), so smaller drops are not flagged. Cost: at most twice the attack,
+    on its survivors only.
 
     Papers: Pintor et al. 2022, https://arxiv.org/abs/2106.09947; Carlini et al. 2019, https://arxiv.org/abs/1902.06705
     """
@@ -141,9 +144,9 @@ def incomplete_optimisation(
         still = int((_predict(model, attack_batches(more, model, xi, yi, batch_size=batch_size)) == yi.cpu()).sum())
     before, after = len(idx) / n, still / n
     drop = before - after
-    warn_at, fail_at = max(STEPS_WARN, 2 / n), max(STEPS_FAIL, 4 / n)
-    # Decided on counts of images, not on floats: a drop of exactly 2 of 256 images must not read as "more than 2".
-    dropped, warn_count, fail_count = len(idx) - still, max(STEPS_WARN * n, 2), max(STEPS_FAIL * n, 4)
+    warn_at, fail_at = max(STEPS_WARN, 3 / n), max(STEPS_FAIL, 5 / n)
+    # Decided on counts of images, not on floats: a drop of exactly 3 of 64 images must not read as "more than 3".
+    dropped, warn_count, fail_count = len(idx) - still, max(STEPS_WARN * n, 3), max(STEPS_FAIL * n, 5)
     values = {
         "steps": steps,
         "accuracy": before,
@@ -162,6 +165,51 @@ def incomplete_optimisation(
         return Check("incomplete_optimisation", "fail" if dropped > fail_count else "warn", detail, values, papers)
     detail = f"doubling the steps ({steps} → {2 * steps}) changes robust accuracy by {drop:.1%} (within {warn_at:.1%})"
     return Check("incomplete_optimisation", "pass", detail, values, papers)
+
+
+LINF_LARGEST = 0.3  # MNIST's L∞ budget (Madry et al. 2018), the largest in common use
+USUAL_BUDGETS = "L∞ 8/255 (CIFAR-10), 4/255 (ImageNet), 0.3 (MNIST); L2 0.5 (CIFAR-10), 3.0 (ImageNet); L1 12 (CIFAR-10)"
+
+
+def budget_units(eps: float, norm: str, shape: Sequence[int]) -> Check:
+    """The budget must be in the attack's own norm: an L∞ number given to an L2 attack (or back) is accepted
+    by every attack and silently measures something else.
+
+    Warns when an L2 budget moves the pixels by less than one grey level on average (ε·255/√d < 1 for
+    d = C·H·W values: 8/255 in L2 on a CIFAR image is 0.14 grey levels), when an L1 budget is below
+    1 (less than one pixel value from black to white in all), and when an L∞ budget is above 0.3, more
+    than RobustBench or the literature use (at 0.5 every pixel may become mid-grey). The advice names
+    the usual budgets. Cost: none.
+
+    Papers: Croce et al. 2021, RobustBench, https://arxiv.org/abs/2010.09670; Carlini et al. 2019,
+    https://arxiv.org/abs/1902.06705
+    """
+    eps = parse_eps(eps, limit=math.inf)
+    d = math.prod(shape)
+    values: dict[str, Any] = {"eps": eps, "norm": norm, "values_per_image": d}
+    text = _fmt_eps(eps)
+    problem = None
+    if norm == "l2":
+        grey = eps * 255 / math.sqrt(d)
+        values["mean_grey_levels"] = grey
+        if grey < 1:
+            problem = (
+                f"an L2 budget of {text} spread over the {d} values of an image moves them by {grey:.2f} grey levels "
+                "on average (root mean square), less than one: is it an L∞ budget"
+            )
+    elif norm == "l1":
+        if eps < 1:
+            problem = f"an L1 budget of {text} is less than one pixel value from black to white in all: is it an L∞ budget"
+    elif norm == "linf" and eps > LINF_LARGEST:
+        problem = (
+            f"an L∞ budget of {text} lets every pixel move by more than {LINF_LARGEST:g}, beyond any budget RobustBench "
+            "or the literature use: is it an L2 budget"
+        )
+    papers = f"{CROCE_2021}; {CARLINI_2019}"
+    if problem:
+        detail = f"{problem}? Give the budget in the attack's own norm (usual budgets: {USUAL_BUDGETS})"
+        return Check("budget_units", "warn", detail, values, papers)
+    return Check("budget_units", "pass", f"the {NORMS[norm]} budget {text} is in that norm's usual range", values, papers)
 
 
 def _at_eps(attack: Attack, eps: float | None) -> Attack:

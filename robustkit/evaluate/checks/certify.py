@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ...core.papers import COHEN_2019, SALMAN_2019
-from .base import Z_FAIL, Check, _check_n, _share, noise_tolerance
+from .base import Z_FAIL, Z_WARN, Check, _check_n, _share, noise_tolerance
 
 
 def certified_vs_empirical(
@@ -70,3 +70,51 @@ def certified_vs_empirical(
         "classifier instead of the smoothed one"
     )
     return Check("certified_vs_empirical", status, detail, values, paper)
+
+
+def smoothing_learned(smoothed_accuracy: float, base_accuracy: float, num_classes: int, n: int, sigma: float) -> Check:
+    """The smoothed classifier must classify well at radius 0: not at chance, not far below its base model.
+
+    Randomised smoothing certifies whatever the smoothed classifier predicts. A base model never trained
+    with Gaussian noise of σ is lost under it, its vote settles on one class whatever the image, and a
+    constant classifier is "certified" at every radius with no abstention (the certified and empirical
+    curves then sit together at the share of that class). Fails when the smoothed accuracy at radius 0
+    (certified right, abstentions wrong) is within 2 binomial standard errors of chance ``1/num_classes``;
+    warns when it lost more than half of the base model's clean accuracy above chance, beyond
+    `noise_tolerance` (z = 2). The fix: train the base model on noise of the same σ
+    (``robustkit.defense("gaussian_augmentation", sigma=σ)``), as Cohen et al. do.
+
+    Paper: Cohen, Rosenfeld & Kolter 2019, https://arxiv.org/abs/1902.02918
+    """
+    smoothed, base = _share("smoothed_accuracy", smoothed_accuracy), _share("base_accuracy", base_accuracy)
+    _check_n(n)
+    chance = 1 / num_classes
+    at_chance = chance + Z_WARN * (chance * (1 - chance) / n) ** 0.5
+    lost = base - smoothed
+    half = (base - chance) / 2
+    tol = noise_tolerance(smoothed, base, n)
+    values = {"smoothed_accuracy": smoothed, "base_accuracy": base, "chance": chance, "sigma": sigma, "n": n,
+              "fail_at_or_below": at_chance, "lost": lost, "tolerance": tol}  # fmt: skip
+    fix = (
+        f"train the base model on Gaussian noise of σ={sigma:g} first "
+        f"(robustkit.defense('gaussian_augmentation', sigma={sigma:g}), as Cohen et al. do)"
+    )
+    if smoothed <= at_chance:
+        detail = (
+            f"smoothed with σ={sigma:g}, the classifier is right on {smoothed:.1%} of {n} images at radius 0, chance "
+            f"level ({chance:.1%}; the base model alone: {base:.1%}): its vote ignores the image, and a constant "
+            f"classifier is 'certified' at every radius, so the curve means nothing; {fix}"
+        )
+        return Check("smoothing_learned", "fail", detail, values, COHEN_2019)
+    if lost > max(half, tol):
+        detail = (
+            f"smoothed with σ={sigma:g}, the classifier is right on {smoothed:.1%} of {n} images at radius 0 against "
+            f"{base:.1%} for the base model alone (noise ±{tol:.1%}): it lost more than half its accuracy above chance "
+            f"to the noise, so its certificates describe a poor classifier; {fix}"
+        )
+        return Check("smoothing_learned", "warn", detail, values, COHEN_2019)
+    detail = (
+        f"smoothed with σ={sigma:g}, the classifier is right on {smoothed:.1%} of {n} images at radius 0 "
+        f"(base model alone: {base:.1%}; chance {chance:.1%})"
+    )
+    return Check("smoothing_learned", "pass", detail, values, COHEN_2019)

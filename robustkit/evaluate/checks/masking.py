@@ -6,12 +6,23 @@ Carlini & Wagner 2016 (distillation's saturated softmax) and Pintor et al. 2022.
 
 from __future__ import annotations
 
+import sys
+from collections import Counter
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...core.checks import check_images, check_labels, inspect_model, model_device, preserved_state
-from ...core.papers import ANDRIUSHCHENKO_2020, ATHALYE_2018, CARLINI_WAGNER_2016, PINTOR_2022, TRAMER_2020
+from ...core.checks import (
+    check_images,
+    check_labels,
+    gradient_reaches_input,
+    inspect_model,
+    model_device,
+    preserved_state,
+)
+from ...core.papers import ANDRIUSHCHENKO_2020, ATHALYE_2018, CARLINI_WAGNER_2016, CROCE_2022, PINTOR_2022, TRAMER_2020
 from ...modelling.batches import map_batches, slices
 from ..predictions import _rate
 from .base import Check, _not_above
@@ -41,13 +52,15 @@ def gradients_available(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batc
     check_labels(y, len(x), inspect_model(model, x))
     device = model_device(model)
     zero, bad, norms = [], [], []
+    cut = False  # the forward pass is cut off from autograd: no gradient at all
     with preserved_state(model):
         model.eval()
         for s in slices(len(x), batch_size):
             xb = x[s].detach().to(device).requires_grad_(True)
             loss = F.cross_entropy(model(xb), y[s].to(device), reduction="sum")  # per-point gradients
             grad = torch.autograd.grad(loss, xb, allow_unused=True)[0] if loss.requires_grad else None
-            grad = (torch.zeros_like(xb) if grad is None else grad).flatten(1)  # None: a cut graph, no gradient
+            cut |= grad is None
+            grad = (torch.zeros_like(xb) if grad is None else grad).flatten(1)
             zero.append((grad == 0).all(1).cpu())
             bad.append((~torch.isfinite(grad)).any(1).cpu())
             norms.append(grad.double().norm(dim=1).cpu())
@@ -60,9 +73,18 @@ def gradients_available(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batc
         "share_zero": share_zero,
         "share_nonfinite": share_nonfinite,
         "median_norm": float(finite.median()) if len(finite) else float("nan"),
+        "cut_from_autograd": cut,
         "n": len(x),
     }
     papers = f"{CARLINI_WAGNER_2016}; {ATHALYE_2018}; {PINTOR_2022}"
+    if cut:
+        detail = (
+            "no gradient reaches the input: the forward pass is cut off from autograd (rounding or thresholding the "
+            "pixels, .detach(), torch.no_grad() or numpy inside forward), so gradient attacks cannot run; attack with "
+            "BPDA (a differentiable stand-in for that step in the backward pass) or a gradient-free attack (square, "
+            "hop_skip_jump)"
+        )
+        return Check("gradients_available", "fail", detail, values, papers)
     if share > GRADIENT_WARN:
         status = "fail" if share > GRADIENT_FAIL else "warn"
         detail = (
@@ -191,8 +213,18 @@ def gradient_consistency(
     device = model_device(model)
     generator = torch.Generator().manual_seed(seed)
     errors = []
+    papers = f"{ATHALYE_2018}; {TRAMER_2020}"
     with preserved_state(model):
         model.eval()
+        if not gradient_reaches_input(model, x):
+            detail = (
+                f"no gradient reaches the input on {len(x)} images: the forward pass is cut off from autograd (rounding "
+                "or thresholding the pixels, .detach(), torch.no_grad() or numpy inside forward), so gradient attacks "
+                "cannot run and any number they give is wrong; attack with BPDA (a differentiable stand-in for that "
+                "step in the backward pass) or a gradient-free attack (square, hop_skip_jump)"
+            )
+            values = {"share_inconsistent": 1.0, "median_relative_error": float("nan"), "step": step, "n": len(x)}
+            return Check("gradient_consistency", "fail", detail, {**values, "gradient": "none"}, papers)
         for s in slices(len(x), batch_size):
             xb, yb = x[s].detach().to(device), y[s].to(device)
             sign = (torch.randint(0, 2, xb.shape, generator=generator) * 2 - 1).to(xb)
@@ -209,7 +241,6 @@ def gradient_consistency(
     error = torch.cat(errors)
     share = _rate(error > CONSISTENCY_ERROR)
     values = {"share_inconsistent": share, "median_relative_error": float(error.median()), "step": step, "n": len(x)}
-    papers = f"{ATHALYE_2018}; {TRAMER_2020}"
     median = values["median_relative_error"]
     if median > CONSISTENCY_WARN:
         detail = (
@@ -265,3 +296,50 @@ def gradient_free(broken: int, tried: int, survivors: int, n: int, attack_name: 
         return Check("gradient_free", status, detail, values, papers)
     detail = f"the gradient-free {attack_name} breaks {broken} of {of} the gradient attack left standing"
     return Check("gradient_free", "pass", detail, values, papers)
+
+
+def forward_optimisation(model: nn.Module, x: torch.Tensor, images: int = 8) -> Check:
+    """The forward pass must not compute gradients itself (a test-time optimisation or purification defense).
+
+    Runs the model on ``images`` images (eval mode, as an attack calls it) and counts the calls of
+    ``torch.autograd.grad`` and ``torch.autograd.backward`` (``Tensor.backward``, optimisers' steps and
+    ``torch.func`` transforms go through them) made inside it. A model that optimises its input or its
+    own state at test time (a purifier, an energy-based refinement, test-time training) hands attacks the
+    gradient of an unrolled or detached optimisation, which is masked or misleading, so gradient attacks
+    overstate robust accuracy (Croce et al. 2022 broke most such defenses with adaptive attacks: BPDA
+    through the optimisation, EOT over its randomness, and many more steps). Warns on any such call;
+    the official AutoAttack's ``dynamic`` flag looks for the same. Cost: one forward pass of ``images``.
+
+    Papers: Croce et al. 2022, https://arxiv.org/abs/2202.13711; Athalye, Carlini & Wagner 2018, https://arxiv.org/abs/1802.00420
+    """
+    check_images(x)
+    inspect_model(model, x)
+    watched = {torch.autograd.grad.__code__: "torch.autograd.grad", torch.autograd.backward.__code__: "backward"}
+    calls: Counter[str] = Counter()
+
+    def profile(frame: Any, event: str, _: Any) -> None:
+        if event == "call" and frame.f_code in watched:
+            calls[watched[frame.f_code]] += 1
+
+    previous = sys.getprofile()
+    with preserved_state(model):
+        model.eval()
+        sys.setprofile(profile)
+        try:
+            model(x[:images].detach().to(model_device(model)))
+        finally:
+            sys.setprofile(previous)
+    values = {"calls": dict(calls), "images": min(images, len(x))}
+    papers = f"{CROCE_2022}; {ATHALYE_2018}"
+    if calls:
+        listed = ", ".join(f"{name} ×{count}" for name, count in calls.items())
+        detail = (
+            f"the model computes gradients inside its forward pass ({listed} for one call on {values['images']} "
+            "images): a test-time optimisation or purification defense, whose gradient is that of an unrolled or "
+            "detached optimisation, so gradient attacks overstate robust accuracy; attack it adaptively: BPDA "
+            "through the optimisation (e.g. the identity), EOT over its randomness, many more steps (Croce et al. "
+            "2022), and report the lowest number"
+        )
+        return Check("forward_optimisation", "warn", detail, values, papers)
+    detail = "the forward pass computes no gradients of its own: no test-time optimisation to see through"
+    return Check("forward_optimisation", "pass", detail, values, papers)

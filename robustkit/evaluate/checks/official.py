@@ -4,19 +4,19 @@ The authors' code warns, through its logger, when a model looks randomised, retu
 computes gradients during its forward pass (a dynamic defense), has too few classes for the DLR
 losses, has images with zero gradient, or when Square (gradient-free) breaks more than the gradient
 attacks did. robustkit runs the same functions (``pyautoattack.checks``) and turns each message into
-a warning check, so it reaches the report instead of scrolling past in a log.
+a warning check, so it reaches the report instead of scrolling past in a log. The messages are
+collected by an object handed to the authors' functions as their ``logger``, not through Python's
+logging, so a user's logging configuration (``logging.disable``, levels, filters) cannot hide them.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from ...attacks.autoattack import LOGGER, quiet_official
 from ...core.backends import require
 from ...core.checks import model_device, preserved_state
 from ...core.papers import CROCE_2020
@@ -31,6 +31,17 @@ FLAGS = {
     "square": "Square Attack has decreased",
 }
 """Each flag's name → a phrase of the authors' message that identifies it."""
+
+
+class _Flags:
+    """Stands in for the ``logger`` the authors' check functions take: they call ``logger.warning(msg)``
+    for each flag, and this keeps the messages, whatever the process's logging configuration."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def warning(self, msg: object, *args: object, **_: object) -> None:
+        self.messages.append(str(msg) % args if args else str(msg))
 
 
 def _flag_of(message: str) -> str:
@@ -62,14 +73,14 @@ def autoattack_flags(
     device = model_device(model)
     xd, yd = x.to(device), y.to(device)
     ran = []
-    with preserved_state(model), quiet_official() as records:
+    logger = _Flags()
+    with preserved_state(model):
         model.eval()
 
         def run(name: str, call: Callable[[], Any]) -> Any:
             ran.append(name)
             return call()
 
-        logger = logging.getLogger(LOGGER)
         checks_mod.funcs.update(dict.fromkeys(checks_mod.funcs, 0))  # the authors' call counter is global: reset it
         if not randomized_ok:
             run("randomized", lambda: checks_mod.check_randomized(model, xd, yd, bs=len(xd), logger=logger))
@@ -85,7 +96,7 @@ def autoattack_flags(
         if log and clean_accuracy is not None:
             accuracies = {"clean": clean_accuracy, **{row["attack"]: row["accuracy"] for row in log}}
             run("square", lambda: checks_mod.check_square_sr(accuracies, logger=logger))
-    flags = [r.getMessage() for r in records if r.levelname == "WARNING"]
+    flags = logger.messages
     values = {"ran": ran, "n": len(x)}
     if not flags:
         detail = f"the official AutoAttack's flag checks ({', '.join(ran)}) raise nothing on {len(x)} images"
