@@ -146,24 +146,38 @@ def component_reference() -> str:
 def corruption_reference() -> list[str]:
     """The common corruptions with their severity constants (`robustkit.modelling.corruptions`)."""
     from robustkit.core.papers import HENDRYCKS_2019
-    from robustkit.modelling.corruptions import CIFAR10C_CONSTANTS, CORRUPTIONS
+    from robustkit.modelling.corruptions import CORRUPTIONS, SETS
 
     parts = [
         "## Corruptions",
         "",
         "`robustkit.evaluate.corruption_accuracy(model, data, corruptions=None, severities=None, seed=0, "
-        "reference=None, files=None)` and `robustkit eval --corruptions` ([worked example](corruptions.md)). "
-        "The 15 corruptions of CIFAR-10-C, with make_cifar_c.py's constants per severity 1 … 5 "
-        "(elastic_transform's as fractions of the image side).",
+        "reference=None, files=None, constants='cifar10-c')` and `robustkit eval --corruptions` "
+        "([worked example](corruptions.md)). The 15 corruptions of CIFAR-10-C and ImageNet-C, with the constants "
+        "of the authors' scripts per severity 1 … 5 (elastic_transform's in pixels at the script's image side, "
+        "scaled with the image side; zoom_blur's as np.arange's start, stop, step).",
         "",
         f"Paper: {_paper_link(HENDRYCKS_2019)}",
         "",
-        "| corruption | severity 1 | severity 2 | severity 3 | severity 4 | severity 5 |",
-        "|---|---|---|---|---|---|",
     ]
-    for name in CORRUPTIONS:
-        parts.append(f"| `{name}` | " + " | ".join(f"`{c}`" for c in CIFAR10C_CONSTANTS[name]) + " |")
-    return [*parts, ""]
+    for key, spec in SETS.items():
+        parts += [
+            f"### {spec.name} (`constants='{key}'`, {spec.script}, {spec.side}×{spec.side} images)",
+            "",
+            "| corruption | severity 1 | severity 2 | severity 3 | severity 4 | severity 5 |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name in CORRUPTIONS:
+            parts.append(f"| `{name}` | " + " | ".join(f"`{_short(c)}`" for c in spec.constants[name]) + " |")
+        parts.append("")
+    return parts
+
+
+def _short(value: object) -> object:
+    """A constant as the table shows it: floats to 6 significant digits (244 * 0.7 is 170.8, not 170.79999999999998)."""
+    if isinstance(value, tuple):
+        return tuple(_short(v) for v in value)
+    return float(f"{value:.6g}") if isinstance(value, float) else value
 
 
 def certification_reference() -> list[str]:

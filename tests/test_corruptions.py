@@ -33,21 +33,74 @@ PUBLISHED = {
     "pixelate": [0.95, 0.9, 0.85, 0.75, 0.65],
     "jpeg_compression": [80, 65, 58, 50, 40],
 }  # fmt: skip
-IMAGENET_C_GAUSSIAN = [0.08, 0.12, 0.18, 0.26, 0.38]  # what corrupt-tta and imagecorruptions hard-code
+# make_imagenet_c.py (same folder), copied by hand from the published script
+PUBLISHED_IMAGENET = {
+    "gaussian_noise": [.08, .12, 0.18, 0.26, 0.38],
+    "shot_noise": [60, 25, 12, 5, 3],
+    "impulse_noise": [.03, .06, .09, 0.17, 0.27],
+    "defocus_blur": [(3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)],
+    "glass_blur": [(0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)],
+    "motion_blur": [(10, 3), (15, 5), (15, 8), (15, 12), (20, 15)],
+    "zoom_blur": [np.arange(1, 1.11, 0.01), np.arange(1, 1.16, 0.01), np.arange(1, 1.21, 0.02),
+                  np.arange(1, 1.26, 0.02), np.arange(1, 1.31, 0.03)],
+    "snow": [(0.1, 0.3, 3, 0.5, 10, 4, 0.8), (0.2, 0.3, 2, 0.5, 12, 4, 0.7), (0.55, 0.3, 4, 0.9, 12, 8, 0.7),
+             (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65), (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55)],
+    "frost": [(1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)],
+    "fog": [(1.5, 2), (2, 2), (2.5, 1.7), (2.5, 1.5), (3, 1.4)],
+    "brightness": [.1, .2, .3, .4, .5],
+    "contrast": [0.4, .3, .2, .1, .05],
+    "elastic_transform": [(244 * 2, 244 * 0.7, 244 * 0.1), (244 * 2, 244 * 0.08, 244 * 0.2),
+                          (244 * 0.05, 244 * 0.01, 244 * 0.02), (244 * 0.07, 244 * 0.01, 244 * 0.02),
+                          (244 * 0.12, 244 * 0.01, 244 * 0.02)],
+    "pixelate": [0.6, 0.5, 0.4, 0.3, 0.25],
+    "jpeg_compression": [25, 18, 15, 10, 7],
+}  # fmt: skip
 
 
-def test_constants_are_cifar10c_published_ones_not_imagenet_c():
-    assert set(gen.CIFAR10C_CONSTANTS) == set(PUBLISHED) == set(gen.CORRUPTIONS) and len(gen.CORRUPTIONS) == 15
-    for name, published in PUBLISHED.items():
-        ours = gen.CIFAR10C_CONSTANTS[name]
-        for severity, want in enumerate(published):
-            got = ours[severity]
+@pytest.mark.parametrize("table, published", [("cifar10-c", PUBLISHED), ("imagenet-c", PUBLISHED_IMAGENET)])
+def test_constants_are_the_published_ones(table, published):
+    ours_table = gen.SETS[table].constants
+    assert set(ours_table) == set(published) == set(gen.CORRUPTIONS) and len(gen.CORRUPTIONS) == 15
+    for name, rows in published.items():
+        for severity, want in enumerate(rows):
+            got = ours_table[name][severity]
             if name == "zoom_blur":
                 got = np.arange(*got)
-            elif name == "elastic_transform":
-                got = tuple(32 * v for v in got)  # stored as fractions of the image side
-            np.testing.assert_allclose(np.asarray(got, float), np.asarray(want, float), err_msg=f"{name} {severity + 1}")
-    assert list(gen.CIFAR10C_CONSTANTS["gaussian_noise"]) != IMAGENET_C_GAUSSIAN
+            # exact: the elastic values are the scripts' own products (244 * 0.7 as there, not 170.8)
+            assert np.array_equal(np.asarray(got, float), np.asarray(want, float)), f"{table} {name} {severity + 1}"
+    assert gen.SETS["cifar10-c"].side == 32 and gen.SETS["imagenet-c"].side == 224
+    assert gen.SETS["imagenet-c"].jpeg_quality == 85 and gen.SETS["cifar10-c"].jpeg_quality is None
+
+
+def test_frost_texture_sizes_and_where_frost_is_skipped():
+    assert tuple(gen._frost_texture(i, 1.0).shape[:2] for i in range(5)) == gen.FROST_SIZES
+    assert gen._frost_texture(1, 0.2).shape[:2] == (63, 112)  # cv2.resize by 0.2, as make_cifar_c.py
+    assert "frost" not in gen.skipped_corruptions((3, 224, 224), "imagenet-c")
+    assert "does not fit" in gen.skipped_corruptions((3, 315, 315), "imagenet-c")["frost"]
+    assert "frost" not in gen.skipped_corruptions((3, 62, 62)) and "frost" in gen.skipped_corruptions((3, 64, 64))
+    with pytest.raises(ValueError, match="unknown corruption constants 'imagenet'; valid: cifar10-c, imagenet-c"):
+        gen.corrupt(torch.zeros(1, 3, 32, 32), "fog", 1, [0], constants="imagenet")
+
+
+def test_motion_blur_rounds_as_imagemagick_q16_through_an_8bit_png():
+    # radius 1, sigma 1, angle 0: taps (0,0), (1,0), (2,0) with weights e^0, e^-1/2, e^-2 over their sum
+    # 1 + 0.6065307 + 0.1353353 = 1.7418659: 0.5740970, 0.3482074, 0.0776956; the row's end repeats.
+    row = np.array([[100, 102, 101]], np.uint8)
+    # pixel 0: 0.5740970·100 + 0.3482074·102 + 0.0776956·101 = 100.7741; ImageMagick: 257·100.7741 = 25898.95,
+    # quantum ⌊25898.95 + ½⌋ = 25899, PNG byte ⌊255·25899 / 65535⌋ = 100 (the nearest integer, 101, was robustkit's)
+    # pixel 1: 0.5740970·102 + (0.3482074 + 0.0776956)·101 = 101.5741 → 26104.55 → 26105 → 101 (not 102)
+    assert gen.imagemagick_8bit(row, 1, 1, 0.0).tolist() == [[100.0, 101.0, 101.0]]
+    # radius 2, sigma 0.5: weights e^(-2·i²) over their sum: 0.8805369, 0.1191677, 0.0002954, ...
+    # pixel 0 of [200, 200, 199, 200, 200]: 200 − 0.0002954 = 199.9997046 → 257· = 51399.924 → quantum 51400
+    # = 257·200 → 200: the 16-bit rounding comes first, so a plain floor of the blurred value (199) is wrong too
+    # pixel 1: 200 − 0.1191677 = 199.8808 → 51369.4 → 51369 → ⌊199.88⌋ = 199
+    line = np.array([[200, 200, 199, 200, 200]], np.uint8)
+    assert gen.imagemagick_8bit(line, 2, 0.5, 0.0).tolist() == [[200.0, 199.0, 199.0, 200.0, 200.0]]
+    flat = np.full((5, 6, 3), 77, np.uint8)  # a constant image stays itself, edges included
+    assert np.array_equal(gen.imagemagick_8bit(flat, 9, 2.5, 30.0), flat)
+    x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 3, 32, 32))).float() / 255
+    out = gen.corrupt(x, "motion_blur", 3, [0, 1])  # whole 8-bit levels, as the PNG holds
+    assert float((out * 255 - (out * 255).round()).abs().max()) < 1e-4 and not torch.equal(out, x)
 
 
 @pytest.mark.parametrize("severity", [1, 5])

@@ -286,6 +286,8 @@ def datasets() -> None:
         "textures": "Describable Textures (DTD; --download fetches it), resized; an OOD set",
         "places365": "Places365 validation images at 256×256 (--download fetches them), resized; an OOD set",
         "tinyimagenet": "Tiny ImageNet validation images (--download fetches them), resized; an OOD set",
+        "imagenet": "ILSVRC2012 val in ROOT/imagenet/val/<wnid>/, streamed, 256/224 crop; imagenet:robustbench: its 5000",
+        "openood": "openood:NAME, OpenOOD v1.5's ImageNet-1K OOD lists (ssb_hard, ninco, inaturalist, textures, openimage_o)",
     }
     _print_table(f"datasets (root: {default_root()})", ["name", "what"], [[k, notes[k]] for k in LOADERS])
 
@@ -402,10 +404,10 @@ def check_fits(
     classes, naming the data set (and whether it is the command's default), its image shape and
     the option that chooses it."""
     from ..core.checks import probe
-    from ..modelling.data import load_dataset
+    from ..modelling.data import as_image_set, load_dataset
 
     flag = "--" + ("id" if param == "id_data" else param.replace("_", "-"))
-    data = load_dataset(dataset, "test", root=root, download=download, limit=1)
+    data = as_image_set(load_dataset(dataset, "test", root=root, download=download, limit=1))  # ImageNet's streams
     shape, classes = "×".join(map(str, data.info.shape)), data.info.num_classes
     source = ctx.get_parameter_source(param)
     if source is not None and source.name == "DEFAULT":
@@ -448,11 +450,11 @@ def train(
     from ..core.checks import resolve_device
     from ..evaluate import accuracy
     from ..modelling.checkpoint import save_checkpoint
-    from ..modelling.data import load_dataset
+    from ..modelling.data import in_memory, load_dataset
     from ..modelling.models import default_arch, model_spec
     from ..modelling.train import TrainConfig, train_model
 
-    data = load_dataset(dataset, "train", root=root, download=download)
+    data = in_memory(load_dataset(dataset, "train", root=root, download=download), "robustkit train")
     arch = arch or default_arch(data.info.shape)
     objective = "reconstruct" if arch == "autoencoder" else "classify"
     config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, objective=objective)
@@ -460,7 +462,7 @@ def train(
     model, meta = train_model(spec, data, config, device=resolve_device(device))
     save_checkpoint(out, model, spec, meta)
     if objective == "classify":
-        test = load_dataset(dataset, "test", root=root)
+        test = in_memory(load_dataset(dataset, "test", root=root), "robustkit train")
         typer.echo(f"test accuracy {accuracy(model, test.x, test.y):.4f}")
     typer.echo(f"checkpoint: {out}")
 
@@ -555,8 +557,8 @@ DEFAULT_DETECTORS_TEXT = "max_softmax, max_logit, energy, gen, mahalanobis, rmd,
 (tests/test_eval.py checks the two agree)."""
 
 EVAL_HELP = (
-    "Evaluate a model as RobustBench and OpenOOD do: clean accuracy, robust accuracy (default AutoAttack at 8/255 L∞) "
-    "and an OOD table against near and far sets, with sanity checks. Runs under torchrun too."
+    "Evaluate a model as RobustBench and OpenOOD do: clean accuracy, robust accuracy (default AutoAttack at 8/255 L∞, "
+    "4/255 on ImageNet) and an OOD table against near and far sets, with sanity checks. Runs under torchrun too."
 )
 
 
@@ -570,7 +572,7 @@ def eval_command(
     threat_model: ThreatModelOption = None,
     model_dir: ModelDirOption = None,
     num_classes: NumClassesOption = None,
-    dataset: Annotated[str, typer.Option(help="ID dataset (robustkit datasets), e.g. cifar10, digits")] = "cifar10",
+    dataset: Annotated[str, typer.Option(help="ID dataset (robustkit datasets), e.g. cifar10, digits, imagenet, imagenet:robustbench")] = "cifar10",
     root: Annotated[Path | None, typer.Option(help="dataset root (default: $ROBUSTKIT_DATA or ~/.cache/robustkit/data)")] = None,
     download: Annotated[
         bool,
@@ -586,7 +588,10 @@ def eval_command(
     ] = None,
     backend: Annotated[str | None, typer.Option(help="the attack's backend (default: the attack's default)")] = None,
     param: Annotated[list[str] | None, typer.Option(help="any other attack parameter as NAME=VALUE (repeatable)")] = None,
-    eps: Annotated[str | None, typer.Option(help="budget (default: 8/255 for linf, 0.5 for l2 as RobustBench; 12 for l1)")] = None,
+    eps: Annotated[
+        str | None,
+        typer.Option(help="budget (default as RobustBench: linf 8/255, 4/255 on imagenet; l2 0.5; l1 12)"),
+    ] = None,
     norm: Annotated[str | None, typer.Option(help="linf, l2 or l1 (default: the attack's, linf without --attack)")] = None,
     ood_data: Annotated[
         list[str] | None,
@@ -607,13 +612,17 @@ def eval_command(
         typer.Option(help="add accuracy under the 15 common corruptions × 5 severities (CIFAR-10-C; the official files when under --root)"),
     ] = False,
     batch_size: Annotated[
-        int, typer.Option(help="images per attack batch (robustbench.eval.benchmark's batch_size; random starts depend on it)")
-    ] = 256,
+        int | None,
+        typer.Option(
+            help="images per batch in every pass (default: 256 attacking, 512 scoring; robustbench.eval.benchmark's "
+            "batch_size, on which random starts depend); lower it for 224-pixel models"
+        ),
+    ] = None,
 ) -> None:
     """`EVAL_HELP`: RobustBench's and OpenOOD's numbers for one model, in one run folder."""
     from ..evaluate.benchmark import ood_sets
     from ..evaluate.benchmark import threat_model as threat_model_for
-    from ..modelling.data import LOADERS, load_dataset
+    from ..modelling.data import LOADERS, in_memory, load_dataset
     from ..registry import detector_class
     from .evaluation import ModelInfo, check_resumable, eval_run, exit_together, process_group
     from .runner import default_classifier, default_out
@@ -623,14 +632,16 @@ def eval_command(
         raise ValueError(f"unknown dataset {dataset!r}; valid names: {', '.join(LOADERS)} (robustkit datasets)")
     if limit is not None and limit < 1:
         raise ValueError(f"--limit {limit} must be a positive number of test images")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ValueError(f"--batch-size {batch_size} must be a positive number of images")
     if model and model.startswith("robustbench:") and threat_model:  # the leaderboard's own numbers by default
         zoo = threat_model.lower()
         if zoo == "l2" and attack_name is None and norm is None:
             norm = "l2"
         corruptions = corruptions or zoo.startswith("corruptions")
-    threat = threat_model_for(attack_name, eps=eps, norm=norm, backend=backend, seed=seed, params=_parse_params(param))
+    threat = threat_model_for(
+        attack_name, eps=eps, norm=norm, backend=backend, seed=seed, params=_parse_params(param), dataset=dataset
+    )
     ood_sets(dataset, ood_data)
     for name in detector or []:
         detector_class(name)
@@ -646,7 +657,7 @@ def eval_command(
         if lead:
             check_resumable(out, overwrite, resume)
         if model is None and weights is None:  # robustkit's standard classifier for the dataset, as the recipes train it
-            train = load_dataset(dataset, "train", root=root, download=download)
+            train = in_memory(load_dataset(dataset, "train", root=root, download=download), "robustkit eval without --model")
             net, record = default_classifier(train, seed=seed, device=device, progress=progress and lead)
             about = ModelInfo(f"robustkit's `{record['arch']}` ({record['epochs']} epochs, trained once, then cached)", record)
         else:
@@ -680,8 +691,8 @@ def eval_command(
             rows,
         )
         typer.echo(
-            f"clean {bench.clean_accuracy:.4f}  robust {bench.robust_accuracy:.4f}  ({bench.n} {dataset} test images)  "
-            f"report: {folder / 'report.md'}"
+            f"clean {bench.clean_accuracy:.4f}  robust {bench.robust_accuracy:.4f}  ({bench.n} {dataset} test images, "
+            f"{bench.images_per_second:.3g} images/s)  report: {folder / 'report.md'}"
         )
         _report_checks(results, False)
         if failing:
@@ -756,14 +767,14 @@ def crosscheck(
     """Run one attack from every backend on the same batch and compare them."""
     from ..core.checks import resolve_device
     from ..evaluate import agreement
-    from ..modelling.data import load_dataset
+    from ..modelling.data import in_memory, load_dataset
     from ..modelling.models import default_arch, model_spec
     from ..modelling.train import TrainConfig, train_model
     from ..registry import attack_class
 
-    test = load_dataset(dataset, "test", limit=limit, root=root, download=download)
+    test = in_memory(load_dataset(dataset, "test", limit=limit, root=root, download=download), "robustkit crosscheck")
     if model is None and weights is None:  # the cached default model of the data set
-        train_set = load_dataset(dataset, "train", root=root)
+        train_set = in_memory(load_dataset(dataset, "train", root=root), "robustkit crosscheck (its default model)")
         spec = model_spec(default_arch(train_set.info.shape), train_set.info)
         net, _ = train_model(spec, train_set, TrainConfig(), device=resolve_device(device))
     else:
@@ -811,7 +822,7 @@ def certify(
     abstentions, and PGD-L2 on the smoothed classifier beside it (certified_vs_empirical)."""
     from ..defenses.smoothing import check_smoothing
     from ..evaluate.certify import certified_accuracy, certified_vs_empirical_check, empirical_accuracy
-    from ..modelling.data import load_dataset
+    from ..modelling.data import in_memory, load_dataset
     from . import plots, sanity
     from .report import RunFolder
 
@@ -823,7 +834,7 @@ def certify(
         model_dir=model_dir, num_classes=num_classes,
     )  # fmt: skip
     check_fits(net, ctx, dataset, root=root, download=download)
-    data = load_dataset(dataset, "test", root=root, limit=limit, download=download)
+    data = in_memory(load_dataset(dataset, "test", root=root, limit=limit, download=download), "robustkit certify")
     kw = {"sigma": sigma, "radii": grid, "seed": seed}
     cert = certified_accuracy(net, data.x, data.y, n0=n0, n=n, alpha=alpha, backend=backend, **kw)
     emp = empirical_accuracy(net, data.x, data.y, steps=steps, samples=eot, n=judge, **kw) if attack else None

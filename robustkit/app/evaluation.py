@@ -21,6 +21,7 @@ from torch import nn
 from ..attacks.base import NORMS
 from ..core.checks import model_device, resolve_device
 from ..evaluate.benchmark import GROUPS, Benchmark, benchmark, eps_text
+from ..modelling.folders import imagenet_arg
 from . import plots, sanity
 from .report import RunFolder, table
 
@@ -130,7 +131,7 @@ def eval_run(
     options: dict[str, Any] | None = None,
     corruptions: bool = False,
     resume: bool = False,
-    batch_size: int = 256,
+    batch_size: int | None = None,
 ) -> tuple[Path | None, dict[str, Any], Benchmark]:
     """Benchmark ``model`` and (when ``write``) write the run folder ``out``; returns the folder
     (``None`` when not written), the results.json record and the `Benchmark`.
@@ -157,7 +158,8 @@ def eval_run(
     if corruptions:  # Hendrycks & Dietterich 2019, on the same test images (robustkit.evaluate.corruptions)
         from ..evaluate.corruptions import corruption_benchmark
 
-        corrupted = corruption_benchmark(model, dataset, limit=limit, seed=seed, root=root, download=download)
+        per_batch = {} if batch_size is None else {"batch_size": batch_size}
+        corrupted = corruption_benchmark(model, dataset, limit=limit, seed=seed, root=root, download=download, **per_batch)
         results["corruptions"] = corrupted.as_dict()
     if not write:
         return None, results, bench
@@ -228,6 +230,10 @@ def report_lines(bench: Benchmark, about: ModelInfo, device: str, figures: Seque
         "",
         "An image counts as robust when the model classifies it correctly and the attack, run on every correctly "
         "classified image, does not change that (RobustBench's definition: robust accuracy ≤ clean accuracy).",
+        "",
+        f"Speed: {bench.n} test images in {bench.seconds.get('attack', 0.0):.1f} s of clean and robust accuracy "
+        f"({bench.images_per_second:.3g} images per second on `{device}`, images read batch by batch); the whole "
+        f"evaluation, checks and OOD included, took {sum(bench.seconds.values()):.1f} s.",
     ]
     if len(atk.get("log") or []) > 1:
         lines += [
@@ -246,6 +252,14 @@ def report_lines(bench: Benchmark, about: ModelInfo, device: str, figures: Seque
             "",
             "RobustBench's CIFAR-10 leaderboards run the official AutoAttack (standard) at ε = 8/255 (L∞) or 0.5 (L2) "
             "on all 10 000 test images; this run differs, so compare with care.",
+        ]
+    base, _, arg = bench.dataset.partition(":")
+    listed = base == "imagenet" and imagenet_arg(arg)[0] == "robustbench"
+    if base == "imagenet" and (not standard or threat != "L∞, ε = 4/255" or not listed or bench.n != 5000):
+        lines += [
+            "",
+            "RobustBench's ImageNet leaderboard runs the official AutoAttack (standard) at ε = 4/255 (L∞) on its 5000 "
+            "validation images (`--dataset imagenet:robustbench`, no --limit); this run differs, so compare with care.",
         ]
     lines += ["", "## OOD detection", ""]
     if not bench.ood:

@@ -15,7 +15,7 @@ from torch import nn
 from ..core.checks import resolve_device
 from ..core.distributed import on_first_rank
 from ..evaluate.diagnose import Check
-from ..modelling.data import ImageSet, load_dataset
+from ..modelling.data import ImageSet, in_memory, load_dataset
 from ..modelling.models import model_spec
 from ..modelling.train import TrainConfig, train_model
 from . import sanity
@@ -220,7 +220,7 @@ class Context:
 
     def load(self, name: str, **kwargs: Any) -> ImageSet:
         """Another dataset (an OOD set), with the recipe's root and download options."""
-        return load_dataset(name, root=self.options.root, download=self.options.download, **kwargs)
+        return in_memory(load_dataset(name, root=self.options.root, download=self.options.download, **kwargs), "a recipe")
 
 
 def default_classifier(
@@ -265,10 +265,10 @@ def start(name: str, options: RecipeOptions) -> Context:
     """Load the data, pick the profile, seed everything and open the run folder."""
     resolve_device(options.device)
     torch.manual_seed(options.seed)
-    train = load_dataset(options.dataset, "train", root=options.root, download=options.download)
+    train = in_memory(load_dataset(options.dataset, "train", root=options.root, download=options.download), "a recipe")
     test = load_dataset(options.dataset, "test", root=options.root, download=options.download)
     profile = profile_for(train)
-    test = test.take(options.limit if options.limit is not None else profile.test_limit)
+    test = in_memory(test.take(options.limit if options.limit is not None else profile.test_limit), "a recipe")
     config = dataclasses.replace(profile.train, seed=options.seed)
     if options.epochs is not None:
         config = dataclasses.replace(config, epochs=options.epochs)

@@ -19,7 +19,7 @@ from ..core.checks import parse_eps
 from ..evaluate import accuracy, attack_batches, ood, predict, robust_accuracy
 from ..evaluate.benchmark import eps_text
 from ..evaluate.diagnose import diagnose, ood_auroc, ood_saturated
-from ..modelling.data import load_dataset
+from ..modelling.data import in_memory, load_dataset
 from ..modelling.train import TrainConfig
 from ..registry import attack as make_attack
 from ..registry import defense_class, detector
@@ -95,7 +95,7 @@ def attack_run(
     """
     atk = make_attack(attack_name, backend, **params)
     eps_values = [parse_eps(e) for e in sweep.split(",")] if sweep else []
-    data = load_dataset(dataset, "test", root=root, limit=limit, download=download)
+    data = in_memory(load_dataset(dataset, "test", root=root, limit=limit, download=download), "robustkit attack")
     folder = RunFolder(out, overwrite=overwrite)
     n = len(data)
     with _stages(3 + len(eps_values), progress) as stage:
@@ -191,10 +191,10 @@ def ood_run(
 ) -> tuple[RunFolder, list[list[Any]], dict[str, Any]]:
     """Score ID vs OOD test images with several detectors: metrics table, histograms, ROC and PR."""
     built = {name: detector(name) for name in detectors}  # bad names fail before any work
-    train_set = load_dataset(id_data, "train", root=root, download=download)
-    id_set = load_dataset(id_data, "test", root=root, limit=limit, download=download)
+    train_set = in_memory(load_dataset(id_data, "train", root=root, download=download), "robustkit ood (fitting on the train split)")
+    id_set = in_memory(load_dataset(id_data, "test", root=root, limit=limit, download=download), "robustkit ood")
     kwargs = {"shape": id_set.info.shape, "size": len(id_set)} if ood_data == "fakedata" else {}
-    ood_set = load_dataset(ood_data, "test", root=root, limit=limit, download=download, **kwargs)
+    ood_set = in_memory(load_dataset(ood_data, "test", root=root, limit=limit, download=download, **kwargs), "robustkit ood")
     folder = RunFolder(out, overwrite=overwrite)
     results = ood({name: det.fit(model, train_set) for name, det in built.items()}, id_set.x, ood_set.x)
     scores, metrics, rows, checks = {}, {}, [], []
@@ -270,8 +270,8 @@ def defend_run(
     if "train_config" in declared:
         extra["train_config"] = TrainConfig(epochs=epochs)
     defense = cls(**extra, **params)
-    train_set = load_dataset(dataset, "train", root=root, download=download) if cls.needs_data else None
-    test = load_dataset(dataset, "test", root=root, limit=limit, download=download)
+    train_set = in_memory(load_dataset(dataset, "train", root=root, download=download), "robustkit defend") if cls.needs_data else None
+    test = in_memory(load_dataset(dataset, "test", root=root, limit=limit, download=download), "robustkit defend")
     defended = defense.apply(model, train_set)
     rows = [
         [label, len(test), accuracy(m, test.x, test.y), robust_accuracy(atk, m, test.x, test.y)["accuracy"]]

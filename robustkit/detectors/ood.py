@@ -383,9 +383,10 @@ def check_every_class(name: str, counts: torch.Tensor) -> None:
     """Every class of the model has fit images (``counts`` per class), or a clear error."""
     missing = (counts == 0).nonzero().flatten().tolist()
     if missing:
+        shown = ", ".join(map(str, missing[:10])) + (f", … ({len(missing)} in all)" if len(missing) > 10 else "")
         raise ValueError(
             f"{name} needs every one of the model's {len(counts)} classes in the fit data; "
-            f"classes {missing} have no images: fit on data that holds them all"
+            f"classes [{shown}] have no images: fit on data that holds them all"
         )
 
 

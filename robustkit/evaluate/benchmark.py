@@ -1,10 +1,10 @@
 """One evaluation of a classifier the way the public leaderboards report it.
 
 `benchmark` measures on one test set: clean accuracy; robust accuracy under a threat model
-(by default AutoAttack, standard version, at ε = 8/255 in L∞, as RobustBench reports CIFAR-10:
-Croce et al. 2021); and OOD detection against near and far OOD sets with post-hoc detectors
-(by default the sets of OpenOOD v1.5 for CIFAR-10 and CIFAR-100, Zhang et al. 2023, and of OpenOOD
-v1 for MNIST, Yang et al. 2022),
+(by default AutoAttack, standard version, at ε = 8/255 in L∞, as RobustBench reports CIFAR-10, and
+4/255 on ImageNet: Croce et al. 2021); and OOD detection against near and far OOD sets with post-hoc
+detectors (by default the sets of OpenOOD v1.5 for CIFAR-10, CIFAR-100 and ImageNet-1K, Zhang et al.
+2023, and of OpenOOD v1 for MNIST, Yang et al. 2022),
 with the sanity checks that apply. It computes and returns a `Benchmark`; writing a report is
 the app's job (``robustkit eval``).
 
@@ -18,7 +18,7 @@ import contextlib
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from ..core.errors import DatasetNotFoundError
 from ..core.papers import CROCE_2021, YANG_2022, ZHANG_2023
 from ..detectors.base import Detector
 from ..detectors.ood import find_head
-from ..modelling.data import LOADERS, Data, ImageSet, as_image_set, load_dataset, match_shape, pick_indices
+from ..modelling.data import LOADERS, Data, DatasetInfo, ImageSet, as_image_set, load_dataset, match_shape, pick_indices
 from ..registry import DETECTORS, attack_class, detector
 from ..registry import attack as make_attack
 from .checks import Check, gradients_available, iterative_vs_single_step, unbounded_attack, unstable_predictions
@@ -55,7 +55,19 @@ THREATS: dict[str, tuple[str, float]] = {
     "l1": ("autoattack_l1", 12.0),
 }
 """Default attack and budget per norm: the official AutoAttack (standard version) at RobustBench's
-CIFAR-10 budgets (L∞ 8/255, L2 0.5) and Croce & Hein 2021's L1 budget (12)."""
+CIFAR-10 budgets (L∞ 8/255, L2 0.5) and Croce & Hein 2021's L1 budget (12). `BUDGETS` overrides the
+budget per data set."""
+
+BUDGETS: dict[tuple[str, str], float] = {("imagenet", "linf"): 4 / 255}
+"""Default budgets that depend on the data set, by (data set, norm): RobustBench's ImageNet track is L∞ at
+4/255 (it has no ImageNet L2 track, so L2 and L1 keep `THREATS`' budgets there)."""
+
+
+def default_eps(norm: str, dataset: str | None = None) -> float:
+    """The default budget for ``norm`` on ``dataset`` (its name; ``imagenet:robustbench`` counts as ``imagenet``):
+    `BUDGETS`, else `THREATS`."""
+    base = (dataset or "").partition(":")[0]
+    return BUDGETS.get((base, norm), THREATS[norm][1])
 
 DEFAULT_DETECTORS = ("max_softmax", "max_logit", "energy", "gen", "mahalanobis", "rmd", "vim", "react", "ash")
 """Post-hoc detectors run by default, covering the families of OpenOOD v1.5's post-hoc baselines
@@ -69,11 +81,16 @@ OOD_SETS: dict[str, dict[str, tuple[str, ...]]] = {
     "cifar10": {"near": ("cifar100", "tinyimagenet"), "far": ("mnist", "svhn", "textures", "places365")},
     "cifar100": {"near": ("cifar10", "tinyimagenet"), "far": ("mnist", "svhn", "textures", "places365")},
     "mnist": {"near": ("notmnist", "fashionmnist"), "far": ("textures", "cifar10", "tinyimagenet", "places365")},
+    "imagenet": {
+        "near": ("openood:ssb_hard", "openood:ninco"),
+        "far": ("openood:inaturalist", "openood:textures", "openood:openimage_o"),
+    },
 }
-"""Near and far OOD sets per ID data set: OpenOOD v1.5's for CIFAR-10 and CIFAR-100 (Zhang et al.
-2023), OpenOOD v1's for MNIST (Yang et al. 2022; v1.5 dropped MNIST as an ID set). Any other ID set
-defaults to ``fakedata`` (noise of its shape), which is also the far fallback when none of the
-default far sets can be loaded."""
+"""Near and far OOD sets per ID data set: OpenOOD v1.5's for CIFAR-10, CIFAR-100 and ImageNet-1K (Zhang
+et al. 2023; ImageNet's are read from OpenOOD's image lists under the data root, ``openood:NAME``), OpenOOD
+v1's for MNIST (Yang et al. 2022; v1.5 dropped MNIST as an ID set). Any other ID set defaults to
+``fakedata`` (noise of its shape), which is also the far fallback when none of the default far sets can
+be loaded."""
 
 PAPERS = f"{CROCE_2021}; {ZHANG_2023}; {YANG_2022}"
 
@@ -119,6 +136,13 @@ class Benchmark:
     def detectors(self) -> list[str]:
         return list(dict.fromkeys(r["detector"] for r in self.ood))
 
+    @property
+    def images_per_second(self) -> float:
+        """Test images per second of the clean and robust accuracy stage (one clean pass, then the attack on
+        the correctly classified images); NaN when it took no measurable time."""
+        seconds = self.seconds.get("attack", 0.0)
+        return self.n / seconds if seconds > 0 else math.nan
+
     def means(self) -> dict[str, dict[str, dict[str, float]]]:
         """``{group: {detector: {metric: mean over the group's sets}}}``, as OpenOOD v1.5 summarises."""
         out: dict[str, dict[str, dict[str, float]]] = {}
@@ -145,6 +169,7 @@ class Benchmark:
             "checks": [c.as_dict() for c in self.checks],
             "options": dict(self.options),
             "seconds": dict(self.seconds),
+            "images_per_second": self.images_per_second,
             "papers": PAPERS,
         }
 
@@ -160,11 +185,13 @@ def threat_model(
     backend: str | None = None,
     seed: int = 0,
     params: Mapping[str, Any] | None = None,
+    dataset: str | None = None,
 ) -> Attack:
     """The attack that defines the threat model, built and checked (nothing runs).
 
     Without ``attack``: `THREATS` for ``norm`` (default ``"linf"``: AutoAttack standard at
-    8/255). ``eps`` defaults to the norm's RobustBench budget, not the attack's own default.
+    8/255). ``eps`` defaults to RobustBench's budget for the norm on ``dataset`` (`default_eps`:
+    4/255 in L∞ on ImageNet, 8/255 elsewhere), not the attack's own default.
     A name gets ``seed`` unless ``params`` sets it. An unbounded attack, or one whose norm is
     not ``norm``, is refused.
 
@@ -190,7 +217,7 @@ def threat_model(
                 f"(robustkit list attacks), e.g. --attack {THREATS[norm][0]}, or drop --norm"
             )
         if "eps" not in params and any(p.name == "eps" for p in cls.declared()):
-            params["eps"] = eps if eps is not None else THREATS[cls.norm][1]
+            params["eps"] = eps if eps is not None else default_eps(cls.norm, dataset)
         params.setdefault("seed", seed)
         built = cls(**params)
     if norm is not None and built.norm != norm:
@@ -324,16 +351,23 @@ class _TestSet:
 
     def __init__(self, data: ImageSet | torch.utils.data.Dataset) -> None:
         self.data = data
-        self.info = data.info if isinstance(data, ImageSet) else as_image_set(Subset(data, [0])).info
+        info = getattr(data, "info", None)  # ImageSets and robustkit's streamed sets carry theirs
+        self.info = info if isinstance(info, DatasetInfo) else as_image_set(Subset(data, [0])).info
 
     def __len__(self) -> int:
         return len(self.data)  # type: ignore[arg-type]
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the images are read batch by batch (a Dataset) rather than held (an ImageSet)."""
+        return not isinstance(self.data, ImageSet)
 
     def sample(self, k: int, seed: int) -> ImageSet:
         """``k`` images drawn with ``seed``, kept in data order, in memory."""
         if isinstance(self.data, ImageSet):
             return self.data.sample(k, seed)
-        return as_image_set(Subset(self.data, pick_indices(len(self), k, seed).tolist()))
+        sample = as_image_set(Subset(self.data, pick_indices(len(self), k, seed).tolist()))
+        return replace(sample, info=self.info)
 
 
 def _test_set(data: Data, limit: int | None) -> _TestSet:
@@ -343,15 +377,18 @@ def _test_set(data: Data, limit: int | None) -> _TestSet:
     if isinstance(data, torch.utils.data.Dataset) and not isinstance(data, ImageSet):
         if len(data) == 0:  # type: ignore[arg-type]
             raise ValueError("the data is empty; pass at least one image")
+        if limit is not None and hasattr(data, "take"):  # robustkit's streamed sets keep their info
+            return _TestSet(data.take(limit))  # type: ignore[attr-defined]
         return _TestSet(data if limit is None else Subset(data, range(min(limit, len(data)))))  # type: ignore[arg-type]
     return _TestSet(as_image_set(data).take(limit))
 
 
 def _load_ood(
     sets: Sequence[OODSet], test: _TestSet, limit: int | None, seed: int, root: str | Path | None, download: bool
-) -> tuple[dict[OODSet, ImageSet], dict[str, str]]:
-    """Load each OOD set at the ID shape (a seeded ``limit`` of it); missing defaults become notes."""
-    loaded: dict[OODSet, ImageSet] = {}
+) -> tuple[dict[OODSet, Data], dict[str, str]]:
+    """Load each OOD set at the ID shape (a seeded ``limit`` of it; folder-based sets stay streamed); missing
+    defaults become notes."""
+    loaded: dict[OODSet, Data] = {}
     skipped: dict[str, str] = {}
     h, w = test.info.shape[1:]
     for s in sets:
@@ -361,8 +398,10 @@ def _load_ood(
             )
             continue
         options: dict[str, Any] = {"seed": seed, "size": max(h, w), "sample": limit}
-        if s.name == "fakedata":
-            options.update(shape=test.info.shape, size=len(test))  # as many noise images as ID ones
+        if isinstance(getattr(test.data, "preprocessing", None), str):  # OpenOOD preprocesses OOD images as the ID ones
+            options["preprocessing"] = test.data.preprocessing  # type: ignore[union-attr]
+        if s.name == "fakedata":  # as many noise images as ID ones, made as they are read when the ID set streams
+            options.update(shape=test.info.shape, size=len(test), stream=test.streamed)
         try:
             data = load_dataset(s.name, "test", root=root, download=download, **options)
         except DatasetNotFoundError as err:
@@ -373,7 +412,7 @@ def _load_ood(
         loaded[s] = match_shape(data.sample(limit, seed), test.info.shape)
     if not any(s.group == "far" for s in loaded) and any(s.default for s in sets):
         fallback = OODSet("fakedata", "far", default=True)
-        fake = load_dataset("fakedata", "test", shape=test.info.shape, size=len(test), seed=seed)
+        fake = load_dataset("fakedata", "test", shape=test.info.shape, size=len(test), seed=seed, stream=test.streamed)
         loaded[fallback] = fake
         skipped["(far fallback)"] = "none of the default far-OOD sets could be loaded, so fakedata (noise) stands in"
     return loaded, skipped
@@ -398,28 +437,34 @@ def benchmark(
     check_sample: int = 128,
     progress: bool = False,
     state: str | Path | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
 ) -> Benchmark:
     """Clean accuracy, robust accuracy under a threat model, and OOD detection, with sanity checks.
 
     ``data`` is a dataset name (its test split; ``train`` defaults to its train split) or
     labelled test data (an ImageSet, a Dataset/DataLoader or an ``(x, y)`` pair; pass
     ``train=`` for detectors that fit on ID training data). ``limit`` keeps the first test
-    images and a seeded random ``limit`` of each OOD set.
+    images and a seeded random ``limit`` of each OOD set. Datasets (``imagenet``'s folders
+    among them) are streamed batch by batch: only the checks' sample is held in memory. When
+    a named data set's train split is not on disk, the default detectors that fit on it are
+    skipped with a note (one asked for by name is an error).
 
     Threat model (`threat_model`): ``attack`` (an Attack or a name, with ``backend`` and
     ``attack_params``), ``eps``, ``norm``; default the official AutoAttack (standard: APGD-CE,
-    APGD-T, FAB-T, Square) at ε = 8/255 in L∞, RobustBench's CIFAR-10 setting (`THREATS` for L2
-    and L1). Only images the model classifies correctly are attacked, so robust accuracy ≤ clean
+    APGD-T, FAB-T, Square) at ε = 8/255 in L∞, RobustBench's CIFAR-10 setting, and 4/255 on
+    ImageNet, RobustBench's ImageNet setting (`default_eps`; `THREATS` for L2 and L1). Only images the model classifies correctly are attacked, so robust accuracy ≤ clean
     accuracy; a suite's components run one after another on the survivors, and ``attack["log"]``
     gives the accuracy after each. ``state``: a file that lets an interrupted run's attack resume
-    (`robust_accuracy`). ``batch_size``: images per attack batch (the survivors of each component are
-    pooled and attacked this many at a time, as AutoAttack's ``run_standard_evaluation`` does; random
-    starts depend on it, so pass RobustBench's ``batch_size`` to attack the same batches).
+    (`robust_accuracy`). ``batch_size``: images per batch in every pass (default: each function's own,
+    256 for the attacks and 512 for fitting and scoring); lower it for large images or models. The
+    attack's survivors of each component are pooled and attacked this many at a time, as AutoAttack's
+    ``run_standard_evaluation`` does, and random starts depend on it: pass RobustBench's ``batch_size``
+    to attack the same batches.
 
     OOD (`ood_sets`): ``ood`` names (``near:``/``far:`` prefixes) or ``{"near": {name: data},
     "far": {...}}``; default `OOD_SETS` for the data set (CIFAR-10, OpenOOD v1.5: near CIFAR-100,
-    Tiny ImageNet; far MNIST, SVHN, Textures, Places365), each brought to the ID shape;
+    Tiny ImageNet; far MNIST, SVHN, Textures, Places365; ImageNet: near SSB-hard, NINCO; far
+    iNaturalist, Textures, OpenImage-O), each brought to the ID shape;
     defaults not on disk (and not downloaded with ``download``) are skipped and listed in
     ``skipped``. ``detectors`` (names or ``{name: Detector}``, default `DEFAULT_DETECTORS`)
     are fitted on ``train`` and scored with one `ood` call per OOD set.
@@ -444,12 +489,14 @@ def benchmark(
         raise ValueError(f"limit={limit!r} must be a positive number of test images (or None for all)")
     if isinstance(check_sample, bool) or not isinstance(check_sample, int) or check_sample < 1:
         raise ValueError(f"check_sample={check_sample!r} must be a positive number of images")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} must be a positive number of images")
-    atk = threat_model(attack, eps=eps, norm=norm, backend=backend, seed=seed, params=attack_params)
-    built, skipped = _detectors(detectors, model)
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size={batch_size!r} must be a positive number of images (or None for the defaults)")
+    per_batch = {} if batch_size is None else {"batch_size": batch_size}
     name = data if isinstance(data, str) else None
-    id_name = name or (data.info.name if isinstance(data, ImageSet) and data.info.name != "tensors" else "data")
+    info = getattr(data, "info", None)
+    id_name = name or (info.name if isinstance(info, DatasetInfo) and info.name != "tensors" else "data")
+    atk = threat_model(attack, eps=eps, norm=norm, backend=backend, seed=seed, params=attack_params, dataset=id_name)
+    built, skipped = _detectors(detectors, model)
     planned = ood_sets(id_name, ood) if not isinstance(ood, Mapping) else []
     if isinstance(ood, Mapping):
         unknown = sorted(set(ood) - set(GROUPS))
@@ -463,7 +510,14 @@ def benchmark(
     if name is not None:
         test = _TestSet(load_dataset(name, "test", root=root, download=download, limit=limit))
         if needs_fit and train is None:
-            train = load_dataset(name, "train", root=root, download=download)
+            try:
+                train = load_dataset(name, "train", root=root, download=download)
+            except DatasetNotFoundError as err:
+                if detectors is not None:  # asked for by name: the missing split is an error
+                    raise DatasetNotFoundError(f"detectors {', '.join(needs_fit)} fit on {name}'s training split: {err}") from None
+                for n in needs_fit:
+                    skipped[n] = f"it fits on the ID training split, which is not on disk ({err})"
+                    del built[n]
     else:
         test = _test_set(data, limit)
     classes = inspect_model(model, test.sample(1, seed).x)
@@ -485,7 +539,7 @@ def benchmark(
     linf_iterative = atk.norm == "linf" and atk.name != "fgsm"
     with _progress(3 + len(sets), progress) as stage:
         with stage("attack", f"clean and robust accuracy: {atk.label()} at eps={atk.eps:.4g}"):
-            measured = robust_accuracy(atk, model, test.data, state=state, batch_size=batch_size)  # clean pass, then attacks
+            measured = robust_accuracy(atk, model, test.data, state=state, **per_batch)  # one clean pass, then the correct ones
             clean, robust = measured["clean_accuracy"], measured["accuracy"]
             checks += measured.checks  # output_head (first batch), model_learned (all test images)
         with stage("checks", "attack sanity checks"):
@@ -504,13 +558,13 @@ def benchmark(
                     target_classes=_target_classes(atk, classes),
                 )  # fmt: skip
             if linf_iterative:
-                fgsm = robust_accuracy(make_attack("fgsm", eps=atk.eps), model, test.data)["accuracy"]
+                fgsm = robust_accuracy(make_attack("fgsm", eps=atk.eps), model, test.data, **per_batch)["accuracy"]
                 checks.append(iterative_vs_single_step(robust, fgsm, n))
         with stage("fit", f"fitting {', '.join(built)}"):
-            fitted = {k: (d if d.is_fitted() else d.fit(model, train)) for k, d in built.items()}
+            fitted = {k: (d if d.is_fitted() else d.fit(model, train, **per_batch)) for k, d in built.items()}
         for s, ood_data in sets.items():
             with stage("ood", f"OOD: {s.name} ({s.group})"):
-                results = ood_scores(fitted, test.data, ood_data.x if isinstance(ood_data, ImageSet) else ood_data)
+                results = ood_scores(fitted, test.data, ood_data.x if isinstance(ood_data, ImageSet) else ood_data, **per_batch)
             assert isinstance(results, dict)
             for det_name, result in results.items():
                 rows.append({"group": s.group, "set": s.name, "detector": det_name, "metrics": result.metrics})

@@ -174,8 +174,17 @@ def _mean_defined(values: dict[str, float]) -> float:
 
 
 def _shape_of(x: Any) -> tuple[int, ...] | None:
+    info = getattr(x, "info", None)
+    if info is not None and hasattr(info, "shape"):
+        return tuple(info.shape)
     data = getattr(x, "x", x[0] if isinstance(x, (tuple, list)) and x else x)
     return tuple(data.shape[1:]) if isinstance(data, torch.Tensor) else None
+
+
+def default_constants(x: Any) -> str:
+    """ImageNet-C's constants for data named ImageNet (``imagenet``, ``imagenet:robustbench``), else CIFAR-10-C's."""
+    name = getattr(getattr(x, "info", None), "name", "")
+    return "imagenet-c" if isinstance(name, str) and name.partition(":")[0] == "imagenet" else "cifar10-c"
 
 
 def corruption_accuracy(
@@ -190,17 +199,21 @@ def corruption_accuracy(
     files: str | Path | None = None,
     *,
     distributed: bool = True,
+    constants: str | None = None,
 ) -> CorruptionResult:
-    """Accuracy under the 15 common corruptions × 5 severities of CIFAR-10-C (Hendrycks & Dietterich 2019).
+    """Accuracy under the 15 common corruptions × 5 severities of CIFAR-10-C or ImageNet-C (Hendrycks & Dietterich 2019).
 
     ``x`` is a tensor (with ``y``), an ImageSet or a Dataset/DataLoader, streamed in batches.
     ``files``: a folder in the official CIFAR-10-C / CIFAR-100-C layout (``<corruption>.npy``,
     ``labels.npy``); its rows at the images' positions are used (``x`` must be the test set in its
-    published order, or a prefix of it: the labels are checked). Without ``files`` the images are
-    corrupted on the fly with CIFAR-10-C's formulas and constants (`robustkit.modelling.corruptions`),
-    image i from a random stream seeded by ``(seed, corruption, severity, i)``: the same seed gives the
-    same images for any batch size and under torch.distributed (each rank takes its share, as in
-    `robust_accuracy`). Corruptions that do not apply to the image size are listed in ``skipped``.
+    published order, or a prefix of it: the labels are checked); or ImageNet-C's extracted folders
+    (``<corruption>/<severity>/<wnid>/<file>.JPEG``), read at the file names of ``x`` (a streamed
+    ``load_dataset("imagenet")``). Without ``files`` the images are corrupted on the fly with the
+    authors' formulas and ``constants`` (``"cifar10-c"`` or ``"imagenet-c"``; default ImageNet-C's for
+    data named ImageNet, else CIFAR-10-C's; `robustkit.modelling.corruptions`), image i from a random
+    stream seeded by ``(seed, corruption, severity, i)``: the same seed gives the same images for any
+    batch size and under torch.distributed (each rank takes its share, as in `robust_accuracy`).
+    Corruptions that do not apply to the image size are listed in ``skipped``.
 
     ``reference``: a model evaluated on the same corrupted images (or its `CorruptionResult` on the same
     data) for CE_c = Σ_s E_{s,c} / Σ_s E^ref_{s,c}, mCE (their mean), and relative CE / mCE, which
@@ -215,14 +228,16 @@ def corruption_accuracy(
             )
     elif reference is not None and not isinstance(reference, nn.Module):
         raise TypeError(f"reference must be a model or a CorruptionResult, got {type(reference).__name__}")
-    official = gen.OfficialFiles(files, names) if files is not None else None
+    constants = default_constants(x) if constants is None else constants
+    gen.corruption_set(constants)  # an unknown name fails here
+    official = gen.official_files(files, names, x) if files is not None else None
     if official is not None:
         source = f"the official files in {official.folder} (published images, seed unused)"
         skipped: dict[str, str] = {}
     else:
-        source = gen.source_line()
+        source = gen.source_line(constants)
         shape = _shape_of(x)
-        skipped = gen.skipped_corruptions(shape) if shape is not None else {}
+        skipped = gen.skipped_corruptions(shape, constants) if shape is not None else {}
     models = [model] + ([reference] if isinstance(reference, nn.Module) else [])
     rank, size = world(distributed)
     classes: list[int] = []
@@ -242,7 +257,7 @@ def corruption_accuracy(
             if official is not None:
                 official.check_labels(labels, ib)
             else:
-                skipped.update(gen.skipped_corruptions(tuple(xb.shape[1:])))
+                skipped.update(gen.skipped_corruptions(tuple(xb.shape[1:]), constants))
             for m, net in enumerate(models):
                 counts[f"{m}|clean"] += int((_predict(net, xb, batch_size) == labels).sum())
             for c in names:
@@ -256,7 +271,7 @@ def corruption_accuracy(
                                 f"the official images are {tuple(corrupted.shape[1:])}, the data {tuple(xb.shape[1:])}"
                             )
                     else:
-                        corrupted = gen.corrupt(xb, c, s, ib, seed)
+                        corrupted = gen.corrupt(xb, c, s, ib, seed, constants)
                     for m, net in enumerate(models):
                         counts[f"{m}|{c}|{s}"] += int((_predict(net, corrupted, batch_size) == labels).sum())
         return counts
@@ -295,10 +310,13 @@ def corruption_benchmark(
     batch_size: int = 256,
 ) -> CorruptionResult:
     """`corruption_accuracy` on ``dataset``'s test split (the first ``limit`` images), reading the official
-    ``CIFAR-10-C/`` or ``CIFAR-100-C/`` folder under ``root`` when it is there (``robustkit eval --corruptions``)."""
+    ``CIFAR-10-C/``, ``CIFAR-100-C/`` or ``ImageNet-C/`` folder under ``root`` when it is there (``robustkit eval
+    --corruptions``); ImageNet's are otherwise generated with ImageNet-C's constants."""
     from ..modelling.data import default_root, load_dataset
 
     data = load_dataset(dataset, "test", root=root, download=download, limit=limit)
     base = root if root is not None else default_root()
-    files = gen.official_folder(dataset, base) if dataset in ("cifar10", "cifar100") else None
+    # cifar100:bottle,clock is a subset, whose rows are not the published order; ImageNet-C is found by file name
+    published = dataset in ("cifar10", "cifar100") or dataset.partition(":")[0] == "imagenet"
+    files = gen.official_folder(dataset, base) if published else None
     return corruption_accuracy(model, data, seed=seed, batch_size=batch_size, files=files)

@@ -8,7 +8,10 @@ Names understood by `load_dataset`:
 - ``imagefolder:PATH`` (``PATH/<split>/<class>/*.png`` or ``PATH/<class>/*.png``);
 - the OOD sets of OpenOOD's CIFAR benchmarks: ``svhn``, ``textures`` (DTD), ``places365``
   (its 256×256 validation images) and ``tinyimagenet`` (Tiny ImageNet's validation images),
-  the last three resized to ``size=`` (default 32) and read only ``sample=`` of them when given.
+  the last three resized to ``size=`` (default 32) and read only ``sample=`` of them when given;
+- ``imagenet`` (``imagenet:robustbench`` for RobustBench's 5000 images) and the OpenOOD v1.5 ImageNet-1K
+  OOD lists ``openood:NAME``: streamed from folders as `ImageFiles` (`robustkit.modelling.folders`),
+  never loaded whole.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from ..core.errors import DatasetNotFoundError
 from .batches import labelled_batches
+from .folders import ImageFiles, load_imagenet, load_openood
+from .info import DatasetInfo, pick_indices
 
 SPLITS = ("train", "test")
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
@@ -37,21 +42,6 @@ MNIST_STATS = ((0.1307,), (0.3081,))
 def default_root() -> Path:
     """Where datasets live: ``$ROBUSTKIT_DATA`` or ``~/.cache/robustkit/data``."""
     return Path(os.environ.get("ROBUSTKIT_DATA", Path.home() / ".cache" / "robustkit" / "data"))
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What a model needs to know about a dataset: classes, image shape, mean and std."""
-
-    name: str
-    classes: tuple[str, ...]
-    shape: tuple[int, int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
 
 
 @dataclass
@@ -128,25 +118,34 @@ def as_image_set(data: Data) -> ImageSet:
     if isinstance(data, torch.utils.data.Dataset):
         data = DataLoader(data, batch_size=512)
     if isinstance(data, DataLoader):
+        info = getattr(data.dataset, "info", None)  # robustkit's streamed sets carry theirs
         xs, ys = [], []
         for batch in data:
             xs.append(batch[0])
             ys.append(torch.as_tensor(batch[1]))
-        return ImageSet(torch.cat(xs), torch.cat(ys))
+        return ImageSet(torch.cat(xs), torch.cat(ys), info if isinstance(info, DatasetInfo) else None)
     raise TypeError(
         f"expected an ImageSet, a DataLoader or Dataset of (image, label) pairs, or an (x, y) pair; "
         f"got {type(data).__name__}"
     )
 
 
-def pick_indices(total: int, sample: int | None, seed: int) -> np.ndarray:
-    """Sorted indices of ``sample`` of ``total`` items drawn with ``seed`` (all of them for
-    ``None`` or ``sample`` ≥ ``total``)."""
-    if sample is None or sample >= total:
-        return np.arange(total)
-    if isinstance(sample, bool) or not isinstance(sample, int) or sample < 1:
-        raise ValueError(f"sample={sample!r} must be a positive number of images")
-    return np.sort(torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:sample].numpy())
+IN_MEMORY_LIMIT = 4 * 2**30
+"""Bytes of float32 pixels a command that holds its images in memory reads from a streamed set (`in_memory`)."""
+
+
+def in_memory(data: ImageSet | ImageFiles | FakeImages, command: str) -> ImageSet:
+    """``data`` as an ImageSet, for the commands that hold their images: a streamed set (``imagenet``) is read
+    whole when its pixels fit in `IN_MEMORY_LIMIT`, else a ValueError names the size and the way out."""
+    if isinstance(data, ImageSet):
+        return data
+    size = len(data) * int(np.prod(data.info.shape)) * 4
+    if size > IN_MEMORY_LIMIT:
+        raise ValueError(
+            f"{command} holds its images in memory, and {len(data)} {data.info.name} images take {size / 1e9:.1f} GB: "
+            "pass --limit N (for example 1000), or use robustkit eval, which streams them"
+        )
+    return as_image_set(data)
 
 
 def seeded_sample(data: Data, sample: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,6 +159,9 @@ def seeded_sample(data: Data, sample: int | None, seed: int) -> tuple[torch.Tens
         total = len(data.dataset if isinstance(data, DataLoader) else data)  # type: ignore[arg-type]
         if sample < total:
             keep = set(torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:sample].tolist())
+            if isinstance(data, Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
+                picked = as_image_set(torch.utils.data.Subset(data, sorted(keep)))  # read only those (ImageNet's files)
+                return picked.x, picked.y
             xs, ys, offset = [], [], 0
             for xb, yb in labelled_batches(data, None, 256):
                 rows = [i for i in range(len(xb)) if offset + i in keep]
@@ -175,13 +177,21 @@ def seeded_sample(data: Data, sample: int | None, seed: int) -> tuple[torch.Tens
     return x[idx.to(x.device)], y[idx.to(y.device)]
 
 
-def match_shape(data: ImageSet, shape: tuple[int, ...]) -> ImageSet:
+def match_shape(data: ImageSet | ImageFiles | FakeImages, shape: tuple[int, ...]) -> ImageSet | ImageFiles | FakeImages:
     """``data`` with its images brought to ``shape`` (C×H×W), as OOD benchmarks feed another data
     set to a classifier: grey to colour by repeating the channel, colour to grey by luminance
-    (ITU-R 601 weights), then a bilinear, antialiased resize to H×W. Labels and info's classes stay."""
+    (ITU-R 601 weights), then a bilinear, antialiased resize to H×W. Labels and info's classes stay.
+    Streamed `ImageFiles` are preprocessed to their shape as they are read, so theirs must be ``shape``."""
     import torch.nn.functional as F
 
     c, h, w = (int(v) for v in shape)
+    if isinstance(data, (ImageFiles, FakeImages)):
+        if tuple(data.info.shape) != (c, h, w):
+            raise ValueError(
+                f"{data.info.name} is read as {'×'.join(map(str, data.info.shape))} images but the ID images are "
+                f"{c}×{h}×{w}; load it with size={w} (streamed sets are preprocessed as they are read)"
+            )
+        return data
     x = data.x
     if x.shape[1] != c:
         if (x.shape[1], c) == (1, 3):
@@ -395,19 +405,47 @@ def _tinyimagenet(
     return _read_files("tinyimagenet", files, wnids, split, size, sample, seed)
 
 
+class FakeImages(torch.utils.data.Dataset):
+    """``fakedata`` made one image at a time (``stream=True``): the same images as the in-memory set, for ID
+    sets too large to hold (an ImageNet-size test set's noise twin)."""
+
+    def __init__(self, fake: Any, info: DatasetInfo, index: Any = None):
+        self.fake, self.info = fake, info
+        self.index = np.arange(len(fake)) if index is None else np.asarray(index)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        from torchvision.transforms.functional import pil_to_tensor
+
+        image = pil_to_tensor(self.fake[int(self.index[i])][0]).reshape(self.info.shape)
+        return image.float().div_(255.0), 0
+
+    def take(self, n: int | None) -> FakeImages:
+        """The first ``n`` images (all of them for ``None``)."""
+        return self if n is None else FakeImages(self.fake, self.info, self.index[:n])
+
+    def sample(self, n: int | None, seed: int = 0) -> FakeImages:
+        """``n`` of the images drawn with ``seed``, in their order (all for ``None`` or ``n`` ≥ the size)."""
+        return FakeImages(self.fake, self.info, self.index[pick_indices(len(self), n, seed)])
+
+
 def _fakedata(
-    split: str, shape: tuple[int, int, int] = (3, 32, 32), size: int = 1000, seed: int = 0, **_: object
-) -> ImageSet:
+    split: str, shape: tuple[int, int, int] = (3, 32, 32), size: int = 1000, seed: int = 0, stream: bool = False, **_: object
+) -> ImageSet | FakeImages:
     import torchvision
     from torchvision.transforms.functional import pil_to_tensor
 
     offset = seed * 1_000_003 + (0 if split == "test" else 500_009)
     ds = torchvision.datasets.FakeData(size=size, image_size=tuple(shape), num_classes=10, random_offset=offset)
-    images = np.stack([pil_to_tensor(ds[i][0]).numpy() for i in range(size)])
-    labels = np.zeros(size, dtype=np.int64)
     info = DatasetInfo(
         "fakedata", tuple(str(i) for i in range(10)), tuple(shape), (0.5,) * shape[0], (0.29,) * shape[0]
     )
+    if stream:
+        return FakeImages(ds, info)
+    images = np.stack([pil_to_tensor(ds[i][0]).numpy() for i in range(size)])
+    labels = np.zeros(size, dtype=np.int64)
     return _from_uint8(images.reshape(size, *shape), labels, info, split)
 
 
@@ -484,6 +522,8 @@ LOADERS: dict[str, Callable[..., ImageSet]] = {
     "textures": _textures,
     "places365": _places365,
     "tinyimagenet": _tinyimagenet,
+    "imagenet": load_imagenet,
+    "openood": load_openood,
 }
 
 
@@ -494,13 +534,15 @@ def load_dataset(
     download: bool = False,
     limit: int | None = None,
     **options: object,
-) -> ImageSet:
-    """Load a dataset split as an `ImageSet` of `[0, 1]` float tensors.
+) -> ImageSet | ImageFiles | FakeImages:
+    """Load a dataset split as an `ImageSet` of `[0, 1]` float tensors, or, for the folder-based
+    ImageNet-size sets (``imagenet``, ``openood:NAME``), as a streamed `ImageFiles` Dataset.
 
     ``name`` may carry an argument after a colon (``cifar100:bottle,clock``,
-    ``imagefolder:PATH``). ``limit`` keeps the first ``limit`` images.
+    ``imagefolder:PATH``, ``imagenet:robustbench``). ``limit`` keeps the first ``limit`` images.
     ``options`` go to the loader (``shape=``, ``size=``, ``seed=`` for ``fakedata``; ``size=``,
-    ``sample=``, ``seed=`` for ``textures``, ``places365`` and ``tinyimagenet``).
+    ``sample=``, ``seed=`` for ``textures``, ``places365``, ``tinyimagenet`` and ``openood``;
+    ``stream=True`` makes ``fakedata`` a Dataset that draws each image when read).
     """
     if not isinstance(name, str):
         raise TypeError(f"dataset name must be a string, got {type(name).__name__}")
