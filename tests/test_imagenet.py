@@ -331,3 +331,38 @@ def test_commands_that_hold_images_take_a_limited_imagenet_or_say_why_not(root, 
         main(["attack", "--model", f"{__file__}:tiny", "--dataset", "imagenet", "--root", str(root), "--attack", "fgsm",
               "--limit", "8", "--device", "cpu", "--no-progress", "--out", "run"])  # fmt: skip
     assert exit_.value.code == 2 and "error: robustkit attack holds its images in memory" in capsys.readouterr().err
+
+
+def bicubic_tiny():
+    """``tiny`` as a named model made for RobustBench's BicubicRes256Crop224 (its ``robustkit_input``)."""
+    from robustkit.modelling.zoo import ROBUSTBENCH_PREPROCESSING, InputSpec, _spec_from_steps
+
+    spec = _spec_from_steps(ROBUSTBENCH_PREPROCESSING["BicubicRes256Crop224"], (3, 224, 224), "RobustBench's zoo")
+    model = tiny()
+    model.robustkit_input = spec
+    assert isinstance(spec, InputSpec)
+    return model
+
+
+def test_a_named_models_preprocessing_chooses_the_imagenet_images_it_gets(root, tmp_path, monkeypatch):
+    """RobustBench evaluates each ImageNet model with its own preprocessing: `--dataset imagenet` follows the
+    model's, unless the name gives one."""
+    from robustkit.app.cli import main
+    from robustkit.modelling.zoo import InputSpec
+
+    bicubic = InputSpec((3, 224, 224), 256, 224, "bicubic", "RobustBench's zoo")
+    assert bicubic.dataset("imagenet") == "imagenet:BicubicRes256Crop224"
+    assert bicubic.dataset("imagenet:robustbench") == "imagenet:robustbench,BicubicRes256Crop224"
+    assert bicubic.dataset("imagenet:Crop288") == "imagenet:Crop288" and bicubic.dataset("cifar10") == "cifar10"
+    assert InputSpec((3, 224, 224), 256, 224, "bilinear").dataset("imagenet") == "imagenet"  # the default already
+    assert InputSpec((3, 224, 224), 235, 224, "bicubic").dataset("imagenet") == "imagenet:BicubicRes235Crop224"  # timm's
+    with pytest.raises(ValueError, match="no ImageNet preprocessing of robustkit's repeats"):
+        InputSpec((3, 224, 224), 256, 224, "nearest").dataset("imagenet")
+    monkeypatch.chdir(tmp_path)
+    main(["eval", "--model", f"{__file__}:bicubic_tiny", "--dataset", "imagenet", "--root", str(root), "--attack",
+          "fgsm", "--limit", "2", "--detector", "energy", "--ood", "far:fakedata", "--device", "cpu", "--no-progress",
+          "--batch-size", "2", "--out", "run"])  # fmt: skip
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["dataset"] == "imagenet:BicubicRes256Crop224"
+    x = load_dataset("imagenet:BicubicRes256Crop224", "test", root=root, limit=1)[0][0]
+    assert not torch.equal(x, load_dataset("imagenet", "test", root=root, limit=1)[0][0])  # bicubic, not bilinear

@@ -398,14 +398,18 @@ def _load_model(
 
 def check_fits(
     net: Any, ctx: typer.Context, dataset: str, *, param: str = "dataset", root: Path | None = None, download: bool = False
-) -> None:
+) -> str:
     """Before any work: run the user's model on one test image of ``dataset`` and raise a one-line
     ValueError (exit 2) when it fails or its number of outputs is not the data set's number of
     classes, naming the data set (and whether it is the command's default), its image shape and
-    the option that chooses it."""
+    the option that chooses it. Returns the data set's name as the model needs it: an ImageNet set
+    that names no preprocessing gets a named model's (``robustkit_input``), e.g. a RobustBench
+    model's ``BicubicRes256Crop224``."""
     from ..core.checks import probe
     from ..modelling.data import as_image_set, load_dataset
 
+    spec = getattr(net, "robustkit_input", None)
+    dataset = spec.dataset(dataset) if spec is not None else dataset
     flag = "--" + ("id" if param == "id_data" else param.replace("_", "-"))
     data = as_image_set(load_dataset(dataset, "test", root=root, download=download, limit=1))  # ImageNet's streams
     shape, classes = "×".join(map(str, data.info.shape)), data.info.num_classes
@@ -425,7 +429,7 @@ def check_fits(
         elif out.shape[1] != classes:
             problem = f"it has {out.shape[1]} outputs but {dataset} has {classes} classes"
         else:
-            return
+            return dataset
     head = f", or give a named model a new head with --num-classes {classes}" if hasattr(net, "robustkit_input") else ""
     raise ValueError(
         f"your model does not fit {where} ({shape} images, {classes} classes): {problem}. "
@@ -502,7 +506,7 @@ def attack(
         weights, model, unsafe_pickle, device, dataset=dataset, download=download, threat_model=threat_model,
         model_dir=model_dir, num_classes=num_classes,
     )  # fmt: skip
-    check_fits(net, ctx, dataset, root=root, download=download)
+    dataset = check_fits(net, ctx, dataset, root=root, download=download)
     label = f"`{model or weights}`" + (f" with `{weights}`" if model and weights else "")
     folder, results = attack_run(
         net, dataset, attack_name, params, out, backend=backend, sweep=sweep, limit=limit, overwrite=overwrite,
@@ -543,7 +547,7 @@ def ood(
         weights, model, unsafe_pickle, device, dataset=id_data, download=download, threat_model=threat_model,
         model_dir=model_dir, num_classes=num_classes,
     )  # fmt: skip
-    check_fits(net, ctx, id_data, param="id_data", root=root, download=download)
+    id_data = check_fits(net, ctx, id_data, param="id_data", root=root, download=download)
     _, rows, results = ood_run(
         net, id_data, ood_data, names, out, limit=limit, overwrite=overwrite, root=root, download=download
     )
@@ -665,7 +669,7 @@ def eval_command(
                 weights, model, unsafe_pickle, device, dataset=dataset, download=download, threat_model=threat_model,
                 model_dir=model_dir, num_classes=num_classes,
             )  # fmt: skip
-            check_fits(net, ctx, dataset, root=root, download=download)
+            dataset = check_fits(net, ctx, dataset, root=root, download=download)
             record = {"model": model, "weights": None if weights is None else str(weights)}
             if hasattr(net, "robustkit_input"):
                 record["input"] = net.robustkit_input.as_dict()
@@ -732,7 +736,7 @@ def defend(
         model_dir=model_dir, num_classes=num_classes,
 
     )  # fmt: skip
-    check_fits(net, ctx, dataset, root=root, download=download)
+    dataset = check_fits(net, ctx, dataset, root=root, download=download)
     defended, rows = defend_run(
         net, defense_name, _parse_params(param), dataset, attack_name, eps, epochs, limit=limit, root=root,
         download=download,
@@ -782,7 +786,7 @@ def crosscheck(
             weights, model, unsafe_pickle, device, dataset=dataset, download=download, threat_model=threat_model,
             model_dir=model_dir, num_classes=num_classes,
         )  # fmt: skip
-        check_fits(net, ctx, dataset, root=root, download=download)
+        dataset = check_fits(net, ctx, dataset, root=root, download=download)
     rows = agreement(name, net, test.x, test.y, **({} if eps is None else {"eps": eps}))
     sizes = ["mean_linf", "mean_l2"] if attack_class(name).norm != "l1" else ["mean_l1", "mean_l2"]  # fits 80 columns
     keys = ["backend", "accuracy", *sizes, "max_abs_diff", "prediction_agreement"]
@@ -833,7 +837,7 @@ def certify(
         weights, model, unsafe_pickle, device, dataset=dataset, download=download, threat_model=threat_model,
         model_dir=model_dir, num_classes=num_classes,
     )  # fmt: skip
-    check_fits(net, ctx, dataset, root=root, download=download)
+    dataset = check_fits(net, ctx, dataset, root=root, download=download)
     data = in_memory(load_dataset(dataset, "test", root=root, limit=limit, download=download), "robustkit certify")
     kw = {"sigma": sigma, "radii": grid, "seed": seed}
     cert = certified_accuracy(net, data.x, data.y, n0=n0, n=n, alpha=alpha, backend=backend, **kw)

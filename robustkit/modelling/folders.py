@@ -71,13 +71,53 @@ def _class_index() -> dict[str, int]:
     return {w: i for i, w in enumerate(imagenet_classes())}
 
 
+RESIZE_CROP = re.compile(r"(Bicubic)?Res(\d+)Crop(\d+)")
+
+
 def _steps(name: str) -> tuple[tuple[str, Any, str | None], ...]:
     if name in PREPROCESSINGS:
         return PREPROCESSINGS[name]
-    match = re.fullmatch(r"Res(\d+)Crop(\d+)", name)
-    if match is None or int(match[1]) < 1 or int(match[2]) < 1:
-        raise ValueError(f"unknown preprocessing {name!r}; valid: {', '.join(PREPROCESSINGS)} or ResNCropN (e.g. Res32Crop32)")
-    return (("resize", int(match[1]), None), ("crop", int(match[2]), None))
+    match = RESIZE_CROP.fullmatch(name)
+    if match is None or int(match[2]) < 1 or int(match[3]) < 1:
+        raise ValueError(
+            f"unknown preprocessing {name!r}; valid: {', '.join(PREPROCESSINGS)} or (Bicubic)ResNCropM (e.g. Res32Crop32)"
+        )
+    return (("resize", int(match[2]), "bicubic" if match[1] else None), ("crop", int(match[3]), None))
+
+
+def preprocessing_name(resize: int | Sequence[int] | None, crop: int | None, interpolation: str = "bilinear") -> str | None:
+    """The `PREPROCESSINGS` name of resizing the shorter side to ``resize`` (or to exactly ``resize`` when a
+    pair) with ``interpolation``, then cropping the centre ``crop``; ``None`` when no name says it."""
+    bicubic = {"bilinear": "", "bicubic": "Bicubic"}.get(interpolation)
+    if bicubic is None:
+        return None
+    if isinstance(resize, int) and crop:
+        return f"{bicubic}Res{resize}Crop{crop}"
+    if resize is not None and not isinstance(resize, int) and list(resize) == [224, 224] and not crop and not bicubic:
+        return "Res224"
+    if resize is None and crop == 288:
+        return "Crop288"
+    return None
+
+
+def with_model_preprocessing(dataset: str, resize: Any, crop: int | None, interpolation: str, origin: str) -> str:
+    """``dataset`` as the model needs it: an ImageNet name (``imagenet``, ``imagenet:robustbench``) that names no
+    preprocessing gets the model's (its resize, crop and interpolation, from ``origin``: RobustBench's zoo, timm's
+    or torchvision's config), so the images reach it as it was evaluated; any other name is returned as it is."""
+    base, _, arg = dataset.partition(":")
+    parts = list(filter(None, (arg or "").split(",")))
+    if base != "imagenet" or any(p in PREPROCESSINGS or RESIZE_CROP.fullmatch(p) for p in parts):
+        return dataset
+    name = preprocessing_name(resize, crop, interpolation)
+    if name == DEFAULT_PREPROCESSING:
+        return dataset
+    if name is None:
+        raise ValueError(
+            f"the model wants its images resized to {resize} and cropped to {crop} ({interpolation}; {origin}), which "
+            f"no ImageNet preprocessing of robustkit's repeats; name one with --dataset imagenet:PREPROCESSING "
+            f"({', '.join(PREPROCESSINGS)} or (Bicubic)ResNCropM)"
+        )
+    return f"imagenet:{','.join([*parts, name])}"
 
 
 def image_side(name: str) -> int:

@@ -45,6 +45,7 @@ from torch import nn
 from ..core.backends import require
 from ..core.errors import CheckpointError, WeightsNotFoundError
 from .checkpoint import load_state, read_weights, state_dict_of
+from .folders import PREPROCESSINGS, with_model_preprocessing
 from .models import with_normalization
 
 SOURCES = ("robustbench", "timm", "torchvision")
@@ -99,15 +100,31 @@ class InputSpec:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def dataset(self, name: str) -> str:
+        """Data set ``name`` preprocessed as this model needs (`with_model_preprocessing`: an ImageNet name that
+        names no preprocessing gets this model's)."""
+        return with_model_preprocessing(name, self.resize, self.crop, self.interpolation, self.origin)
+
+
+def _fields(steps: tuple[tuple[str, Any, str | None], ...]) -> dict[str, Any]:
+    """A `PREPROCESSINGS` entry's steps as `InputSpec` fields."""
+    out: dict[str, Any] = {}
+    for kind, size, interpolation in steps:
+        if kind == "resize":
+            out["resize"] = tuple(size) if isinstance(size, list) else size
+            if interpolation:
+                out["interpolation"] = interpolation
+        else:
+            out["crop"] = size
+    return out
+
 
 ROBUSTBENCH_PREPROCESSING: dict[str | None, dict[str, Any]] = {
     None: {},
-    "Res256Crop224": {"resize": 256, "crop": 224},
-    "Crop288": {"crop": 288},
-    "Res224": {"resize": (224, 224)},
-    "BicubicRes256Crop224": {"resize": 256, "crop": 224, "interpolation": "bicubic"},
+    **{name: _fields(steps) for name, steps in PREPROCESSINGS.items()},
 }
-"""``robustbench.data.PREPROCESSINGS`` as `InputSpec` fields (a test compares the two transforms)."""
+"""``robustbench.data.PREPROCESSINGS`` as `InputSpec` fields, from the data sets' own table (a test compares the
+two transforms)."""
 
 DATASET_SHAPES = {"cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "imagenet": (3, 224, 224)}
 
