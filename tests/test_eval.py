@@ -273,7 +273,7 @@ def test_without_a_model_it_evaluates_robustkits_cached_classifier(tmp_path, mon
 def test_torchrun_two_processes_one_report(tmp_path, weights):
     """torchrun --nproc-per-node 2: a Gloo group is made and destroyed, only rank 0 writes and prints."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
             "-m", "robustkit", "eval", "--model", f"{__file__}:untrained_net", "--weights", str(weights), *BASE,
             "--detector", "energy", "--out", "run"]  # fmt: skip
     done = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)

@@ -26,17 +26,18 @@ def untrained_net() -> torch.nn.Module:
     return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).eval()
 
 
-def _torchrun(args: list[str], cwd: Path, port: int, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def _torchrun(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Two processes under torchrun --standalone (a free port: concurrent runs on one machine cannot clash)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1", **(env or {})}  # fmt: skip
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port), *args]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args]
     return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
 
 
 def test_only_rank_0_trains_the_default_model_the_other_loads_it(tmp_path):
     """A cold cache: rank 0 trains and writes the one cache file, rank 1 waits and loads it (the same weights)."""
     cache = tmp_path / "cache"
-    done = _torchrun([__file__, "default", str(tmp_path)], tmp_path, 29531, {"ROBUSTKIT_CACHE": str(cache)})
+    done = _torchrun([__file__, "default", str(tmp_path)], tmp_path, {"ROBUSTKIT_CACHE": str(cache)})
     assert done.returncode == 0, done.stderr[-2000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["trained"] for r in ranks] == [[False], [True]]  # train_model's "cached" per call: rank 0 trained
@@ -50,7 +51,7 @@ def test_only_rank_0_trains_the_default_model_the_other_loads_it(tmp_path):
 def test_strict_exit_3_on_every_rank_and_torchrun_exits_1(tmp_path):
     """--strict with a failing check (an untrained model): both ranks exit 3; torchrun itself exits 1, naming 3."""
     done = _torchrun(["-m", "robustkit", "eval", "--model", f"{__file__}:untrained_net", *EVAL, "--strict", "--out", "run"],
-                     tmp_path, 29533)  # fmt: skip
+                     tmp_path)  # fmt: skip
     assert done.returncode == 1, done.stderr[-2000:]
     assert "--strict: " in done.stderr and "model_learned" in done.stderr
     assert done.stderr.count("exitcode  : 3") == 2, done.stderr[-3000:]  # torchrun's summary: each failed rank
