@@ -6,6 +6,7 @@ digits), so no test waits for training; the attacks are PGD with 3 steps and FGS
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -183,7 +184,7 @@ def test_an_interrupted_eval_resumes_with_resume(tmp_path, monkeypatch, capsys, 
             raise KeyboardInterrupt
         return attack(self, *a, **k)
 
-    def exit_130():  # the CLI's Ctrl-C exit, without os._exit (which would end pytest too)
+    def exit_130(args):  # the CLI's Ctrl-C exit, without os._exit (which would end pytest too)
         raise SystemExit(130)
 
     with monkeypatch.context() as patch:
@@ -198,6 +199,9 @@ def test_an_interrupted_eval_resumes_with_resume(tmp_path, monkeypatch, capsys, 
         main(["eval", *args, "--out", "cut"])
     assert refused.value.code == 2 and "pass --resume to continue it" in capsys.readouterr().err
     main(["eval", *args, "--out", "cut", "--resume"])
+    said = capsys.readouterr().err  # at the start of the attack, then per attack
+    assert "resuming from cut/attack-state.jsonl: 256 image attacks in 1 batch will be read back" in said
+    assert re.search(r"attack pgd \(reference\): \d+ images attacked in \S+ s, \d+ still robust, 256 read back", said)
     whole, cut = (json.loads((tmp_path / out / "results.json").read_text()) for out in ("whole", "cut"))
     assert _numbers(cut) == _numbers(whole) and cut["attack"]["resumed"] == 256 and whole["attack"]["resumed"] == 0
     assert "resumed an interrupted one: 256 image attacks" in (tmp_path / "cut" / "report.md").read_text()
@@ -206,6 +210,30 @@ def test_an_interrupted_eval_resumes_with_resume(tmp_path, monkeypatch, capsys, 
         with pytest.raises(SystemExit) as done:
             main(["eval", *args, "--out", out, "--resume"])
         assert done.value.code == 2 and "nothing to resume" in capsys.readouterr().err
+
+
+def test_eval_without_progress_bars_logs_one_line_per_stage(tmp_path, monkeypatch, capsys, weights):
+    """--no-progress (a CI log): each AutoAttack component and each benchmark stage says its count and time."""
+    monkeypatch.chdir(tmp_path)
+    model = ["--model", f"{__file__}:untrained_net", "--weights", str(weights)]
+    suite = ["--attack", "autoattack", "--param", "version=custom", "--param", "attacks=apgd-ce,apgd-t"]
+    main(["eval", *model, "--dataset", "digits", "--eps", "0.1", "--limit", "64", "--device", "cpu", "--no-progress",
+          *suite, "--detector", "energy", "--out", "run"])  # fmt: skip
+    lines = [line[9:] for line in capsys.readouterr().err.splitlines() if re.match(r"\d\d:\d\d:\d\d ", line)]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    log = results["attack"]["log"]
+    clean = round(results["clean_accuracy"] * 64)
+    robust = [round(row["accuracy"] * 64) for row in log]
+    expected = [
+        rf"attack apgd-ce: {clean} images attacked in \S+ s, {robust[0]} still robust",
+        rf"attack apgd-t: {robust[0]} images attacked in \S+ s, {robust[1]} still robust",
+        r"clean and robust accuracy: autoattack \(autoattack\) at eps=0\.1: done in \S+ s",
+        r"attack sanity checks: done in \S+ s",
+        r"fitting energy: done in \S+ s",
+        r"OOD: fakedata \(far\): done in \S+ s",
+    ]
+    for pattern in expected:
+        assert len([line for line in lines if re.fullmatch(pattern, line)]) == 1, (pattern, lines)
 
 
 def _first(n):

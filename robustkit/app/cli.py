@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         raise SystemExit(1) from None
     except KeyboardInterrupt:
-        _interrupted()
+        _interrupted(args)
     except EXPECTED as err:
         if debug:
             raise
@@ -114,19 +114,35 @@ def main(argv: list[str] | None = None) -> None:
         raise
     if isinstance(code, int) and code:  # typer returns 130 for Ctrl-C when not standalone
         if code == 130:
-            _interrupted()
+            _interrupted(args)
         raise SystemExit(code)
 
 
-def _interrupted() -> None:
-    """Ctrl-C: say so and exit 130 at once. Every file was already closed or removed while the
-    exception unwound (atomic writes), and exiting here keeps a late KeyboardInterrupt during
-    interpreter shutdown from turning the exit status into death by signal."""
-    typer.echo(
-        "error: interrupted; nothing half-written is kept, rerun to resume from the cache "
-        "(an interrupted `robustkit eval` continues with --resume)",
-        err=True,
-    )
+def restart_hint(args: list[str]) -> str:
+    """How to pick up the interrupted command ``args``, in its own terms: a recipe reruns (with
+    --overwrite: its folder holds the figures written so far) and takes its models from the cache;
+    `eval` continues with --resume; anything else reruns."""
+    import shlex
+
+    def command(extra: str, drop: str = "") -> str:
+        again = [a for a in args if a != drop]
+        return "`robustkit " + shlex.join(again if extra in again else [*again, extra]) + "`"
+
+    if args[:1] == ["run"] and len(args) > 1 and not args[1].startswith("-"):
+        return (
+            f"rerun the recipe with {command('--overwrite')}: the models it trained are read back from the model "
+            "cache, its other stages run again (a recipe keeps no partial results)"
+        )
+    if args[:1] == ["eval"]:
+        return f"continue with {command('--resume', drop='--overwrite')}: the image attacks done so far are read back from the run folder's attack state"
+    return f"rerun `robustkit {shlex.join(args)}`: trained models are read back from the model cache"
+
+
+def _interrupted(args: list[str]) -> None:
+    """Ctrl-C: say so, and how to pick up (`restart_hint`), and exit 130 at once. Every file was already
+    closed or removed while the exception unwound (atomic writes), and exiting here keeps a late
+    KeyboardInterrupt during interpreter shutdown from turning the exit status into death by signal."""
+    typer.echo(f"error: interrupted; nothing half-written is kept. To pick up, {restart_hint(args)}", err=True)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(130)
@@ -138,8 +154,13 @@ def recipe_main(name: str) -> None:
 
 
 @app.callback()
-def _root(debug: Annotated[bool, typer.Option("--debug", help="show full tracebacks of errors")] = False) -> None:
+def _root(
+    ctx: typer.Context, debug: Annotated[bool, typer.Option("--debug", help="show full tracebacks of errors")] = False
+) -> None:
     """Attack, defend and OOD-score PyTorch image classifiers."""
+    from .logs import configure_logging
+
+    ctx.call_on_close(configure_logging())  # a line per stage on stderr (epochs, attacks, corruptions, σ), bars or not
 
 
 # ---------------------------------------------------------------- recipes
@@ -235,14 +256,25 @@ def list_recipes() -> None:
 def demo(
     out: Annotated[Path, typer.Option(help="folder for the run folders, one per recipe")] = Path("runs/demo"),
     progress: Annotated[bool, typer.Option(help="show progress bars")] = False,
+    verbose: Annotated[bool, typer.Option(help="log every stage (training epochs, attacks, ...) on stderr")] = False,
 ) -> None:
-    """Run every recipe on digits (offline, about a minute): per recipe its time, sanity checks that warn or fail, report."""
+    """Run every recipe on digits (offline, about a minute once the models are cached): per recipe its time,
+    sanity checks that warn or fail, report."""
+    import logging
     import time
 
+    from ..core.stages import LOGGER
     from .report import load_results
     from .runner import RecipeOptions
     from .sanity import problems
 
+    if not verbose:  # one line per recipe; --verbose adds the stages' lines
+        logging.getLogger(LOGGER).setLevel(logging.WARNING)
+    typer.echo(
+        f"robustkit demo: {len(recipes())} recipes on digits; a first run also trains the models they cache "
+        "(minutes; later runs read them back)",
+        err=True,
+    )
     for name in recipes():
         start = time.time()
         options = RecipeOptions(dataset="digits", out=out / name, overwrite=True, progress=progress)

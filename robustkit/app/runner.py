@@ -14,6 +14,7 @@ from torch import nn
 
 from ..core.checks import resolve_device
 from ..core.distributed import on_first_rank
+from ..core.stages import Stage, stage
 from ..evaluate.diagnose import Check
 from ..modelling.data import ImageSet, in_memory, load_dataset
 from ..modelling.models import model_spec
@@ -123,10 +124,16 @@ class Context:
     config: TrainConfig
     folder: RunFolder
     models: dict[str, Any] = field(default_factory=dict)
+    run: Stage | None = None
+    """The whole run's log lines: its start (`start`) and its end (`finish`)."""
 
     @property
     def device(self) -> torch.device:
         return resolve_device(self.options.device)
+
+    def stage(self, what: str, total: int | None = None, unit: str = "") -> Any:
+        """``with ctx.stage("FGSM sweep", len(ctx.test)) as st:`` logs the recipe's stage (`robustkit.core.stages`)."""
+        return stage(f"{self.name}: {what}", total, unit)
 
     def classifier(self, arch: str | None = None, **config_changes: Any) -> nn.Module:
         """The standard classifier for this dataset (trained once, then from the cache), or the
@@ -149,14 +156,16 @@ class Context:
             return model
         arch = arch or self.profile.arch
         config = dataclasses.replace(self.config, **config_changes)
-        model, meta = train_model(
-            model_spec(arch, self.train.info),
-            self.train,
-            config,
-            cache=self.options.cache,
-            device=self.device,
-            progress=self.options.progress,
-        )
+        with self.stage(f"model {arch}") as st:  # trained here (one log line per epoch) or read from the cache
+            model, meta = train_model(
+                model_spec(arch, self.train.info),
+                self.train,
+                config,
+                cache=self.options.cache,
+                device=self.device,
+                progress=self.options.progress,
+            )
+            st.note = "from the model cache" if meta.get("cached") else f"trained {config.epochs} epoch{'s' if config.epochs != 1 else ''}"
         self.models[f"{arch}"] = {"cache": meta.get("cache"), "cached": meta.get("cached")}
         return model
 
@@ -211,10 +220,13 @@ class Context:
             verdict = overfitting_verdict(trainer.history)
             return net, {"attack": label, "verdict": verdict, "history": trainer.history}
 
-        robust, first = train(attack("fgsm", eps=eps), random_start)
+        at = f"ε={eps if isinstance(eps, str) else format(eps, '.4g')}"
+        with self.stage(f"adversarial training at {at}, FGSM"):
+            robust, first = train(attack("fgsm", eps=eps), random_start)
         record: dict[str, Any] = {"runs": [first], "used": first["attack"], "fallback": False, "models": [robust]}
         if first["verdict"]["overfitting"] and fallback_steps:
-            robust, second = train(attack("pgd", eps=eps, steps=fallback_steps), False)
+            with self.stage(f"adversarial training at {at}, PGD-{fallback_steps} (FGSM overfit catastrophically)"):
+                robust, second = train(attack("pgd", eps=eps, steps=fallback_steps), False)
             record.update(runs=[first, second], used=second["attack"], fallback=True, models=[record["models"][0], robust])
         return robust, record
 
@@ -274,7 +286,8 @@ def start(name: str, options: RecipeOptions) -> Context:
         config = dataclasses.replace(config, epochs=options.epochs)
     out = options.out or default_out(name, options.dataset)
     folder = RunFolder(out, overwrite=options.overwrite)
-    return Context(name, options, train, test, profile, config, folder)
+    run = Stage(name, unit="").start(f"{options.dataset}, {len(train)} training and {len(test)} test images, run folder {out}")
+    return Context(name, options, train, test, profile, config, folder, run=run)
 
 
 def header(ctx: Context, title: str, summary: str) -> list[str]:
@@ -330,7 +343,11 @@ def finish(ctx: Context, results: dict[str, Any], lines: list[str], checks: Sequ
         **results,
         "models": ctx.models,
     }
-    return ctx.folder.finish(results, "\n".join(sanity.with_section(lines, checks)) + "\n")
+    path = ctx.folder.finish(results, "\n".join(sanity.with_section(lines, checks)) + "\n")
+    if ctx.run is not None:
+        ctx.run.note = f"report {path / 'report.md'}"
+        ctx.run.end()
+    return path
 
 
 def attack_correct(attack: Any, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -438,9 +455,10 @@ def over_seeds(
     per_seed: list[dict[str, Any]] = []
     first: dict[str, Any] = {}
     worst: dict[str, Check] = {}  # per check, the worst status over the seeds
-    for seed in seeds:
+    for k, seed in enumerate(seeds):
         run = dataclasses.replace(options, seed=seed, seeds=1, out=folder.path / f"seed-{seed}", overwrite=True)
-        results = load_results(once(run))
+        with stage(f"{name}: seed {seed} ({k + 1} of {len(seeds)})", unit=""):
+            results = load_results(once(run))
         first = first or results
         per_seed.append(numbers(results))
         for record in results.get("checks", []):

@@ -31,6 +31,7 @@ from ..attacks.base import Attack
 from ..core.checks import inspect_model, model_device, preserved_state
 from ..core.errors import DatasetNotFoundError
 from ..core.papers import CROCE_2021, YANG_2022, ZHANG_2023
+from ..core.stages import stage
 from ..detectors.base import Detector
 from ..detectors.ood import find_head
 from ..modelling.data import LOADERS, Data, DatasetInfo, ImageSet, as_image_set, load_dataset, match_shape, pick_indices
@@ -332,7 +333,8 @@ class _Stages:
     def __call__(self, key: str, label: str) -> Iterator[None]:
         self.bar.update(self.task, description=label)
         start = time.perf_counter()
-        yield
+        with stage(label, unit=""):  # a log line at its start and end, whatever the bar shows
+            yield
         self.seconds[key] = self.seconds.get(key, 0.0) + round(time.perf_counter() - start, 3)
         self.bar.advance(self.task)
 

@@ -14,6 +14,7 @@ from torch import nn
 from ..attacks.reference import PGDL2
 from ..core.checks import inspect_model
 from ..core.distributed import gather, merge_rows, world
+from ..core.stages import Stage
 from ..defenses.smoothing import (
     ABSTAIN,
     SmoothedClassifier,
@@ -29,7 +30,7 @@ from .checks.certify import certified_vs_empirical, smoothing_learned
 from .checks.contract import contract_checks
 from .checks.masking import gradient_consistency, gradients_available, unstable_predictions
 from .predictions import _predict
-from .robustness import _indexed_batches
+from .robustness import _indexed_batches, _share
 
 CHECK_SAMPLE = 256  # images the model's contract and masking checks run on (a seeded sample)
 RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -188,10 +189,13 @@ def certified_accuracy(
 
     def local() -> list[tuple[torch.Tensor, torch.Tensor]]:
         rows = []
+        st = Stage(f"certify σ={sigma:g}", _share(x, rank, size)).start(f"n0={n0}, n={n} noise samples per image")
         for xb, yb, _, ib in _indexed_batches(model, x, y, 256, rank=rank, world=size):
             c = run(model, xb, sigma, n0, n, alpha, seed=seed, index=ib, batch_size=batch_size)
             base = _predict(model, xb).double()  # one noiseless pass: the base classifier's own accuracy
             rows.append((ib, torch.stack([c.prediction.double(), c.radius, yb.cpu().double(), base], 1)))
+            st.advance(len(xb))
+        st.end()
         return rows
 
     parts = [row for part in gather(local, size) for row in part]
@@ -268,6 +272,7 @@ def empirical_accuracy(
     hits = [0] * len(grid)
     images = 0
     started = time.time()
+    st = Stage(f"PGD-L2 on the smoothed classifier σ={sigma:g}", _share(x, 0, 1)).start(f"radii {', '.join(f'{r:g}' for r in grid)}")
     for xb, yb, _, ib in _indexed_batches(model, x, y, batch_size):
         labels = yb.cpu()
         robust = predict(model, xb, sigma, n, None, seed=seed, index=ib) == labels
@@ -280,6 +285,8 @@ def empirical_accuracy(
                 robust[rows] = still
             hits[j] += int(robust.sum())
         images += len(xb)
+        st.advance(len(xb))
+    st.end()
     if images == 0:
         raise ValueError("the data is empty; pass at least one image")
     described = {"name": "pgd_l2", "backend": "reference", "steps": steps, "eot_samples": samples, "judge_samples": n,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,12 +13,13 @@ import torch
 from torch import nn
 
 from ..core.distributed import sum_counts, world
+from ..core.stages import Stage
 from ..modelling import corruptions as gen
 from ..modelling.data import seeded_sample
 from .checks.base import Check, warn_problems
 from .checks.contract import contract_checks, model_learned
 from .predictions import _outputs, _predict
-from .robustness import _indexed_batches, _nonempty
+from .robustness import _indexed_batches, _nonempty, _share
 
 CHECK_SAMPLE = 256  # images the model's contract checks run on (a seeded sample)
 
@@ -249,6 +251,9 @@ def corruption_accuracy(
             for c in names:
                 for s in levels:
                     counts[f"{m}|{c}|{s}"] = 0
+        # log lines: the time left after the first batch, then one line per corruption and one for all (`stage`)
+        every = Stage("corruptions", _share(x, rank, size)).start(f"{len(names)} corruptions × {len(levels)} severities, {len(models)} model(s)")
+        each = {c: Stage(f"corruption {c}", unit="corrupted images", interleaved=True) for c in names}
         for xb, yb, _, ib in _indexed_batches(model, x, y, batch_size, rank=rank, world=size):
             labels = yb.cpu()
             if not classes:
@@ -263,6 +268,7 @@ def corruption_accuracy(
             for c in names:
                 if c in skipped:
                     continue
+                began = time.perf_counter()
                 for s in levels:
                     if official is not None:
                         corrupted = official.read(c, s, ib).to(xb.dtype)
@@ -274,6 +280,12 @@ def corruption_accuracy(
                         corrupted = gen.corrupt(xb, c, s, ib, seed, constants)
                     for m, net in enumerate(models):
                         counts[f"{m}|{c}|{s}"] += int((_predict(net, corrupted, batch_size) == labels).sum())
+                each[c].spent(time.perf_counter() - began, len(xb) * len(levels))
+            every.advance(len(xb))
+        for c in [c for c in names if c not in skipped]:
+            each[c].note = f"mean accuracy {sum(counts[f'0|{c}|{s}'] for s in levels) / max(1, each[c].done):.3f}"
+            each[c].end()
+        every.end()
         return counts
 
     counts = _nonempty(sum_counts(local, size))

@@ -18,6 +18,7 @@ from ..attacks.base import Attack
 from ..attacks.reference import gradient_sign_and_logits
 from ..core.checks import check_images, check_labels, inspect_model, model_device, parse_eps, preserved_state
 from ..core.distributed import sum_counts, world
+from ..core.stages import Stage, log
 from ..modelling.batches import indexed_batches
 from ..modelling.data import as_image_set
 from ..registry import ATTACKS, attack_class
@@ -161,13 +162,14 @@ def robust_accuracy(
 
     first: list[torch.Tensor] = []  # the judge's outputs on this rank's first batch, for output_head
     shape: list[tuple[int, ...]] = []  # the images' C×H×W, for budget_units
+    names = labels  # for the log lines (local() below reuses the name labels)
 
     def local() -> dict[str, int]:
         counts = dict.fromkeys(("total", "clean", "robust", "reached", "attacked", "resumed"), 0)
         counts.update({f"after_{s}": 0 for s in range(len(attacks))})
         models = [model] if judge is model else [model, judge]
         record = None if state is None else _State(_rank_path(Path(state), rank, size), models, attacks, target is not None)
-        pipeline = _Survivors(attacks, model, judge, batch_size, counts, record)
+        pipeline = _Survivors(attacks, model, judge, batch_size, counts, record, names, _share(x, rank, size))
         for xb, yb, tb, ib in _indexed_batches(model, x, y, batch_size, target, rank, size):
             labels = yb.cpu()
             if not first:  # one forward pass gives output_head its outputs and the clean pass its predictions
@@ -254,6 +256,13 @@ def _expand(attack: Attack | Sequence[Attack]) -> tuple[list[Attack], list[str]]
     return attacks, labels
 
 
+def _share(x: Any, rank: int, size: int) -> int | None:
+    """How many of the images ``x`` this rank evaluates (``None`` when ``x`` has no length)."""
+    data = getattr(x, "dataset", x)
+    n = len(data) if hasattr(data, "__len__") else None
+    return None if n is None else max(0, -(-(n - rank) // size))
+
+
 def _rank_path(path: Path, rank: int, size: int) -> Path:
     return path if size == 1 else path.with_name(f"{path.stem}.rank{rank}{path.suffix or '.jsonl'}")
 
@@ -298,6 +307,9 @@ class _State:
                 )
             for r in records:
                 self.done[(r["stage"], tuple(r["index"]))] = (r["images"], r["robust"], r["reached"])
+            batches = f"{len(records)} batch{'es' if len(records) != 1 else ''}"
+            log.info("resuming from %s: %d image attacks in %s will be read back, not attacked",
+                     path, sum(len(r["index"]) for r in records), batches)  # fmt: skip
             self.file = path.open("a", encoding="utf-8")
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -404,10 +416,17 @@ class _Survivors:
         batch_size: int,
         counts: dict,
         state: _State | None = None,
+        labels: Sequence[str] = (),
+        images: int | None = None,
     ):
         self.attacks, self.model, self.judge, self.batch_size, self.counts = attacks, model, judge, batch_size, counts
         self.state = state
         self.pending: list[list[_Rows]] = [[] for _ in attacks]
+        # log lines per attack: its start, the time left after its first batch, its end (`robustkit.core.stages`)
+        self.stages = [Stage(f"attack {label}", unit="images attacked", interleaved=True)
+                       for label in (labels or [a.label() for a in attacks])]
+        self.entered, self.read_back, self.images = [0] * len(attacks), [0] * len(attacks), images
+        self.targeted = False
 
     def add(self, rows: _Rows, stage: int = 0) -> None:
         if len(rows) == 0:
@@ -416,6 +435,8 @@ class _Survivors:
             self.counts["robust"] += int(rows.robust.sum())
             return
         self.pending[stage].append(rows)
+        self.entered[stage] += len(rows)
+        self.targeted = rows.target is not None
         while sum(map(len, self.pending[stage])) >= self.batch_size:
             self._attack(stage)
 
@@ -423,17 +444,41 @@ class _Survivors:
         for stage in range(len(self.attacks)):
             while self.pending[stage]:
                 self._attack(stage)
+            self._log_end(stage)
+
+    def _estimate(self, stage: int) -> int:
+        """The images attack ``stage`` will see: exact once the data is read, else extrapolated from the share so far."""
+        seen = self.counts["total"]
+        if self.images is None or seen >= self.images or not seen:
+            return self.entered[stage]
+        return round(self.entered[stage] * self.images / seen)
+
+    def _log_end(self, stage: int) -> None:
+        st = self.stages[stage]
+        if not self.entered[stage]:
+            return
+        st.total = None
+        notes = [] if self.targeted else [f"{self.counts[f'after_{stage}']} still robust"]
+        notes += [f"{self.read_back[stage]} read back from the state file"] if self.read_back[stage] else []
+        st.note = ", ".join(notes)
+        st.end()
 
     def _attack(self, stage: int) -> None:
         pool = _Rows.cat(self.pending[stage])
         rows, rest = pool.select(slice(0, self.batch_size)), pool.select(slice(self.batch_size, None))
         self.pending[stage] = [rest] if len(rest) else []
         recorded = None if self.state is None else self.state.lookup(stage, rows)
+        st = self.stages[stage]
+        if not st.done and not self.read_back[stage]:
+            st.start()
         if recorded is not None:
             robust, reached = recorded
             self.counts["resumed"] += len(rows)
+            self.read_back[stage] += len(rows)
         else:
-            adv = self.attacks[stage](self.model, rows.x, rows.y, target=rows.target, index=rows.index)
+            st.total = self._estimate(stage) - self.read_back[stage]
+            with st.timed(len(rows)):
+                adv = self.attacks[stage](self.model, rows.x, rows.y, target=rows.target, index=rows.index)
             preds = _predict(self.judge, adv)
             robust = preds == rows.y.cpu()
             reached = preds == rows.target.cpu() if rows.target is not None else torch.zeros_like(robust)

@@ -18,6 +18,7 @@ from torch import nn
 
 from ..core.checks import model_device, resolve_device
 from ..core.errors import CheckpointError
+from ..core.stages import stage
 from .batches import slices
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import ImageSet
@@ -157,7 +158,9 @@ def fit(
     history: list[dict[str, float]] = []
     best_score, best_state, stale = float("-inf"), None, 0
     model.train()
-    with Progress(transient=True, disable=not progress) as bar:
+    arch = getattr(model, "robustkit_spec", {}).get("arch") or type(model).__name__
+    name, plan = f"training {arch}", f"{config.epochs} epoch{'s' if config.epochs != 1 else ''} of {len(x)} images"
+    with Progress(transient=True, disable=not progress) as bar, stage(name, config.epochs * len(x), note=plan) as st:
         task = bar.add_task("training", total=config.epochs * batches)
         for epoch in range(config.epochs):
             order = torch.randperm(len(x), generator=generator)
@@ -182,6 +185,7 @@ def fit(
                     scheduler.step()
                 loss_sum += loss.detach().cpu() * len(index)
                 hits += batch_hits.cpu()
+                st.advance(len(index))
                 if progress:
                     bar.update(task, advance=1, description=f"epoch {epoch + 1}/{config.epochs}")
             record: dict[str, float] = {"epoch": epoch + 1, "loss": float(loss_sum) / len(x)}
@@ -199,6 +203,7 @@ def fit(
                 else:
                     stale += 1
             history.append(record)
+            st.lap(f"epoch {epoch + 1}/{config.epochs}", ", ".join(f"{k} {v:.3g}" for k, v in record.items() if k != "epoch"))
             if config.patience is not None and stale > config.patience:
                 break
     if best_state is not None:
@@ -307,6 +312,7 @@ def train_model(
         if path.exists():
             try:
                 model, meta = load_checkpoint(path, map_location=device)
+                log.info("%s: trained before, loaded from the model cache (%s)", spec["arch"], path)
                 return model, {**meta, "cache": str(path), "cached": True}
             except CheckpointError as err:
                 log.warning("ignoring a broken cache entry, retraining: %s", err)
