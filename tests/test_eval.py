@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from robustkit.app.cli import main
+from robustkit.app.evaluation import ModelInfo, report_lines
 from robustkit.evaluate import accuracy, benchmark, ood_sets, threat_model
 from robustkit.modelling.data import DatasetInfo, ImageSet, load_dataset
 
@@ -135,6 +136,14 @@ def test_missing_default_ood_sets_are_skipped_with_a_note_and_fakedata_stands_in
     assert set(result.skipped) == {"cifar100", "tinyimagenet", "mnist", "svhn", "textures", "places365", "(far fallback)"}
     assert all("--download" in why for name, why in result.skipped.items() if name != "(far fallback)")
     assert [(s["name"], s["group"], s["n"]) for s in result.ood_sets] == [("fakedata", "far", 20)] and len(result.ood) == 1
+    # every label of the group names the stand-in: the report's tables and headings, the figure, results.json
+    far = ["mnist", "svhn", "textures", "places365"]
+    assert result.group_label("far") == "far (fakedata stand-in)" and result.ood_sets[0]["stands_in_for"] == far
+    assert list(result.as_dict()["ood_means"]) == ["far (fakedata stand-in)"] and result.ood[0]["stands_in_for"] == far
+    report = "\n".join(report_lines(result, ModelInfo("net", {}), "cpu"))
+    assert "| far (fakedata stand-in) AUROC |" in report and "far AUROC" not in report
+    assert "### Far OOD: fakedata, standing in for mnist, svhn, textures, places365" in report
+    assert "not how they do on far OOD data" in report
     assert not any(tmp_path.iterdir())  # nothing downloaded or created
     with pytest.raises(FileNotFoundError, match="--download"):  # a set asked for by name must be there
         benchmark(net, data, attack="fgsm", detectors=["energy"], root=tmp_path, limit=20, ood=["svhn"])
@@ -212,8 +221,23 @@ def test_an_interrupted_eval_resumes_with_resume(tmp_path, monkeypatch, capsys, 
         assert done.value.code == 2 and "nothing to resume" in capsys.readouterr().err
 
 
+def test_the_cli_table_names_the_far_stand_in(tmp_path, monkeypatch, capsys, weights):
+    """A data set whose default far sets are all missing: the CLI's table and the report say fakedata stood in."""
+    from robustkit.evaluate.benchmark import OOD_SETS
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(OOD_SETS, "digits", {"near": (), "far": ("svhn",)})  # not under --root: skipped
+    model = ["--model", f"{__file__}:untrained_net", "--weights", str(weights)]
+    main(["eval", *model, *BASE, "--detector", "energy", "--root", str(tmp_path / "data"), "--out", "run"])
+    captured = capsys.readouterr()
+    assert "far (fakedata stand-in) AUROC" in " ".join(captured.out.split()) and "fakedata (noise) stands in" in captured.err
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert list(results["ood_means"]) == ["far (fakedata stand-in)"] and results["ood_sets"][0]["stands_in_for"] == ["svhn"]
+
+
 def test_eval_without_progress_bars_logs_one_line_per_stage(tmp_path, monkeypatch, capsys, weights):
-    """--no-progress (a CI log): each AutoAttack component and each benchmark stage says its count and time."""
+    """--no-progress (a CI log): each AutoAttack component and each benchmark stage says its count and time;
+    the opened-budget check names the PGD that stands in for AutoAttack."""
     monkeypatch.chdir(tmp_path)
     model = ["--model", f"{__file__}:untrained_net", "--weights", str(weights)]
     suite = ["--attack", "autoattack", "--param", "version=custom", "--param", "attacks=apgd-ce,apgd-t"]
@@ -234,6 +258,8 @@ def test_eval_without_progress_bars_logs_one_line_per_stage(tmp_path, monkeypatc
     ]
     for pattern in expected:
         assert len([line for line in lines if re.fullmatch(pattern, line)]) == 1, (pattern, lines)
+    unbounded = next(c for c in results["checks"] if c["name"] == "unbounded_attack")
+    assert "pgd (reference), standing in for autoattack (autoattack)" in unbounded["detail"]
 
 
 def _first(n):

@@ -723,7 +723,7 @@ def eval_command(
         rows = [[d] + [means[g][d]["AUROC"] for g in groups] for d in bench.detectors]
         _print_table(
             f"OOD AUROC against {bench.n} {dataset} test images (mean per group)",
-            ["detector", *(f"{g} AUROC" for g in groups)],
+            ["detector", *(f"{bench.group_label(g)} AUROC" for g in groups)],
             rows,
         )
         typer.echo(

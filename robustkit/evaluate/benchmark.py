@@ -104,6 +104,8 @@ class OODSet:
     name: str
     group: str
     default: bool = False
+    stands_in_for: tuple[str, ...] = ()
+    """The sets this one replaces because none of them could be loaded (the far fallback), else empty."""
 
 
 @dataclass
@@ -144,6 +146,14 @@ class Benchmark:
         seconds = self.seconds.get("attack", 0.0)
         return self.n / seconds if seconds > 0 else math.nan
 
+    def group_label(self, group: str) -> str:
+        """``far``, or ``far (fakedata stand-in)`` when every set of the group stands in for the sets that
+        could not be loaded: a label must not say more than the data behind it."""
+        sets = [s for s in self.ood_sets if s["group"] == group]
+        if sets and all(s.get("stands_in_for") for s in sets):
+            return f"{group} ({', '.join(s['name'] for s in sets)} stand-in)"
+        return group
+
     def means(self) -> dict[str, dict[str, dict[str, float]]]:
         """``{group: {detector: {metric: mean over the group's sets}}}``, as OpenOOD v1.5 summarises."""
         out: dict[str, dict[str, dict[str, float]]] = {}
@@ -164,7 +174,7 @@ class Benchmark:
             "robust_accuracy": self.robust_accuracy,
             "attack": self.attack,
             "ood": self.ood,
-            "ood_means": self.means(),
+            "ood_means": {self.group_label(g): m for g, m in self.means().items()},  # "far (fakedata stand-in)"
             "ood_sets": self.ood_sets,
             "skipped": dict(self.skipped),
             "checks": [c.as_dict() for c in self.checks],
@@ -413,7 +423,8 @@ def _load_ood(
             continue
         loaded[s] = match_shape(data.sample(limit, seed), test.info.shape)
     if not any(s.group == "far" for s in loaded) and any(s.default for s in sets):
-        fallback = OODSet("fakedata", "far", default=True)
+        replaced = tuple(s.name for s in sets if s.group == "far")
+        fallback = OODSet("fakedata", "far", default=True, stands_in_for=replaced)
         fake = load_dataset("fakedata", "test", shape=test.info.shape, size=len(test), seed=seed, stream=test.streamed)
         loaded[fallback] = fake
         skipped["(far fallback)"] = "none of the default far-OOD sets could be loaded, so fakedata (noise) stands in"
@@ -569,7 +580,8 @@ def benchmark(
                 results = ood_scores(fitted, test.data, ood_data.x if isinstance(ood_data, ImageSet) else ood_data, **per_batch)
             assert isinstance(results, dict)
             for det_name, result in results.items():
-                rows.append({"group": s.group, "set": s.name, "detector": det_name, "metrics": result.metrics})
+                rows.append({"group": s.group, "set": s.name, "detector": det_name, "metrics": result.metrics,
+                             "stands_in_for": list(s.stands_in_for)})  # fmt: skip
                 scores.setdefault(s.name, {})[det_name] = (result.id_scores, result.ood_scores)
                 what = f"{det_name}, {s.name}"
                 for check in result.checks:  # output_head is the model's, checked above
@@ -585,7 +597,8 @@ def benchmark(
                     elif len(check.values.get("median_peak", ())) > len(checks[same].values.get("median_peak", ())):
                         checks[same] = labelled  # input_range with the fit data too, from a detector fitted on it
     described = [
-        {"name": s.name, "group": s.group, "default": s.default, "n": len(d) if hasattr(d, "__len__") else None}
+        {"name": s.name, "group": s.group, "default": s.default, "n": len(d) if hasattr(d, "__len__") else None,
+         "stands_in_for": list(s.stands_in_for)}
         for s, d in sets.items()
     ]
     options = {
