@@ -53,10 +53,12 @@ def attack_title(atk: Attack) -> str:
 def _stages(total: int, enabled: bool) -> Iterator[Callable[[str], None]]:
     """A transient rich progress bar on stderr over ``total`` named stages: ``stage(label)`` starts the next
     one. Shown only when ``enabled`` and stderr is a terminal."""
+    import rich
     from rich.console import Console
     from rich.progress import Progress
 
-    console = Console(stderr=True)
+    shared = rich.get_console()  # on stderr once the CLI configured logging: its log lines print above the bar
+    console = shared if shared.stderr else Console(stderr=True)
     with Progress(console=console, transient=True, disable=not (enabled and console.is_terminal)) as bar:
         task = bar.add_task("", total=total)
         started = [False]
