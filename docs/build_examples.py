@@ -2,14 +2,18 @@
 
 Writes ``docs/examples/<recipe>.md`` (+ its figures in ``docs/examples/<recipe>/``),
 ``docs/generated/agreement.md``, ``docs/generated/benchmarks.md``, ``docs/generated/eval-report.md``
-(a ``robustkit eval`` run on digits, in ``docs/examples/eval/``) and ``docs/cli.md``.
+(a ``robustkit eval`` run on digits, in ``docs/examples/eval/``), the output of the code on
+docs/own-model.md and docs/certify.md, the digits numbers docs/corruptions.md quotes, and ``docs/cli.md``.
+Every number the docs quote from a run comes from here (or names the run it came from).
 ``--quick`` (1 epoch, 60 test images) is what the test suite uses to check the strict build.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
+import io
 import json
 import os
 import re
@@ -89,7 +93,11 @@ def eval_example(docs_dir: Path, quick: bool) -> str:
 
     folder = docs_dir / "examples" / "eval"
     args = ["--dataset", "digits", "--attack", "pgd", "--eps", "0.1"] + (["--limit", "60", "--param", "steps=5"] if quick else [])
-    main(["eval", *args, "--no-progress", "--out", str(folder), "--overwrite"])
+    log = io.StringIO()
+    with contextlib.redirect_stderr(log):  # the lines it logs, for the Evaluate page's "While it runs"
+        main(["eval", *args, "--no-progress", "--out", str(folder), "--overwrite"])
+    lines = [line for line in log.getvalue().splitlines() if re.match(r"\d\d:\d\d:\d\d ", line)]
+    (docs_dir / "generated" / "eval-log.md").write_text("```text\n" + "\n".join(lines) + "\n```\n")
     _, _, body = (folder / "report.md").read_text().partition("\n")
     body = re.sub(r"!\[([^\]]*)\]\(([^)/]+\.png)\)", r"![\1](examples/eval/\2)", body)
     body = body.replace("\n### ", "\n#### ").replace("\n## ", "\n### ")
@@ -202,23 +210,77 @@ def certification_reference() -> list[str]:
     return [*parts, ""]
 
 
-def run_tutorial(page: Path) -> str:
+def run_tutorial(page: Path, namespace: dict | None = None) -> str:
     """Run the ```python blocks of a docs page in one namespace; return what they printed.
 
     The tutorial's code is executed at every docs build, so it cannot rot: any error fails
-    the build (and the docs test).
+    the build (and the docs test). ``namespace`` receives the blocks' variables.
     """
     import contextlib
     import io
     import tempfile
 
     blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
-    namespace: dict = {"__name__": "tutorial"}
+    namespace = {} if namespace is None else namespace
+    namespace["__name__"] = "tutorial"
     out = io.StringIO()
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(out), contextlib.chdir(tmp):
         for i, code in enumerate(blocks, 1):
             exec(compile(code, f"{page.name} block {i}", "exec"), namespace)
     return out.getvalue()
+
+
+def certify_example(page: Path, quick: bool) -> tuple[str, str]:
+    """Run the worked example of docs/certify.md; return what it printed and the paragraph that reads its
+    numbers (the quick build, which only checks that the pages build, does not run it: a minute of CPU)."""
+    if quick:
+        note = "(The quick docs build does not run this example; `make docs` does.)\n"
+        return note, note
+    namespace: dict = {}
+    output = run_tutorial(page, namespace)
+    cert, emp = namespace["cert"], namespace["emp"]
+    i = cert.radii.index(0.5)
+    capped = [(r, c, e) for r, c, e in zip(cert.radii, cert.accuracy, emp.accuracy, strict=True) if r > cert.max_radius]
+    why = (
+        f", which is why the certified curve is {capped[0][1]:.0%} at {capped[0][0]:g} while PGD-L2 still leaves "
+        f"{capped[0][2]:.0%}" if capped else ""
+    )
+    reading = (
+        f"Read it as: at radius 0.5, between {cert.accuracy[i]:.0%} (certified) and {emp.accuracy[i]:.0%} (PGD-L2 "
+        f"found no adversarial example for the rest) of the {cert.images} images are robust; {cert.abstained} images "
+        f"abstained; and with n = {cert.n} samples nothing above radius {cert.max_radius:.3f} can be certified{why}. "
+        "The gap is what neither bound settles: a stronger attack lowers the upper curve, a larger n (and a better "
+        "base classifier) raises the lower one.\n"
+    )
+    return "```text\n" + output + "```\n", reading
+
+
+def corruption_summary(folder: Path) -> str:
+    """The digits numbers docs/corruptions.md quotes, from the corruption-robustness run of this build."""
+    from robustkit.app.recipes import load_recipe
+
+    recipe = load_recipe("corruption-robustness")
+    results = json.loads((folder / "results.json").read_text())
+    verdicts = recipe.verdicts(recipe.numbers(results))
+    by = {w: [(c.replace("_", " "), d) for c, (v, d, _) in verdicts.items() if v == w] for w in ("helps", "hurts")}
+    same = [c for c, (v, _, _) in verdicts.items() if v == "within noise"]
+    parts = []
+    for word, found in (("helped with", by["helps"]), ("hurt with", by["hurts"])):
+        if found:
+            deltas = [d for _, d in found]
+            parts.append(f"{word} {', '.join(c for c, _ in found)} ({min(deltas):+.2f} to {max(deltas):+.2f})")
+    parts.append(f"left {'the other ' if parts else ''}{len(same)} within sampling noise")
+    undefined = results["undefined"]["relative_ce"]
+    over = len(results["relative_ce"]) - len(undefined)
+    why = (f": the standard model lost no accuracy to {', '.join(c.replace('_', ' ') for c in undefined)}, so its "
+           "relative CE is undefined") if undefined else ""  # fmt: skip
+    mce, rel = results["mce"], results["relative_mce"]
+    return (
+        f"On digits ({results['images']} test images; adversarial training with {results['training']['used']} at "
+        f"ε = {results['train_eps']:g}), in the run behind [its worked example](examples/corruption-robustness.md), "
+        f"adversarial training {', '.join(parts[:-1]) + ' and ' if len(parts) > 1 else ''}{parts[-1]}; mCE {'–' if mce is None else f'{mce:.2f}'}, relative mCE "
+        f"{'–' if rel is None else f'{rel:.2f}'} (over {over} corruptions{why}).\n"
+    )
 
 
 def provenance() -> str:
@@ -284,6 +346,10 @@ def main(argv: list[str] | None = None) -> None:
     (args.docs_dir / "reference.md").write_text(component_reference())
     output = run_tutorial(args.docs_dir / "own-model.md")
     (generated / "own-model-output.md").write_text("```text\n" + output + "```\n")
+    printed, reading = certify_example(args.docs_dir / "certify.md", args.quick)
+    (generated / "certify-output.md").write_text(printed)
+    (generated / "certify-reading.md").write_text(reading)
+    (generated / "corruptions-digits.md").write_text(corruption_summary(examples / "corruption-robustness"))
     (generated / "provenance.md").write_text(provenance())
 
 

@@ -19,6 +19,7 @@ _PUBLIC = {
     "ImageSet": "robustkit.modelling.data",
     "DatasetInfo": "robustkit.modelling.data",
     "with_normalization": "robustkit.modelling.models",
+    "model_spec": "robustkit.modelling.models",
     "TrainConfig": "robustkit.modelling.train",
     "train_model": "robustkit.modelling.train",
     "load_model": "robustkit.modelling.loading",
@@ -26,6 +27,8 @@ _PUBLIC = {
     "save_checkpoint": "robustkit.modelling.checkpoint",
     "evaluate": "robustkit.evaluate",
     "diagnose": "robustkit.evaluate.diagnose",
+    "SmoothedClassifier": "robustkit.defenses.smoothing",
+    "RobustkitWarning": "robustkit.core.errors",
 }
 
 __all__ = [*_PUBLIC, "__version__"]
