@@ -23,6 +23,7 @@ from collections.abc import Iterator
 LOGGER = "robustkit"
 log = logging.getLogger(LOGGER)
 
+
 def duration(seconds: float) -> str:
     """``0.4 s``, ``12 s``, ``3 min 5 s``, ``1 h 02 min``: a duration as a log line says it."""
     if seconds < 10:
