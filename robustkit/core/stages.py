@@ -121,11 +121,12 @@ class Stage:
 
 @contextlib.contextmanager
 def stage(name: str, total: int | None = None, unit: str = "images", note: str = "") -> Iterator[Stage]:
-    """A `Stage` that logs its start (with ``note``) and its end; interrupted, it logs how far it got."""
+    """A `Stage` that logs its start (with ``note``) and its end; interrupted (Ctrl-C), it logs how far it
+    got. An error ends it without a line: the error says what happened."""
     st = Stage(name, total, unit).start(note)
     try:
         yield st
-    except BaseException:
+    except KeyboardInterrupt:
         log.info("%s: stopped after %s, %s", name, st._count(), duration(st.seconds))
         raise
     st.end()

@@ -422,7 +422,7 @@ class _Survivors:
         self.attacks, self.model, self.judge, self.batch_size, self.counts = attacks, model, judge, batch_size, counts
         self.state = state
         self.pending: list[list[_Rows]] = [[] for _ in attacks]
-        # log lines per attack: its start, the time left after its first batch, its end (`robustkit.core.stages`)
+        # log lines per attack: the time left after its first batch, its end (`robustkit.core.stages`)
         self.stages = [Stage(f"attack {label}", unit="images attacked", interleaved=True)
                        for label in (labels or [a.label() for a in attacks])]
         self.entered, self.read_back, self.images = [0] * len(attacks), [0] * len(attacks), images
@@ -468,9 +468,7 @@ class _Survivors:
         rows, rest = pool.select(slice(0, self.batch_size)), pool.select(slice(self.batch_size, None))
         self.pending[stage] = [rest] if len(rest) else []
         recorded = None if self.state is None else self.state.lookup(stage, rows)
-        st = self.stages[stage]
-        if not st.done and not self.read_back[stage]:
-            st.start()
+        st = self.stages[stage]  # no start line: an error in the first batch stays the only line (CLI: exit 2)
         if recorded is not None:
             robust, reached = recorded
             self.counts["resumed"] += len(rows)
