@@ -96,8 +96,9 @@ def run(
 
 def _once(options: RecipeOptions, images: int, index: str | None, target: str | None, max_k: int) -> Path:
     ctx = start(NAME, options)
-    model = ctx.classifier()
     classes = ctx.test.info.classes
+    t_index = None if target is None else _class_index(target, classes)  # a bad --target fails before training
+    model = ctx.classifier()
     correct = (predict(model, ctx.test.x) == ctx.test.y).nonzero().flatten()
     if index:
         picked = torch.tensor([int(i) for i in index.split(",")])
@@ -110,7 +111,7 @@ def _once(options: RecipeOptions, images: int, index: str | None, target: str | 
     if target is None:
         t = random_targets(y, len(classes), seed=options.seed)
     else:
-        t = torch.full_like(y, _class_index(target, classes))
+        t = torch.full_like(y, t_index)
         if (t == y).any():
             raise ValueError(f"target class {target!r} is the true class of some picked images; choose another")
     results, lines = {}, header(ctx, TITLE, SUMMARY) + [look(LOOK), ""]

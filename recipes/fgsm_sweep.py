@@ -19,6 +19,7 @@ from robustkit.app.runner import (
     table,
 )
 from robustkit.app.sanity import labelled
+from robustkit.core.checks import parse_eps
 from robustkit.evaluate import eps_sweep, model_learned, monotone_in_eps, predict
 from robustkit.registry import attack
 
@@ -143,17 +144,18 @@ def run(
 
 def _once(options: RecipeOptions, eps: str, target: str | None) -> Path:
     ctx = start(NAME, options)
-    model = ctx.classifier()
     classes = ctx.test.info.classes
     target = target or ("horse" if "horse" in classes else classes[-1])
-    if target not in classes:
+    if target not in classes:  # the options are checked before the model is trained
         raise ValueError(f"unknown target class {target!r}; valid: {', '.join(classes)}")
     t_index = classes.index(target)
+    grid = [parse_eps(e) for e in eps.split(",")]
+    model = ctx.classifier()
     fgsm = attack("fgsm")
-    untargeted = eps_sweep(fgsm, model, ctx.test.x, ctx.test.y, eps.split(","))
+    untargeted = eps_sweep(fgsm, model, ctx.test.x, ctx.test.y, grid)
     keep = ctx.test.y != t_index  # a targeted attack needs images of another class
     xt, yt = ctx.test.x[keep], ctx.test.y[keep]
-    targeted = eps_sweep(fgsm, model, xt, yt, eps.split(","), target=torch.full_like(yt, t_index))
+    targeted = eps_sweep(fgsm, model, xt, yt, grid, target=torch.full_like(yt, t_index))
     plots.eps_curves(
         {
             "untargeted: accuracy": (untargeted.eps, untargeted.accuracy),

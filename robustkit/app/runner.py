@@ -125,7 +125,7 @@ class Context:
     folder: RunFolder
     models: dict[str, Any] = field(default_factory=dict)
     run: Stage | None = None
-    """The whole run's log lines: its start (`start`) and its end (`finish`)."""
+    """The whole run's log line, written by `finish`: its time and its report."""
 
     @property
     def device(self) -> torch.device:
@@ -156,16 +156,14 @@ class Context:
             return model
         arch = arch or self.profile.arch
         config = dataclasses.replace(self.config, **config_changes)
-        with self.stage(f"model {arch}") as st:  # trained here (one log line per epoch) or read from the cache
-            model, meta = train_model(
-                model_spec(arch, self.train.info),
-                self.train,
-                config,
-                cache=self.options.cache,
-                device=self.device,
-                progress=self.options.progress,
-            )
-            st.note = "from the model cache" if meta.get("cached") else f"trained {config.epochs} epoch{'s' if config.epochs != 1 else ''}"
+        model, meta = train_model(  # training logs its epochs; a model from the cache logs nothing (it is instant)
+            model_spec(arch, self.train.info),
+            self.train,
+            config,
+            cache=self.options.cache,
+            device=self.device,
+            progress=self.options.progress,
+        )
         self.models[f"{arch}"] = {"cache": meta.get("cache"), "cached": meta.get("cached")}
         return model
 
@@ -220,13 +218,10 @@ class Context:
             verdict = overfitting_verdict(trainer.history)
             return net, {"attack": label, "verdict": verdict, "history": trainer.history}
 
-        at = f"ε={eps if isinstance(eps, str) else format(eps, '.4g')}"
-        with self.stage(f"adversarial training at {at}, FGSM"):
-            robust, first = train(attack("fgsm", eps=eps), random_start)
+        robust, first = train(attack("fgsm", eps=eps), random_start)
         record: dict[str, Any] = {"runs": [first], "used": first["attack"], "fallback": False, "models": [robust]}
         if first["verdict"]["overfitting"] and fallback_steps:
-            with self.stage(f"adversarial training at {at}, PGD-{fallback_steps} (FGSM overfit catastrophically)"):
-                robust, second = train(attack("pgd", eps=eps, steps=fallback_steps), False)
+            robust, second = train(attack("pgd", eps=eps, steps=fallback_steps), False)
             record.update(runs=[first, second], used=second["attack"], fallback=True, models=[record["models"][0], robust])
         return robust, record
 
@@ -286,7 +281,7 @@ def start(name: str, options: RecipeOptions) -> Context:
         config = dataclasses.replace(config, epochs=options.epochs)
     out = options.out or default_out(name, options.dataset)
     folder = RunFolder(out, overwrite=options.overwrite)
-    run = Stage(name, unit="").start(f"{options.dataset}, {len(train)} training and {len(test)} test images, run folder {out}")
+    run = Stage(name, unit="")  # its one line comes at the end (`finish`): a bad option found later stays the only line
     return Context(name, options, train, test, profile, config, folder, run=run)
 
 
@@ -345,7 +340,7 @@ def finish(ctx: Context, results: dict[str, Any], lines: list[str], checks: Sequ
     }
     path = ctx.folder.finish(results, "\n".join(sanity.with_section(lines, checks)) + "\n")
     if ctx.run is not None:
-        ctx.run.note = f"report {path / 'report.md'}"
+        ctx.run.note = f"{len(ctx.train)} training and {len(ctx.test)} test images of {ctx.options.dataset}, report {path / 'report.md'}"
         ctx.run.end()
     return path
 
@@ -457,8 +452,9 @@ def over_seeds(
     worst: dict[str, Check] = {}  # per check, the worst status over the seeds
     for k, seed in enumerate(seeds):
         run = dataclasses.replace(options, seed=seed, seeds=1, out=folder.path / f"seed-{seed}", overwrite=True)
-        with stage(f"{name}: seed {seed} ({k + 1} of {len(seeds)})", unit=""):
-            results = load_results(once(run))
+        each = Stage(f"{name}: seed {seed} ({k + 1} of {len(seeds)})", unit="")
+        results = load_results(once(run))
+        each.end()
         first = first or results
         per_seed.append(numbers(results))
         for record in results.get("checks", []):

@@ -1,7 +1,7 @@
 """Liveness: one log line per stage of a long run, whatever the progress-bar setting.
 
 A stage (a training run, an attack of a suite, a corruption, a σ of certification, a recipe's
-model) logs through the ``robustkit`` logger when it starts, an estimate of the time left after
+run) logs through the ``robustkit`` logger when it starts, an estimate of the time left after
 its first batch, and one line with its count and time when it ends::
 
     with stage("APGD-CE", total=len(x)) as st:

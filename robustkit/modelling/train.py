@@ -159,7 +159,9 @@ def fit(
     best_score, best_state, stale = float("-inf"), None, 0
     model.train()
     arch = getattr(model, "robustkit_spec", {}).get("arch") or type(model).__name__
-    name, plan = f"training {arch}", f"{config.epochs} epoch{'s' if config.epochs != 1 else ''} of {len(x)} images"
+    defense = getattr(getattr(batch_hook, "__self__", None), "name", None)  # adversarial_training, gaussian_augmentation
+    name = f"training {arch}" + (f" ({defense})" if defense else "")
+    plan = f"{config.epochs} epoch{'s' if config.epochs != 1 else ''} of {len(x)} images"
     with Progress(transient=True, disable=not progress) as bar, stage(name, config.epochs * len(x), note=plan) as st:
         task = bar.add_task("training", total=config.epochs * batches)
         for epoch in range(config.epochs):
@@ -312,7 +314,7 @@ def train_model(
         if path.exists():
             try:
                 model, meta = load_checkpoint(path, map_location=device)
-                log.info("%s: trained before, loaded from the model cache (%s)", spec["arch"], path)
+                log.debug("%s: trained before, loaded from the model cache (%s)", spec["arch"], path)
                 return model, {**meta, "cache": str(path), "cached": True}
             except CheckpointError as err:
                 log.warning("ignoring a broken cache entry, retraining: %s", err)
