@@ -581,7 +581,7 @@ def benchmark(
             assert isinstance(results, dict)
             for det_name, result in results.items():
                 rows.append({"group": s.group, "set": s.name, "detector": det_name, "metrics": result.metrics,
-                             "stands_in_for": list(s.stands_in_for)})  # fmt: skip
+                             **({"stands_in_for": list(s.stands_in_for)} if s.stands_in_for else {})})  # fmt: skip
                 scores.setdefault(s.name, {})[det_name] = (result.id_scores, result.ood_scores)
                 what = f"{det_name}, {s.name}"
                 for check in result.checks:  # output_head is the model's, checked above
@@ -598,7 +598,7 @@ def benchmark(
                         checks[same] = labelled  # input_range with the fit data too, from a detector fitted on it
     described = [
         {"name": s.name, "group": s.group, "default": s.default, "n": len(d) if hasattr(d, "__len__") else None,
-         "stands_in_for": list(s.stands_in_for)}
+         **({"stands_in_for": list(s.stands_in_for)} if s.stands_in_for else {})}
         for s, d in sets.items()
     ]
     options = {
