@@ -22,7 +22,7 @@ import torch
 
 import robustkit as rk
 from robustkit.app.cli import main
-from robustkit.core.errors import CheckpointError, WeightsNotFoundError
+from robustkit.core.errors import BackendMissingError, CheckpointError, WeightsNotFoundError
 from robustkit.modelling.zoo import ROBUSTBENCH_PREPROCESSING, InputSpec, import_robustbench
 
 rb = import_robustbench()  # robustbench 1.1.1 needs robustkit's `autoattack` module (see the module's docstring)
@@ -108,6 +108,14 @@ def test_missing_weights_are_one_line_and_nothing_is_downloaded(tmp_path, monkey
     monkeypatch.setenv("ROBUSTKIT_CACHE", str(tmp_path / "cache"))
     with pytest.raises(WeightsNotFoundError, match=str(tmp_path / "cache" / "robustbench" / "cifar10" / "L2")):
         rk.load_model("robustbench:Engstrom2019Robustness", threat_model="L2")
+
+
+def test_pypis_stripped_robustbench_wheel_is_refused_with_the_fix(monkeypatch):
+    """PyPI's robustbench 1.1.1 wheel comments out ``robustbench.eval`` (no ``benchmark``): refused, naming the
+    reinstall from source, not left to fail later inside RobustBench."""
+    monkeypatch.delattr(rb, "benchmark")
+    with pytest.raises(BackendMissingError, match="--no-binary robustbench"):
+        import_robustbench()
 
 
 def test_bad_names_and_weights_are_refused_clearly(tmp_path):

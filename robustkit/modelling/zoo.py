@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from ..core.backends import require
-from ..core.errors import CheckpointError, WeightsNotFoundError
+from ..core.errors import BackendMissingError, CheckpointError, WeightsNotFoundError
 from .checkpoint import load_state, read_weights, state_dict_of
 from .folders import PREPROCESSINGS, with_model_preprocessing
 from .models import with_normalization
@@ -298,7 +298,14 @@ def import_robustbench() -> Any:
         sys.modules["autoattack"] = shim
         sys.modules["autoattack.state"] = shim.state
     require("robustbench")
-    return importlib.import_module("robustbench")
+    robustbench = importlib.import_module("robustbench")
+    if not hasattr(robustbench, "benchmark"):  # PyPI's 1.1.1 wheel: eval.py and newer data.py commented out
+        raise BackendMissingError(
+            "the installed robustbench is PyPI's 1.1.1 wheel, which is not the 1.1.1 source release (its "
+            "robustbench.eval is commented out and ImageNet's preprocessings are missing); install the release "
+            "from source: pip install --force-reinstall --no-deps --no-binary robustbench robustbench==1.1.1"
+        )
+    return robustbench
 
 
 def _robustbench_names(dataset: str | None, threat_model: str | None) -> tuple[Any, Any]:
