@@ -23,7 +23,7 @@ from robustkit.registry import KINDS, catalogue, classes
         (lambda: rk.detector("energy", t=1.0), TypeError, "no parameter t; valid parameters: temperature"),
         (lambda: rk.detector("energy", temperature=0), ValueError, "temperature=0 is out of range"),
         (lambda: rk.detector("knn", k=0), ValueError, "k=0 is out of range"),
-        (lambda: rk.detector("feature_squeezing", squeezers="bit_depth:4"), TypeError, "squeezers must be tuple"),
+        (lambda: rk.detector("feature_squeezing", squeezers=4), TypeError, "squeezers must be tuple"),
         (lambda: rk.detector("feature_squeezing", squeezers=()), ValueError, "squeezers is empty"),
         (lambda: rk.detector("feature_squeezing", squeezers=("blur:3",)), ValueError, "unknown squeezer"),
         (lambda: rk.defense("bit_depth", bits=9), ValueError, "bits=9 is out of range"),
@@ -61,6 +61,18 @@ def test_values_are_normalised():
     assert rk.defense("adversarial_training", mix=1).params["mix"] == 1.0
     assert isinstance(rk.defense("adversarial_training", mix=1).params["mix"], float)
     assert rk.detector("feature_squeezing", squeezers=["bit_depth:4"]).params["squeezers"] == ("bit_depth:4",)
+    assert rk.detector("feature_squeezing", squeezers="bit_depth:4").params["squeezers"] == ("bit_depth:4",)
+
+
+def test_one_name_on_the_command_line_is_a_sequence_of_one():
+    """``--param attacks=apgd-ce`` parses to a string; a sequence parameter takes it as one name (not refused,
+    not split into characters), as ``--param attacks=apgd-ce,apgd-t`` gives two."""
+    from robustkit.app.cli import _parse_params
+
+    one = rk.attack("autoattack", version="custom", **_parse_params(["attacks=apgd-ce"]))
+    two = rk.attack("autoattack", version="custom", **_parse_params(["attacks=apgd-ce,apgd-t"]))
+    assert one.params["attacks"] == ("apgd-ce",) and two.params["attacks"] == ("apgd-ce", "apgd-t")
+    assert one.component_labels() == ["apgd-ce"]
 
 
 def test_with_params_validates_and_describe_is_jsonable():

@@ -187,3 +187,24 @@ def test_each_corruption_and_each_sigma_logs_its_line(model, digits_test, caplog
     assert len(ends) == len(result.accuracy) == 14
     for sigma in ("0.12", "0.25"):
         _one(lines, rf"certify σ={sigma}: 16 images in \S+ s")
+
+
+def test_an_eps_sweep_and_each_ood_scoring_pass_log_their_lines(model, digits_test, caplog):
+    import torch
+
+    import robustkit as rk
+    from robustkit.evaluate import eps_sweep, ood
+
+    x, y = digits_test.x[:48], digits_test.y[:48]
+    energy = rk.detector("energy").fit(model)
+    with caplog.at_level(logging.INFO, logger="robustkit"):
+        eps_sweep(rk.attack("pgd", steps=2), model, x, y, eps_values=[0.05, 0.1], batch_size=16)
+        noise = torch.rand(20, *x.shape[1:], generator=torch.Generator().manual_seed(0))
+        ood(energy, x, noise)
+        ood([energy, rk.detector("max_logit").fit(model)], x, noise)
+    lines = _lines(caplog)
+    assert re.fullmatch(r"eps sweep of pgd \(reference\) at 2 budgets: 16/48 images in \S+ s, about \S+ s left", lines[0])
+    _one(lines, r"eps sweep of pgd \(reference\) at 2 budgets: 48 images in \S+ s")
+    for which, n in (("energy), ID", 48), ("energy), OOD", 20), ("2 detectors), ID", 48), ("2 detectors), OOD", 20)):
+        _one(lines, rf"OOD scores \({re.escape(which)} images: started \({n} images\)")
+        _one(lines, rf"OOD scores \({re.escape(which)} images: {n} images in \S+ s")

@@ -55,6 +55,8 @@ class Param:
             raise ValueError(f"{where}=None is not allowed; it must be {kind} ({self.help}; default {self.default!r})")
         if self.budget:
             return parse_eps(value, name=where, limit=self.high if self.high is not None else 1.0)
+        if isinstance(value, str) and tuple in self.types and self.item_type is str:
+            value = (value,)  # one name (as --param attacks=apgd-ce gives it) is a sequence of one
         if not self._type_ok(value):
             names = " or ".join(t.__name__ for t in self.types)
             raise TypeError(f"{where} must be {names}, got {type(value).__name__} {value!r}")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,7 @@ import torch
 from ..core.checks import check_images, image_digests, model_device, preserved_state, shape_errors
 from ..core.distributed import gather, merge_rows, world
 from ..core.errors import NotFittedError
+from ..core.stages import stage
 from ..detectors.base import Detector
 from ..detectors.ood import logits_and_features
 from ..modelling.batches import image_batches, indexed_images
@@ -79,12 +81,16 @@ def ood(
     rank, size = world(distributed)
     if isinstance(detector, Detector):
         if size == 1:
-            id_scores = detector.score_batches(id_x, batch_size)
-            ood_scores = detector.score_batches(ood_x, batch_size)
+            with _scoring(detector.name, "ID", id_x):
+                id_scores = detector.score_batches(id_x, batch_size)
+            with _scoring(detector.name, "OOD", ood_x):
+                ood_scores = detector.score_batches(ood_x, batch_size)
         else:
             named = {detector.name: detector}
-            id_scores = _sharded_scores(named, id_x, batch_size, rank, size)[detector.name]
-            ood_scores = _sharded_scores(named, ood_x, batch_size, rank, size)[detector.name]
+            with _scoring(detector.name, "ID", id_x):
+                id_scores = _sharded_scores(named, id_x, batch_size, rank, size)[detector.name]
+            with _scoring(detector.name, "OOD", ood_x):
+                ood_scores = _sharded_scores(named, ood_x, batch_size, rank, size)[detector.name]
         extra = _set_checks({detector.name: detector}, id_x, ood_x)
         return _checked(detector.name, id_scores, ood_scores, _head_check(detector, id_x), extra[detector.name])
     named = dict(detector) if isinstance(detector, dict) else {d.name: d for d in detector}
@@ -93,11 +99,11 @@ def ood(
     if not isinstance(detector, dict) and len(named) < len(detector):
         raise ValueError("two detectors share a name: pass a {name: detector} dict")
     first: dict[int, torch.Tensor] = {}  # the shared pass's first ID logits per model, for output_head
-    if size == 1:
-        id_scores, ood_scores = _score_all(named, id_x, batch_size, first), _score_all(named, ood_x, batch_size)
-    else:
-        id_scores = _sharded_scores(named, id_x, batch_size, rank, size)
-        ood_scores = _sharded_scores(named, ood_x, batch_size, rank, size)
+    which = f"{len(named)} detectors"
+    with _scoring(which, "ID", id_x):
+        id_scores = _score_all(named, id_x, batch_size, first) if size == 1 else _sharded_scores(named, id_x, batch_size, rank, size)
+    with _scoring(which, "OOD", ood_x):
+        ood_scores = _score_all(named, ood_x, batch_size) if size == 1 else _sharded_scores(named, ood_x, batch_size, rank, size)
     heads: dict[int, Check | None] = {}  # one output_head check per model that logit detectors read
     for det in named.values():
         if det.reads() == "logits" and id(det.model) not in heads:
@@ -111,6 +117,16 @@ def ood(
         )
         for name, det in named.items()
     }
+
+
+@contextlib.contextmanager
+def _scoring(detectors: str, which: str, x: Any) -> Iterator[None]:
+    """The log lines of one scoring pass (`robustkit.core.stages`): its start, and its count and time at the end."""
+    data = getattr(x, "dataset", x)
+    n = len(data) if hasattr(data, "__len__") else None
+    with stage(f"OOD scores ({detectors}), {which} images", n, unit="images" if n else "") as st:
+        yield
+        st.done = n or 0
 
 
 SET_SAMPLE = 512  # the first images of each set that input_range and fit_overlap look at

@@ -548,6 +548,9 @@ def eps_sweep(
     passes = {"forward": 0, "backward": 0}
     reuse_gradient = attack.name == "fgsm"
     n = 0
+    # log lines: the time left after the first batch, the count and time at the end (no start line: an error in
+    # the first batch stays the only line, as for `robust_accuracy`'s attacks)
+    st = Stage(f"eps sweep of {attack.label()} at {len(eps_list)} budgets", _share(x, 0, 1))
     for xb, yb, tb, ib in _indexed_batches(model, x, y, batch_size, target):
         n += len(xb)
         direction, clean = _direction(model, xb, yb, tb) if reuse_gradient else (None, None)
@@ -569,8 +572,10 @@ def eps_sweep(
             hits[j] += int((preds == yb.cpu()).sum())
             if tb is not None:
                 target_hits[j] += int((preds == tb.cpu()).sum())
+        st.advance(len(xb))
     if n == 0:
         raise ValueError("the data is empty; pass at least one image")
+    st.end()
     sweep = Sweep(
         eps=eps_list,
         accuracy=(hits / n).tolist(),
