@@ -14,6 +14,10 @@ SYNC = $(UV) sync --all-extras --all-groups --frozen --quiet --compile-bytecode
 
 env: $(UV)
 	$(SYNC)
+	@# torchattacks 3.5.1's wheel ships its own commented-out copy of robustbench: installed after robustbench, it
+	@# overwrites robustbench's files (no robustbench.eval.benchmark), so robustbench goes back on top of it
+	@if grep -qs '^# from .eval import benchmark' .venv/lib/python*/site-packages/robustbench/__init__.py; then \
+		$(SYNC) --reinstall-package robustbench; fi
 
 demo: env  ## run all nine recipes on the embedded digits data, offline
 	$(UV) run robustkit demo

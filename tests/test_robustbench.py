@@ -110,11 +110,11 @@ def test_missing_weights_are_one_line_and_nothing_is_downloaded(tmp_path, monkey
         rk.load_model("robustbench:Engstrom2019Robustness", threat_model="L2")
 
 
-def test_pypis_stripped_robustbench_wheel_is_refused_with_the_fix(monkeypatch):
-    """PyPI's robustbench 1.1.1 wheel comments out ``robustbench.eval`` (no ``benchmark``): refused, naming the
-    reinstall from source, not left to fail later inside RobustBench."""
+def test_robustbench_overwritten_by_torchattacks_copy_is_refused_with_the_fix(monkeypatch):
+    """torchattacks 3.5.1's wheel ships a commented-out copy of robustbench (no ``benchmark``); installed after
+    robustbench, it replaces robustbench's files: refused, naming the reinstall, not left to fail inside RobustBench."""
     monkeypatch.delattr(rb, "benchmark")
-    with pytest.raises(BackendMissingError, match="--no-binary robustbench"):
+    with pytest.raises(BackendMissingError, match=r"overwritten by torchattacks.*--force-reinstall --no-deps robustbench"):
         import_robustbench()
 
 
@@ -366,7 +366,7 @@ def test_every_command_of_the_robustbench_page_runs(tiny_zoo, tmp_path, monkeypa
         elif text.startswith("python -c "):
             exec(shlex.split(text)[2], {})
         else:
-            assert text.startswith("pip install --no-binary robustbench 'robustkit[robustbench]'"), text
+            assert text.startswith("pip install 'robustkit[robustbench]'"), text
             continue
         ran.append(text.split()[1] if kind == "shell" else "python")
     assert ran.count("eval") == 3 and {"attack", "certify", "-c"} <= set(ran) and ran.count("python") == 3

@@ -299,11 +299,12 @@ def import_robustbench() -> Any:
         sys.modules["autoattack.state"] = shim.state
     require("robustbench")
     robustbench = importlib.import_module("robustbench")
-    if not hasattr(robustbench, "benchmark"):  # PyPI's 1.1.1 wheel: eval.py and newer data.py commented out
+    if not hasattr(robustbench, "benchmark"):  # torchattacks 3.5.1's commented-out copy of robustbench
         raise BackendMissingError(
-            "the installed robustbench is PyPI's 1.1.1 wheel, which is not the 1.1.1 source release (its "
-            "robustbench.eval is commented out and ImageNet's preprocessings are missing); install the release "
-            "from source: pip install --force-reinstall --no-deps --no-binary robustbench robustbench==1.1.1"
+            "robustbench's files were overwritten by torchattacks 3.5.1, whose wheel ships an old, commented-out "
+            "copy of robustbench (no robustbench.eval.benchmark, no ImageNet preprocessings); reinstall robustbench "
+            "after torchattacks: pip install --force-reinstall --no-deps robustbench==1.1.1 "
+            "(uv: uv sync --reinstall-package robustbench)"
         )
     return robustbench
 
