@@ -180,8 +180,8 @@ def test_the_class_check_counts_the_suites_own_targets_and_the_cli_lists_a_custo
 
     params = _parse_params(["version=custom", "attacks=apgd-ce,apgd-t"])  # robustkit eval --param ...
     assert rk.attack("autoattack", **params).params["attacks"] == ("apgd-ce", "apgd-t")
-    with pytest.raises(TypeError, match="attacks must be tuple"):  # a bare string is not read as its characters
-        rk.attack("autoattack", version="custom", attacks="apgd-ce")
+    one = rk.attack("autoattack", version="custom", attacks="apgd-ce")  # one name, not read as its characters
+    assert one.params["attacks"] == ("apgd-ce",)
 
 
 class Rounded(nn.Module):
