@@ -281,7 +281,59 @@ def test_each_rung_resumes_from_its_own_state_file(model, data, tmp_path):
     quantised = nn.Sequential(Quantise(), model)
     state = tmp_path / "run.jsonl"
     first = adaptive(quantised, x, y, state=state)
-    assert (tmp_path / "run.jsonl.rung-bpda").exists()
+    assert (tmp_path / "run.rung-bpda.jsonl").exists()
     again = adaptive(quantised, x, y, state=state)
     assert again["accuracy"] == first["accuracy"] and again["resumed"] > 0
     assert [r.broken for r in again.adaptive.rungs] == [r.broken for r in first.adaptive.rungs]
+
+
+# ---------------------------------------------------------------- the CLI
+
+
+class Threshold(nn.Module):
+    def forward(self, x):
+        return (x > 0.5).float()
+
+
+def thresholded_net() -> nn.Module:
+    """(for --model) a linear classifier on thresholded pixels, fitted by ridge regression: no gradient reaches the
+    pixels, so PGD cannot run; BPDA with the identity past the thresholds can."""
+    from robustkit.modelling.data import load_dataset
+
+    train = load_dataset("digits", "train")
+    net = nn.Sequential(Threshold(), nn.Flatten(), nn.Linear(64, 10))
+    with torch.no_grad():
+        h = torch.cat([net[:2](train.x), torch.ones(len(train), 1)], 1).double()
+        w = torch.linalg.solve(h.T @ h + 1e-1 * torch.eye(65, dtype=torch.float64), h.T @ nn.functional.one_hot(train.y, 10).double())
+        net[2].weight.copy_(w[:-1].T.float())
+        net[2].bias.copy_(w[-1].float())
+    return net.eval()
+
+
+def test_eval_reports_the_adaptive_number_per_rung_and_strict_judges_the_final_checks(tmp_path, monkeypatch, capsys):
+    from robustkit.app.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    args = ["eval", "--model", f"{__file__}:thresholded_net", "--dataset", "digits", "--attack", "pgd", "--eps", "0.1",
+            "--limit", "128", "--device", "cpu", "--no-progress", "--detector", "energy"]  # fmt: skip
+    with pytest.raises(SystemExit) as off:
+        main([*args, "--adaptive", "off", "--out", "off"])
+    assert off.value.code == 2 and "cannot run: no gradient reaches the input" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as bad:
+        main([*args, "--adaptive-budget", "0", "--out", "bad"])
+    assert bad.value.code == 2 and "--adaptive-budget 0 must be a positive multiple" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as done:
+        main([*args, "--out", "auto", "--strict"])
+    results = json.loads((tmp_path / "auto" / "results.json").read_text())
+    a = results["adaptive"]
+    assert a["escalated"] and results["robust_accuracy"] == a["accuracy"] < a["first_accuracy"] == results["clean_accuracy"]
+    assert "bpda" in [r["rung"] for r in a["rungs"] if not r["skipped"]]
+    assert {c["name"] for c in results["checks"]} == {c["name"] for c in a["checks"]}  # --strict judges these
+    failing = [c for c in results["checks"] if c["status"] != "pass"]
+    assert done.value.code == (3 if failing else 0)
+    report = (tmp_path / "auto" / "report.md").read_text()
+    assert "### Adaptive evaluation" in report and f"**{a['accuracy']:.3f} adaptive**" in report
+    assert "| bpda |" in report
+    assert not list((tmp_path / "auto").glob("attack-state*"))  # every rung's state file is gone with the run's
+    out = capsys.readouterr().out
+    assert "adaptive evaluation" in out and f"robust {a['accuracy']:.4f}" in out

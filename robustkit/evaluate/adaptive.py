@@ -16,7 +16,7 @@ adaptive attack from the literature, chosen by what the checks measured (`TRIGGE
 - ``gradient_free``: Square with more queries (Andriushchenko et al. 2020).
 
 Each rung runs through `robust_accuracy` itself (batches, log lines, torch.distributed, ``state=``
-resume: one state file per rung, ``<state>.rung-<name>``) on exactly the survivors of the rungs
+resume: one state file per rung, ``run.rung-<name>.jsonl`` beside ``run.jsonl``) on exactly the survivors of the rungs
 before it, so each image's verdict is the worst case over the first attack and every rung, as
 AutoAttack's over its components. The cost is counted in image forward passes of the model (an
 attack's gradient step is one, with its backward pass; the judge's pass is one): the ladder runs a
@@ -505,6 +505,12 @@ def images(x: Any, y: torch.Tensor | None, index: Sequence[int]) -> tuple[torch.
     return torch.cat(xs), torch.cat(ys)
 
 
+def _beside(state: str | Path, part: str) -> Path:
+    """A rung's state file next to the first attack's: ``run.jsonl`` → ``run.rung-bpda.jsonl``."""
+    path = Path(state)
+    return path.with_name(f"{path.stem}.{part}{path.suffix or '.jsonl'}")
+
+
 def _length(x: Any) -> int:
     data = x.dataset if isinstance(x, DataLoader) else x
     return len(data)
@@ -671,7 +677,7 @@ def escalate(
                             f"{allowed:.0f} left (adaptive_budget={budget:g})")  # fmt: skip
             continue
         part_x, part_y = subset(x, y, standing)
-        rung_state = None if state is None else Path(f"{state}.rung-{rung}")
+        rung_state = None if state is None else _beside(state, f"rung-{rung}")
         started = time.perf_counter()
         with PassCounter(model, judge) as counter, warnings.catch_warnings():
             warnings.simplefilter("ignore", RobustkitWarning)  # the first evaluation already raised the cheap checks
@@ -794,7 +800,7 @@ def first_evaluation(
     state = kwargs.pop("state", None)
     with PassCounter(model, judge) as counter:
         result = _robust_accuracy(_Unattacked(), model, x, y, keep_survivors=True,
-                                  state=None if state is None else f"{state}.clean", **kwargs)  # fmt: skip
+                                  state=None if state is None else _beside(state, "clean"), **kwargs)  # fmt: skip
     attacks = [attack] if isinstance(attack, Attack) else list(attack)
     estimate = len(result.survivors or []) * sum(per_image_passes(a) for a in attacks) + _agreed(counter.passes, size)
     check = Check("gradients_available", "fail", f"the first attack could not run: {reason}",
