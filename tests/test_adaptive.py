@@ -337,3 +337,16 @@ def test_eval_reports_the_adaptive_number_per_rung_and_strict_judges_the_final_c
     assert not list((tmp_path / "auto").glob("attack-state*"))  # every rung's state file is gone with the run's
     out = capsys.readouterr().out
     assert "adaptive evaluation" in out and f"robust {a['accuracy']:.4f}" in out
+
+
+def test_the_attack_command_escalates_a_cut_forward_pass(tmp_path, monkeypatch, capsys):
+    from robustkit.app.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    main(["attack", "--model", f"{__file__}:thresholded_net", "--attack", "pgd", "--eps", "0.1", "--limit", "128",
+          "--device", "cpu", "--no-progress", "--out", "run"])  # fmt: skip
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    a = results["adaptive"]
+    assert results["robust_accuracy"] == a["accuracy"] < a["first_accuracy"] == results["clean_accuracy"]
+    assert "bpda" in [r["rung"] for r in a["rungs"] if not r["skipped"]]
+    assert "### Adaptive evaluation" in (tmp_path / "run" / "report.md").read_text()

@@ -503,6 +503,57 @@ def train(
     typer.echo(f"checkpoint: {out}")
 
 
+AdaptiveOption = Annotated[
+    str,
+    typer.Option(
+        help="adaptive evaluation: auto (escalate only when a masking, attack or output check warns or fails), on (every "
+        "rung), off (the attack's number only); docs/adaptive.md"
+    ),
+]
+AdaptiveBudgetOption = Annotated[
+    float, typer.Option(help="the adaptive rungs' cost at most, as a multiple of the attack's (image forward passes)")
+]
+
+
+def _check_adaptive(adaptive: str, budget: float) -> None:
+    from ..evaluate.adaptive import check_budget, check_mode
+
+    if adaptive not in ("auto", "on", "off"):
+        raise ValueError(f"--adaptive {adaptive} must be auto, on or off")
+    check_mode(adaptive)
+    try:
+        check_budget(budget)
+    except ValueError:
+        raise ValueError(f"--adaptive-budget {budget:g} must be a positive multiple of the attack's cost (default 5); "
+                         "to skip the adaptive evaluation pass --adaptive off") from None  # fmt: skip
+
+
+def _print_adaptive(record: Any) -> None:
+    """The adaptive evaluation's table (one row per rung), when a rung was asked for."""
+    if record is not None:
+        _print_adaptive_record(record.as_dict())
+
+
+def _print_adaptive_record(a: dict[str, Any]) -> None:
+    """`_print_adaptive` from the results.json record."""
+    if not a["rungs"] and not a["blocked"]:
+        return
+    if a["blocked"]:
+        typer.secho(a["blocked"], fg="yellow", err=True)
+        return
+    first = max(a["cost"]["first"], 1)
+    rows = [[r["rung"], ", ".join(r["triggered_by"]), "skipped" if r["skipped"] else str(r["broken"]),
+             "" if r["skipped"] else f"{r['accuracy']:.4f}", "" if r["skipped"] else f"{r['passes'] / first:.2f}x"]
+            for r in a["rungs"]]  # fmt: skip
+    ok = all(c["status"] == "pass" for c in a["checks"])
+    _print_table(
+        f"adaptive evaluation: robust {a['first_accuracy']:.4f} first, {a['accuracy']:.4f} adaptive "
+        f"(checks on the final number: {'pass' if ok else 'warn'})",
+        ["rung", "triggered by", "broken", "accuracy after", "extra cost"],
+        rows,
+    )
+
+
 @app.command(cls=Command)
 def attack(
     ctx: typer.Context,
@@ -527,10 +578,13 @@ def attack(
     root: Annotated[Path | None, typer.Option(help="dataset root")] = None,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
     download: DownloadOption = False,
+    adaptive: AdaptiveOption = "auto",
+    adaptive_budget: AdaptiveBudgetOption = 5.0,
 ) -> None:
     """Attack a trained model on a test set: accuracy, per-eps table, image grid."""
     from .tasks import attack_run
 
+    _check_adaptive(adaptive, adaptive_budget)
     params: dict[str, Any] = {"eps": eps, **_parse_params(param)}
     if steps is not None:
         params["steps"] = steps
@@ -542,8 +596,11 @@ def attack(
     label = f"`{model or weights}`" + (f" with `{weights}`" if model and weights else "")
     folder, results = attack_run(
         net, dataset, attack_name, params, out, backend=backend, sweep=sweep, limit=limit, overwrite=overwrite,
-        root=root, model_label=label, progress=progress, download=download,
+        root=root, model_label=label, progress=progress, download=download, adaptive=adaptive,
+        adaptive_budget=adaptive_budget,
     )  # fmt: skip
+    if "adaptive" in results:
+        _print_adaptive_record(results["adaptive"])
     typer.echo(
         f"clean {results['clean_accuracy']:.4f}  robust {results['robust_accuracy']:.4f}  "
         f"({results['images']} {dataset} test images)  report: {folder.path / 'report.md'}"
@@ -596,50 +653,6 @@ EVAL_HELP = (
     "Evaluate a model as RobustBench and OpenOOD do: clean accuracy, robust accuracy (default AutoAttack at 8/255 L∞, "
     "4/255 on ImageNet) and an OOD table against near and far sets, with sanity checks. Runs under torchrun too."
 )
-
-
-AdaptiveOption = Annotated[
-    str,
-    typer.Option(
-        help="adaptive evaluation: auto (escalate only when a masking, attack or output check warns or fails), on (every "
-        "rung), off (the attack's number only); docs/adaptive.md"
-    ),
-]
-AdaptiveBudgetOption = Annotated[
-    float, typer.Option(help="the adaptive rungs' cost at most, as a multiple of the attack's (image forward passes)")
-]
-
-
-def _check_adaptive(adaptive: str, budget: float) -> None:
-    from ..evaluate.adaptive import check_budget, check_mode
-
-    if adaptive not in ("auto", "on", "off"):
-        raise ValueError(f"--adaptive {adaptive} must be auto, on or off")
-    check_mode(adaptive)
-    try:
-        check_budget(budget)
-    except ValueError:
-        raise ValueError(f"--adaptive-budget {budget:g} must be a positive multiple of the attack's cost (default 5); "
-                         "to skip the adaptive evaluation pass --adaptive off") from None  # fmt: skip
-
-
-def _print_adaptive(record: Any) -> None:
-    """The adaptive evaluation's table (one row per rung), when a rung was asked for."""
-    if record is None or (not record.rungs and not record.blocked):
-        return
-    if record.blocked:
-        typer.secho(record.blocked, fg="yellow", err=True)
-        return
-    rows = [[r.rung, ", ".join(r.triggered_by), "skipped" if r.skipped else str(r.broken),
-             "" if r.skipped else f"{r.accuracy:.4f}", "" if r.skipped else f"{r.passes / max(record.cost['first'], 1):.2f}x"]
-            for r in record.rungs]  # fmt: skip
-    ok = all(c.ok for c in record.checks)
-    _print_table(
-        f"adaptive evaluation: robust {record.first_accuracy:.4f} first, {record.accuracy:.4f} adaptive "
-        f"(checks on the final number: {'pass' if ok else 'warn'})",
-        ["rung", "triggered by", "broken", "accuracy after", "extra cost"],
-        rows,
-    )
 
 
 @app.command("eval", cls=Command, help=EVAL_HELP)

@@ -312,9 +312,14 @@ def report_lines(bench: Benchmark, about: ModelInfo, device: str, figures: Seque
 
 
 def adaptive_lines(bench: Benchmark) -> list[str]:
-    """report.md's adaptive evaluation: per rung its trigger, images attacked and broken, accuracy after and cost;
-    the first number beside the adaptive one; the checks a rung answered."""
-    a = bench.adaptive
+    """report.md's adaptive evaluation section for a benchmark (`record_lines`)."""
+    return record_lines(bench.adaptive, bench.checks)
+
+
+def record_lines(a: Any, first_checks: Sequence[Any] = ()) -> list[str]:
+    """An adaptive evaluation (`robustkit.evaluate.adaptive.Adaptive`) for report.md: per rung its trigger, images
+    attacked and broken, accuracy after and extra cost; the first number beside the adaptive one; the checks a rung
+    answered (with their status on the first number, from ``first_checks``)."""
     if a is None:
         return []
     lines = ["", "### Adaptive evaluation", ""]
@@ -336,7 +341,7 @@ def adaptive_lines(bench: Benchmark) -> list[str]:
         table(["rung", "triggered by", "attack", "images", "broken", "accuracy after", "extra cost"], rows),
     ]
     if a.answered:
-        first = {c.name: c for c in bench.checks}
+        first = {c.name: c for c in first_checks}
         lines += ["", "Answered by the rungs (so not judged on the final number): "
                   + ", ".join(f"`{n}` ({first[n].status})" if n in first else f"`{n}`" for n in a.answered) + "."]  # fmt: skip
     return lines
