@@ -225,6 +225,76 @@ def test_a_wrong_custom_backward_gets_bpda(model, data):
     assert_invariants(result)
 
 
+# ---------------------------------------------------------------- more_steps and gradient_free
+
+
+def test_an_attack_stopped_too_early_gets_more_steps(model, data):
+    x, y = data
+    short = pgd(steps=3, alpha=0.005)  # it cannot travel the budget in 3 steps
+    found = rk.evaluate.incomplete_optimisation(short, model, x[:128], y[:128])
+    assert found.status in ("warn", "fail")
+    result = rk.evaluate.robust_accuracy(short, model, x, y, adaptive="auto", checks=[found], adaptive_budget=30)
+    right = strong(pgd(steps=40), model, x, y)
+    assert "more_steps" in ran(result) and "incomplete_optimisation" in result.adaptive.answered
+    assert result["first_accuracy"] > right + 0.1
+    assert abs(result["accuracy"] - right) <= 0.05, (result["first_accuracy"], result["accuracy"], right)
+    assert_invariants(result, 30)
+
+
+class KWTA(nn.Module):
+    """k-winners-take-all (Xiao et al. 2020): only the largest ``ratio`` of a layer's activations pass."""
+
+    def __init__(self, ratio=0.1):
+        super().__init__()
+        self.ratio = ratio
+
+    def forward(self, x):
+        flat = x.flatten(1)
+        k = max(1, int(self.ratio * flat.shape[1]))
+        return (flat * (flat >= flat.topk(k, dim=1).values[:, -1:])).view_as(x)
+
+
+@pytest.fixture(scope="module")
+def kwta_model(digits_train):
+    from robustkit.modelling.models import with_normalization
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), KWTA(), nn.MaxPool2d(2), nn.Flatten(),
+                        nn.Linear(16 * 16, 64), KWTA(0.2), nn.Linear(64, 10))  # fmt: skip
+    model = with_normalization(net, digits_train.info.mean, digits_train.info.std)
+    optimiser = torch.optim.Adam(model.parameters(), 3e-3)
+    for _ in range(8):
+        order = torch.randperm(len(digits_train.x))
+        for i in range(0, len(order), 64):
+            rows = order[i : i + 64]
+            optimiser.zero_grad()
+            nn.functional.cross_entropy(model(digits_train.x[rows]), digits_train.y[rows]).backward()
+            optimiser.step()
+    return model.eval()
+
+
+def test_discontinuous_activations_get_the_gradient_free_rung(kwta_model, data):
+    """diagnose's gradient_free check (Square beats PGD) asks for Square with more queries."""
+    x, y = data[0][:100], data[1][:100]
+    d = rk.diagnose(kwta_model, (x, y), attack=pgd(), sample=100)
+    result = rk.evaluate.robust_accuracy(pgd(), kwta_model, x, y, adaptive="auto", checks=d.checks, adaptive_budget=100)
+    right = strong([pgd(), rk.attack("square", eps=EPS, n_queries=1000)], kwta_model, x, y)
+    assert "gradient_free" in ran(result)
+    assert result["first_accuracy"] > right + 0.1
+    assert abs(result["accuracy"] - right) <= 0.05, (result["first_accuracy"], result["accuracy"], right)
+    assert_invariants(result, 100)
+
+
+def test_gradient_agreement_tells_randomness_from_a_deterministic_model(model, data):
+    from robustkit.evaluate.adaptive import eot_samples, gradient_agreement
+
+    x, y = data[0][:64], data[1][:64]
+    assert gradient_agreement(model, x, y) > 0.999  # the jitter's clamp leaves border pixels' gradients alone
+    noisy = gradient_agreement(Noisy(model, std=0.5), x, y)
+    assert noisy < 0.9 and eot_samples(noisy) > eot_samples(0.9) >= 2
+    assert eot_samples(0.999) == 2 and eot_samples(0.0) == 64
+
+
 # ---------------------------------------------------------------- the ladder's rules
 
 

@@ -43,6 +43,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
 from ..attacks.base import Attack
+from ..attacks.losses import margin_loss
 from ..core.checks import model_device, preserved_state
 from ..core.distributed import gather, world
 from ..core.errors import NoGradientError, RobustkitWarning
@@ -281,7 +282,8 @@ class Jittered(nn.Module):
         self.model, self.jitter = model, jitter
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model((x + self.jitter * (2 * torch.rand_like(x) - 1)).clamp(0, 1))
+        moved = (x + self.jitter * (2 * torch.rand_like(x) - 1)).clamp(0, 1)
+        return self.model(x + (moved - x).detach())  # the gradient as at x: the clamp must not zero a border pixel's
 
 
 class StraightThrough(nn.Module):
@@ -399,7 +401,7 @@ def _blocked_layer(m: nn.Module, u: torch.Tensor, generator: torch.Generator) ->
 
 
 def gradient_agreement(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int = 0) -> float:
-    """Median cosine between two gradients of the cross-entropy at the same images, each under fresh
+    """Median cosine between two gradients of the logit margin at the same images, each under fresh
     randomness and a new input jitter of size `JITTER`: 1 for a deterministic model, lower the noisier
     its gradients (Athalye et al. 2018's stochastic gradients); images with a zero gradient are left out
     (1 when every one has). Cost: two forward and backward passes."""
@@ -411,7 +413,7 @@ def gradient_agreement(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed:
         model.eval()
         for _ in range(2):
             xd = x.detach().to(device).requires_grad_(True)
-            loss = F.cross_entropy(jittered(xd), y.to(device), reduction="sum")
+            loss = margin_loss(jittered(xd), y.to(device)).sum()  # the cross-entropy's vanishes in float32 noise
             if not loss.requires_grad:  # cut from autograd: no gradient, no randomness to measure (BPDA's case)
                 return 1.0
             (g,) = torch.autograd.grad(loss, xd, allow_unused=True)
@@ -438,19 +440,26 @@ def eot_samples(cosine: float) -> int:
 
 
 class PassCounter:
-    """Counts image forward passes of the given models (a forward hook adds each call's batch size)."""
+    """Counts image forward passes of the given models (hooks add each call's batch size); a call inside
+    another counted call (a wrapper around the model, the judge around the attacked model) is not counted again."""
 
     def __init__(self, *models: nn.Module):
         self.passes = 0
         self.models = list(dict.fromkeys(models))
         self.handles: list[Any] = []
+        self.depth = 0
 
     def __enter__(self) -> PassCounter:
-        def count(_: nn.Module, args: tuple, __: Any) -> None:
-            if args and isinstance(args[0], torch.Tensor):
+        def enter(_: nn.Module, args: tuple) -> None:
+            if self.depth == 0 and args and isinstance(args[0], torch.Tensor):
                 self.passes += len(args[0])
+            self.depth += 1
 
-        self.handles = [m.register_forward_hook(count) for m in self.models]
+        def leave(_: nn.Module, args: tuple, __: Any) -> None:
+            self.depth -= 1
+
+        for m in self.models:
+            self.handles += [m.register_forward_pre_hook(enter), m.register_forward_hook(leave)]
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -584,7 +593,7 @@ def _bpda(ctx: _Context, room: int) -> _Plan | str:
 
 
 def _more_steps(ctx: _Context, room: int) -> _Plan | str:
-    steps = MORE_STEPS * ctx.steps
+    steps = max(MORE_STEPS * ctx.steps, RUNG_STEPS)
     attacks = [ctx.pgd(steps=steps, seed=ctx.seed + 1 + r) for r in range(RESTARTS)]
     return _Plan(attacks, ctx.model, f"{steps} steps × {RESTARTS} random starts")
 
@@ -679,7 +688,7 @@ def escalate(
         part_x, part_y = subset(x, y, standing)
         rung_state = None if state is None else _beside(state, f"rung-{rung}")
         started = time.perf_counter()
-        with PassCounter(model, judge) as counter, warnings.catch_warnings():
+        with PassCounter(built.model, model, judge) as counter, warnings.catch_warnings():
             warnings.simplefilter("ignore", RobustkitWarning)  # the first evaluation already raised the cheap checks
             try:
                 result = _robust_accuracy(built.attacks, built.model, part_x, part_y, batch_size=batch_size,
