@@ -118,7 +118,7 @@ class Rung:
     attack: str = ""
     images: int = 0
     broken: int = 0
-    accuracy: float = math.nan
+    accuracy: float | None = None
     passes: int = 0
     seconds: float = 0.0
     note: str = ""
