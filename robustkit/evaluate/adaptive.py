@@ -45,7 +45,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 from ..attacks.base import Attack
 from ..attacks.losses import margin_loss
 from ..core.checks import model_device, preserved_state
-from ..core.distributed import gather, world
+from ..core.distributed import gather, on_first_rank, world
 from ..core.errors import NoGradientError, RobustkitWarning
 from ..core.papers import (
     ANDRIUSHCHENKO_2020,
@@ -55,6 +55,7 @@ from ..core.papers import (
     TRAMER_2020,
     YAO_2021,
 )
+from ..core.stages import Stage
 from ..modelling.batches import labelled_batches
 from ..modelling.data import ImageSet
 from ..registry import attack as make_attack
@@ -687,6 +688,7 @@ def escalate(
             continue
         part_x, part_y = subset(x, y, standing)
         rung_state = None if state is None else _beside(state, f"rung-{rung}")
+        line = Stage(f"adaptive rung {rung}", len(standing)).start(f"triggered by {', '.join(why)}; {built.note}")
         started = time.perf_counter()
         with PassCounter(built.model, model, judge) as counter, warnings.catch_warnings():
             warnings.simplefilter("ignore", RobustkitWarning)  # the first evaluation already raised the cheap checks
@@ -698,6 +700,8 @@ def escalate(
                 result = None
         if result is None:
             step.skipped = "no gradient reaches the input through this rung's model (the BPDA and gradient-free rungs apply)"
+            line.note = f"skipped: {step.skipped}"
+            line.end()
             spent += _agreed(counter.passes, size)
             continue
         step.seconds = time.perf_counter() - started
@@ -708,6 +712,8 @@ def escalate(
         step.note, step.images, step.broken = built.note, len(standing), len(standing) - len(kept)
         standing = kept
         step.accuracy = len(standing) / n
+        line.done, line.note = step.images, f"{step.broken} broken, robust accuracy {step.accuracy:.4f}, {step.passes} passes"
+        line.end()
     record.accuracy = len(standing) / n
     record.cost = {
         "unit": "image forward passes",
@@ -868,9 +874,9 @@ def robust_accuracy(
         pick = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:CHECK_SAMPLE].sort().values.tolist()
         xs, ys = images(x, y, pick)
         judge = eval_model or model
-        with PassCounter(judge) as counter:
-            found = trigger_checks(judge, xs, ys, seed=seed)
-        check_passes = counter.passes
+        with PassCounter(judge) as counter:  # on rank 0 only: a randomised model must not decide two ladders
+            found = on_first_rank(lambda: trigger_checks(judge, xs, ys, seed=seed), distributed)
+        check_passes = _agreed(counter.passes, world(distributed)[1])
         have = {c.name for c in measured}
         measured += [c for c in found if c.name not in have]
     lead = attack if isinstance(attack, Attack) else next(iter(attack))
