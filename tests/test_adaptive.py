@@ -341,6 +341,13 @@ def test_bad_adaptive_options_are_refused_naming_the_fix(model, data, kwargs, ma
         rk.evaluate.robust_accuracy(pgd(), model, x[:8], y[:8], **{"adaptive": "auto", **kwargs})
 
 
+def test_an_unbounded_attack_is_not_escalated(model, data):
+    x, y = data
+    result = rk.evaluate.robust_accuracy(rk.attack("deepfool"), Head(model, torch.sigmoid), x[:32], y[:32], adaptive="auto")
+    assert result.adaptive.rungs == [] and "has no budget" in result.adaptive.blocked
+    assert result["accuracy"] == result["first_accuracy"]
+
+
 def test_targeted_adaptive_is_refused(model, data):
     x, y = data
     with pytest.raises(ValueError, match="untargeted"):

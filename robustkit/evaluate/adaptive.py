@@ -555,8 +555,14 @@ class _Context:
         name = {"linf": "pgd", "l2": "pgd_l2"}[self.norm]
         return make_attack(name, eps=self.eps, **{"seed": self.seed, **params})
 
+    def no_pgd(self) -> str:
+        """Why the PGD rungs cannot run here ("" when they can)."""
+        return "" if self.norm in ("linf", "l2") else f"no reference PGD for {self.norm} here"
+
 
 def _margin(ctx: _Context, room: int) -> _Plan | str:
+    if ctx.no_pgd():
+        return ctx.no_pgd()
     head = ctx.check("output_head")
     loss = "dlr" if ctx.num_classes >= 3 else "margin"
     steps = max(RUNG_STEPS, ctx.steps)
@@ -586,6 +592,8 @@ def _eot(ctx: _Context, room: int) -> _Plan | str:
 
 
 def _bpda(ctx: _Context, room: int) -> _Plan | str:
+    if ctx.no_pgd():
+        return ctx.no_pgd()
     inputs, outputs, reasons = find_blockers(ctx.model, ctx.sample[0][:16], seed=ctx.seed)
     if not inputs and not outputs:
         return "no module found whose gradient is cut, zero or wrong (a step inside a forward() is not a module)"
@@ -594,6 +602,8 @@ def _bpda(ctx: _Context, room: int) -> _Plan | str:
 
 
 def _more_steps(ctx: _Context, room: int) -> _Plan | str:
+    if ctx.no_pgd():
+        return ctx.no_pgd()
     steps = max(MORE_STEPS * ctx.steps, RUNG_STEPS)
     attacks = [ctx.pgd(steps=steps, seed=ctx.seed + 1 + r) for r in range(RESTARTS)]
     return _Plan(attacks, ctx.model, f"{steps} steps × {RESTARTS} random starts")
@@ -658,6 +668,9 @@ def escalate(
     _, size = world(distributed)
     n = _length(x) if not isinstance(x, torch.Tensor) else len(x)
     asked, blocked = plan(checks, mode)
+    if asked and (not attack.bounded or not attack.eps):
+        asked, blocked = {}, (f"not escalated: {attack.label()} has no budget (ε), and the adaptive attacks run within "
+                              "one; evaluate a bounded attack (pgd, autoattack) to escalate")  # fmt: skip
     record = Adaptive(mode, n, first_accuracy, first_accuracy, blocked=blocked)
     standing = list(survivors)
     judge = eval_model or model
