@@ -121,7 +121,17 @@ class InputSeededNoise(Noisy):
         return self.model((x + self.std * torch.stack(noise).to(x)).clamp(0, 1))
 
 
-@pytest.mark.parametrize("kind", [Noisy, InputSeededNoise])
+class MCDropout(Noisy):
+    """Dropout kept on at inference (Monte Carlo dropout, a train-mode stochastic layer): half the hidden
+    activations of the first block are dropped at every call, whatever the model's mode."""
+
+    def forward(self, x):
+        body = self.model.net.body
+        h = nn.functional.dropout(body[:2](self.model.normalize(x)), p=0.5, training=True)
+        return self.model.net.head(body[2:](h))
+
+
+@pytest.mark.parametrize("kind", [Noisy, InputSeededNoise, MCDropout])
 def test_randomness_gets_the_eot_rung(model, data, kind):
     """The strong attack by hand: the first attack, then EOT-PGD with 32 samples and 20 steps on its survivors
     (the worst case over both, as the ladder's; a randomised model is judged on one draw per attack)."""
@@ -133,9 +143,10 @@ def test_randomness_gets_the_eot_rung(model, data, kind):
     eot = next(r for r in result.adaptive.rungs if r.rung == "eot")
     assert "samples per step" in eot.note
     torch.manual_seed(0)
-    right = strong([pgd(), rk.attack("eot_pgd", eps=EPS, steps=20, eot_samples=32)], Noisy(model, std=0.5), x, y, judge=noisy)
+    fresh = Noisy(model, std=0.5) if kind is InputSeededNoise else noisy  # by hand: EOT over fresh draws
+    right = strong([pgd(), rk.attack("eot_pgd", eps=EPS, steps=20, eot_samples=32)], fresh, x, y, judge=noisy)
     assert result["first_accuracy"] > right + 0.05
-    if kind is Noisy:
+    if kind is not InputSeededNoise:
         assert abs(result["accuracy"] - right) <= 0.05, (result["first_accuracy"], result["accuracy"], right)
     else:  # by hand one would average fresh noise; the ladder's jitter re-draws the input-seeded noise itself: stronger
         assert result["accuracy"] <= right + 0.05, (result["first_accuracy"], result["accuracy"], right)
