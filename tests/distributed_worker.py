@@ -56,6 +56,13 @@ class Failing(Dataset):
         return self.images[i], self.labels[i]
 
 
+class Quantise(torch.nn.Module):
+    """Rounds the pixels to 5 levels (a zero gradient: the adaptive evaluation's BPDA rung)."""
+
+    def forward(self, x):
+        return torch.round(x * 4) / 4
+
+
 def run(model: torch.nn.Module) -> dict:
     """Every number the test compares, computed in whatever process group is initialised."""
     test = rk.load_dataset("digits", "test")
@@ -77,6 +84,8 @@ def run(model: torch.nn.Module) -> dict:
         "ood": {name: r.metrics for name, r in scores.items()},
         "ood_scores": {name: r.id_scores.tolist() + r.ood_scores.tolist() for name, r in scores.items()},
         "ood_single": single.metrics,
+        # the adaptive evaluation's rungs (margin, BPDA past the rounding) run sharded on the survivors too
+        "pgd_adaptive": dict(robust_accuracy(pgd, torch.nn.Sequential(Quantise(), model), x, y, batch_size=64, adaptive="auto")),
     }
     for key, data in (("failing", Failing(x, y)), ("shuffled", DataLoader(TensorDataset(x, y), shuffle=True))):
         try:

@@ -2,6 +2,8 @@
 built to trip its check, and the healthy trained model as the control that must stay quiet."""
 
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -92,10 +94,15 @@ def test_the_attack_command_on_a_cut_forward_pass_prints_one_line_and_exits_2(tm
         "def build():\n    return Cut()\n"
     )
     with pytest.raises(SystemExit) as done:
-        main(["attack", "--model", "cut.py:build", "--attack", "pgd", "--eps", "0.1", "--limit", "64", "--device", "cpu"])
+        main(["attack", "--model", "cut.py:build", "--attack", "pgd", "--eps", "0.1", "--limit", "64", "--device", "cpu",
+              "--adaptive", "off"])  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert done.value.code == 2 and len(err.splitlines()) == 1
     assert err.startswith("error: pgd (reference) cannot run: no gradient reaches the input") and "Traceback" not in err
+    # with the adaptive evaluation (the default) the cut escalates instead; this untrained model's contract blocks it
+    main(["attack", "--model", "cut.py:build", "--attack", "pgd", "--eps", "0.1", "--limit", "64", "--device", "cpu"])
+    results = json.loads((tmp_path / "runs" / "attack" / "results.json").read_text())
+    assert "model_learned failed" in results["adaptive"]["blocked"]
 
 
 # ---------------------------------------------------------------- input_scale

@@ -47,9 +47,11 @@ def test_two_gloo_ranks_give_the_numbers_of_one_process(model, tmp_path):
                 proc.kill()
                 proc.wait()
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
-    for key in ("accuracy", "accuracy_dataset", "accuracy_loader", "pgd", "pgd_sequence", "fgsm", "fgsm_targeted"):
+    for key in ("accuracy", "accuracy_dataset", "accuracy_loader", "pgd", "pgd_sequence", "fgsm", "fgsm_targeted",
+                "pgd_adaptive"):  # fmt: skip
         assert r0[key] == r1[key] == one[key], key  # exactly: integer counts summed over the ranks
     assert one["pgd"]["attacked"] == round(one["pgd"]["clean_accuracy"] * 300) and 0 < one["pgd"]["accuracy"] < 0.9
+    assert one["pgd_adaptive"]["accuracy"] < one["pgd_adaptive"]["first_accuracy"]  # the rungs broke images
     for name, scores in one["ood_scores"].items():  # gathered back into data order
         assert np.allclose(r0["ood_scores"][name], scores, atol=1e-5) and r0["ood_scores"][name] == r1["ood_scores"][name]
         for metric, value in one["ood"][name].items():

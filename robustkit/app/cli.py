@@ -503,6 +503,57 @@ def train(
     typer.echo(f"checkpoint: {out}")
 
 
+AdaptiveOption = Annotated[
+    str,
+    typer.Option(
+        help="adaptive evaluation: auto (escalate only when a masking, attack or output check warns or fails), on (every "
+        "rung), off (the attack's number only); docs/adaptive.md"
+    ),
+]
+AdaptiveBudgetOption = Annotated[
+    float, typer.Option(help="the adaptive rungs' cost at most, as a multiple of the attack's (image forward passes)")
+]
+
+
+def _check_adaptive(adaptive: str, budget: float) -> None:
+    from ..evaluate.adaptive import check_budget, check_mode
+
+    if adaptive not in ("auto", "on", "off"):
+        raise ValueError(f"--adaptive {adaptive} must be auto, on or off")
+    check_mode(adaptive)
+    try:
+        check_budget(budget)
+    except ValueError:
+        raise ValueError(f"--adaptive-budget {budget:g} must be a positive multiple of the attack's cost (default 5); "
+                         "to skip the adaptive evaluation pass --adaptive off") from None  # fmt: skip
+
+
+def _print_adaptive(record: Any) -> None:
+    """The adaptive evaluation's table (one row per rung), when a rung was asked for."""
+    if record is not None:
+        _print_adaptive_record(record.as_dict())
+
+
+def _print_adaptive_record(a: dict[str, Any]) -> None:
+    """`_print_adaptive` from the results.json record."""
+    if not a["rungs"] and not a["blocked"]:
+        return
+    if a["blocked"]:
+        typer.secho(a["blocked"], fg="yellow", err=True)
+        return
+    first = max(a["cost"]["first"], 1)
+    rows = [[r["rung"], ", ".join(r["triggered_by"]), "skipped" if r["skipped"] else str(r["broken"]),
+             "" if r["skipped"] else f"{r['accuracy']:.4f}", "" if r["skipped"] else f"{r['passes'] / first:.2f}x"]
+            for r in a["rungs"]]  # fmt: skip
+    ok = all(c["status"] == "pass" for c in a["checks"])
+    _print_table(
+        f"adaptive evaluation: robust {a['first_accuracy']:.4f} first, {a['accuracy']:.4f} adaptive "
+        f"(checks on the final number: {'pass' if ok else 'warn'})",
+        ["rung", "triggered by", "broken", "accuracy after", "extra cost"],
+        rows,
+    )
+
+
 @app.command(cls=Command)
 def attack(
     ctx: typer.Context,
@@ -527,10 +578,13 @@ def attack(
     root: Annotated[Path | None, typer.Option(help="dataset root")] = None,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
     download: DownloadOption = False,
+    adaptive: AdaptiveOption = "auto",
+    adaptive_budget: AdaptiveBudgetOption = 5.0,
 ) -> None:
     """Attack a trained model on a test set: accuracy, per-eps table, image grid."""
     from .tasks import attack_run
 
+    _check_adaptive(adaptive, adaptive_budget)
     params: dict[str, Any] = {"eps": eps, **_parse_params(param)}
     if steps is not None:
         params["steps"] = steps
@@ -542,8 +596,11 @@ def attack(
     label = f"`{model or weights}`" + (f" with `{weights}`" if model and weights else "")
     folder, results = attack_run(
         net, dataset, attack_name, params, out, backend=backend, sweep=sweep, limit=limit, overwrite=overwrite,
-        root=root, model_label=label, progress=progress, download=download,
+        root=root, model_label=label, progress=progress, download=download, adaptive=adaptive,
+        adaptive_budget=adaptive_budget,
     )  # fmt: skip
+    if "adaptive" in results:
+        _print_adaptive_record(results["adaptive"])
     typer.echo(
         f"clean {results['clean_accuracy']:.4f}  robust {results['robust_accuracy']:.4f}  "
         f"({results['images']} {dataset} test images)  report: {folder.path / 'report.md'}"
@@ -654,6 +711,8 @@ def eval_command(
             "batch_size, on which random starts depend); lower it for 224-pixel models"
         ),
     ] = None,
+    adaptive: AdaptiveOption = "auto",
+    adaptive_budget: AdaptiveBudgetOption = 5.0,
 ) -> None:
     """`EVAL_HELP`: RobustBench's and OpenOOD's numbers for one model, in one run folder."""
     from ..evaluate.benchmark import ood_sets
@@ -670,6 +729,7 @@ def eval_command(
         raise ValueError(f"--limit {limit} must be a positive number of test images")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"--batch-size {batch_size} must be a positive number of images")
+    _check_adaptive(adaptive, adaptive_budget)
     if model and model.startswith("robustbench:") and threat_model:  # the leaderboard's own numbers by default
         zoo = threat_model.lower()
         if zoo == "l2" and attack_name is None and norm is None:
@@ -686,7 +746,8 @@ def eval_command(
         "model": model, "weights": weights, "dataset": dataset, "root": root, "limit": limit, "seed": seed,
         "attack": attack_name, "backend": backend, "param": param, "eps": eps, "norm": norm, "ood": ood_data,
         "detector": detector, "device": device, "corruptions": corruptions, "threat_model": threat_model,
-        "model_dir": model_dir, "num_classes": num_classes, "batch_size": batch_size,
+        "model_dir": model_dir, "num_classes": num_classes, "batch_size": batch_size, "adaptive": adaptive,
+        "adaptive_budget": adaptive_budget,
     }  # fmt: skip
     with process_group(device) as (rank, _, device):
         lead = rank == 0  # only the first process writes and prints
@@ -709,7 +770,8 @@ def eval_command(
         folder, results, bench = eval_run(
             net, about, dataset, out, attack=threat, ood=ood_data, detectors=detector, limit=limit, seed=seed, root=root,
             download=download, overwrite=overwrite, progress=progress and lead, write=lead, options=options,
-            corruptions=corruptions, resume=resume, batch_size=batch_size,
+            corruptions=corruptions, resume=resume, batch_size=batch_size, adaptive=adaptive,
+            adaptive_budget=adaptive_budget,
         )  # fmt: skip
         failing = [c for c in results["checks"] if c["status"] != "pass"] if strict else []  # sanity.problems
         if not lead:
@@ -726,6 +788,7 @@ def eval_command(
             ["detector", *(f"{bench.group_label(g)} AUROC" for g in groups)],
             rows,
         )
+        _print_adaptive(bench.adaptive)
         typer.echo(
             f"clean {bench.clean_accuracy:.4f}  robust {bench.robust_accuracy:.4f}  ({bench.n} {dataset} test images, "
             f"{bench.images_per_second:.3g} images/s)  report: {folder / 'report.md'}"

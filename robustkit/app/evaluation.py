@@ -132,6 +132,8 @@ def eval_run(
     corruptions: bool = False,
     resume: bool = False,
     batch_size: int | None = None,
+    adaptive: str = "auto",
+    adaptive_budget: float = 5.0,
 ) -> tuple[Path | None, dict[str, Any], Benchmark]:
     """Benchmark ``model`` and (when ``write``) write the run folder ``out``; returns the folder
     (``None`` when not written), the results.json record and the `Benchmark`.
@@ -145,15 +147,18 @@ def eval_run(
                 stale.unlink()
     bench = benchmark(
         model, dataset, attack=attack, ood=ood, detectors=detectors, limit=limit, seed=seed, root=root,
-        download=download, progress=progress, state=out / STATE, batch_size=batch_size,
+        download=download, progress=progress, state=out / STATE, batch_size=batch_size, adaptive=adaptive,
+        adaptive_budget=adaptive_budget,
     )  # fmt: skip
     results = {
         "command": "eval",
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in (options or {}).items()},
         "model": about.record,
         **bench.as_dict(),
-        "checks": sanity.as_records(bench.checks),
+        "checks": sanity.as_records(bench.final_checks),  # judged on the reported number (--strict)
     }
+    if bench.adaptive is not None:
+        results["adaptive"]["first_checks"] = sanity.as_records(bench.checks)
     corrupted = None
     if corruptions:  # Hendrycks & Dietterich 2019, on the same test images (robustkit.evaluate.corruptions)
         from ..evaluate.corruptions import corruption_benchmark
@@ -236,6 +241,7 @@ def report_lines(bench: Benchmark, about: ModelInfo, device: str, figures: Seque
         f"({bench.images_per_second:.3g} images per second on `{device}`, images read batch by batch); the whole "
         f"evaluation, checks and OOD included, took {sum(bench.seconds.values()):.1f} s.",
     ]
+    lines += adaptive_lines(bench)
     if len(atk.get("log") or []) > 1:
         lines += [
             "",
@@ -302,4 +308,40 @@ def report_lines(bench: Benchmark, about: ModelInfo, device: str, figures: Seque
         lines += ["## Figures", "", *(f"![{f}]({f})" for f in figures), ""]
         if any(f.startswith("hist_") for f in figures):
             lines += [f"The histograms show `{best_detector(bench)}`, the detector with the best mean AUROC.", ""]
-    return sanity.with_section(lines, bench.checks)
+    return sanity.with_section(lines, bench.final_checks)
+
+
+def adaptive_lines(bench: Benchmark) -> list[str]:
+    """report.md's adaptive evaluation section for a benchmark (`record_lines`)."""
+    return record_lines(bench.adaptive, bench.checks)
+
+
+def record_lines(a: Any, first_checks: Sequence[Any] = ()) -> list[str]:
+    """An adaptive evaluation (`robustkit.evaluate.adaptive.Adaptive`) for report.md: per rung its trigger, images
+    attacked and broken, accuracy after and extra cost; the first number beside the adaptive one; the checks a rung
+    answered (with their status on the first number, from ``first_checks``)."""
+    if a is None:
+        return []
+    lines = ["", "### Adaptive evaluation", ""]
+    if a.blocked:
+        return [*lines, a.blocked]
+    if not a.rungs:
+        return [*lines, f"No check asked for an adaptive attack (`--adaptive {a.mode}`): the robust accuracy above is "
+                        "the attack's own, at no extra cost."]  # fmt: skip
+    ok = all(c.ok for c in a.checks)
+    rows = [[r.rung, ", ".join(r.triggered_by), f"skipped: {r.skipped}", "", "", "", ""] if r.skipped else
+            [r.rung, ", ".join(r.triggered_by), f"{r.attack}: {r.note}", str(r.images), str(r.broken), f"{r.accuracy:.3f}",
+             f"{r.passes / max(a.cost['first'], 1):.2f}×"] for r in a.rungs]  # fmt: skip
+    lines += [
+        f"Robust accuracy {a.first_accuracy:.3f} under the attack alone, **{a.accuracy:.3f} adaptive** (per image, the worst "
+        f"case over the attack and every rung that ran, on the images still robust; `--adaptive {a.mode}`, budget "
+        f"{a.cost['budget']:g}× the attack's image forward passes, {a.cost['ratio']:.2f}× spent). Checks pass on the "
+        f"final number: {'yes' if ok else 'no'}.",
+        "",
+        table(["rung", "triggered by", "attack", "images", "broken", "accuracy after", "extra cost"], rows),
+    ]
+    if a.answered:
+        first = {c.name: c for c in first_checks}
+        lines += ["", "Answered by the rungs (so not judged on the final number): "
+                  + ", ".join(f"`{n}` ({first[n].status})" if n in first else f"`{n}`" for n in a.answered) + "."]  # fmt: skip
+    return lines

@@ -17,6 +17,7 @@ from torch import nn
 from ..attacks.base import Attack
 from ..core.checks import parse_eps
 from ..evaluate import accuracy, attack_batches, ood, predict, robust_accuracy
+from ..evaluate.adaptive import check_budget, check_mode, escalate, first_evaluation
 from ..evaluate.benchmark import eps_text
 from ..evaluate.diagnose import diagnose, ood_auroc, ood_saturated
 from ..modelling.data import in_memory, load_dataset
@@ -24,6 +25,7 @@ from ..modelling.train import TrainConfig
 from ..registry import attack as make_attack
 from ..registry import defense_class, detector
 from . import plots, sanity
+from .evaluation import record_lines
 from .report import RunFolder, table
 
 OOD_HEADERS = ["detector", "AUROC", "AUPR-IN", "AUPR-OUT", "FPR95TPR"]
@@ -87,26 +89,43 @@ def attack_run(
     model_label: str = "the model",
     progress: bool = False,
     download: bool = False,
+    adaptive: str = "off",
+    adaptive_budget: float = 5.0,
 ) -> tuple[RunFolder, dict[str, Any]]:
     """Attack ``model`` on a test set: clean and robust accuracy, an optional per-eps table, an image grid.
 
     Robust accuracy as RobustBench defines it (Croce et al. 2021): an image counts when the model
     classifies it correctly and the attack, run on every correctly classified image, does not
     change that. Each sweep row is the same quantity at its eps, on the same images; the row at
-    the headline eps is the headline number itself.
+    the headline eps is the headline number itself (the attack's own: the adaptive evaluation, with
+    ``adaptive`` auto or on, runs at the headline eps only, and then gives the headline number; see
+    `robustkit.evaluate.adaptive`).
     """
+    mode, budget = check_mode(adaptive), check_budget(adaptive_budget)
     atk = make_attack(attack_name, backend, **params)
     eps_values = [parse_eps(e) for e in sweep.split(",")] if sweep else []
     data = in_memory(load_dataset(dataset, "test", root=root, limit=limit, download=download), "robustkit attack")
     folder = RunFolder(out, overwrite=overwrite)
     n = len(data)
-    with _stages(3 + len(eps_values), progress) as stage:
+    cut: list[Any] = []  # gradients_available's failure when the attack found no gradient (adaptive only)
+    with _stages(3 + len(eps_values) + (mode != "off"), progress) as stage:
         stage(f"{attack_title(atk)} on {n} images")
-        result = robust_accuracy(atk, model, data.x, data.y)
+        if mode == "off":
+            result, passes = robust_accuracy(atk, model, data.x, data.y), 0
+        else:
+            result, passes, cut = first_evaluation(atk, model, data.x, data.y, mode=mode)
         clean, robust = result["clean_accuracy"], result["accuracy"]
+        first_robust = robust  # the sweep's row at the headline eps: the attack's own number, as its other rows
         stage("sanity checks")
         diagnosis = diagnose(model, data, attack=atk)  # on a seeded sample of 256 images
         checks = diagnosis.checks
+        record = None
+        if mode != "off":
+            stage("adaptive evaluation")
+            first_checks = [*checks, *(c for c in cut if c.name not in {k.name for k in checks})]
+            record = escalate(atk, model, data.x, data.y, result.survivors or [], first_checks, first_accuracy=robust,
+                              first_passes=passes, mode=mode, budget=budget, seed=atk.seed or 0)  # fmt: skip
+            robust, checks = record.accuracy, record.checks
         title = f"{attack_title(atk)} on {n} {dataset} test images, model {model_label}"
         results: dict[str, Any] = {
             "attack": atk.describe(),
@@ -114,8 +133,10 @@ def attack_run(
             "model": model_label,
             "clean_accuracy": clean,
             "robust_accuracy": robust,
-            "checks": sanity.as_records(checks),
+            "checks": sanity.as_records(checks),  # with the adaptive evaluation: judged on its number (--strict)
         }
+        if record is not None:
+            results["adaptive"] = {**record.as_dict(), "first_checks": sanity.as_records(diagnosis.checks)}
         params_text = ", ".join(
             f"{k}={eps_text(v, atk.norm) if k == 'eps' and v is not None else v}" for k, v in atk.params.items()
         )
@@ -140,13 +161,14 @@ def attack_run(
             "An image counts as robust when the model classifies it correctly and the attack, run on every "
             "correctly classified image, does not change that (RobustBench's definition: robust accuracy ≤ clean "
             "accuracy).",
+            *record_lines(record, diagnosis.checks),
         ]
         if eps_values:
             accuracies = []
             for eps in eps_values:
                 stage(f"sweep: eps {eps_text(eps, atk.norm)}")
                 if atk.eps is not None and math.isclose(eps, atk.eps, rel_tol=1e-9, abs_tol=1e-12):
-                    accuracies.append(robust)  # the headline run: one quantity, one value
+                    accuracies.append(first_robust)  # the headline run: one quantity, one value
                 elif eps == 0:
                     accuracies.append(clean)  # no perturbation: robust accuracy is clean accuracy
                 else:
@@ -168,6 +190,12 @@ def attack_run(
         stage("figures")
         names = data.info.classes
         k = min(8, n)
+        if cut:  # the attack cannot run on this model: the grid shows the clean images only
+            plots.image_grid([("clean", data.x[:k].numpy(), [names[int(p)] for p in predict(model, data.x[:k])])],
+                             folder.figure("examples"), title=attack_title(atk))  # fmt: skip
+            lines += ["", f"## The first {k} images", "", "![examples](examples.png)"]
+            folder.finish(results, "\n".join(lines) + "\n")
+            return folder, results
         adv = attack_batches(atk, model, data.x[:k], data.y[:k])  # image i attacked as in the headline run
         grid = [
             ("clean", data.x[:k].numpy(), [names[int(p)] for p in predict(model, data.x[:k])]),

@@ -49,3 +49,5 @@ GUO_2017 = "Guo et al. 2017, On Calibration of Modern Neural Networks (temperatu
 HENDRYCKS_2019 = "Hendrycks & Dietterich 2019, Benchmarking Neural Network Robustness to Common Corruptions and Perturbations, https://arxiv.org/abs/1903.12261"
 YIN_2019 = "Yin et al. 2019, A Fourier Perspective on Model Robustness in Computer Vision, https://arxiv.org/abs/1906.08988"
 CROCE_2022 = "Croce et al. 2022, Evaluating the Adversarial Robustness of Adaptive Test-time Defenses, https://arxiv.org/abs/2202.13711"
+YAO_2021 = "Yao et al. 2021, Automated Discovery of Adaptive Attacks on Adversarial Defenses (A³), https://arxiv.org/abs/2102.11860"
+LIU_2022 = "Liu et al. 2022, Practical Evaluation of Adversarial Robustness via Adaptive Auto Attack (A³), https://arxiv.org/abs/2203.05154"

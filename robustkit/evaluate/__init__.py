@@ -5,6 +5,7 @@ and `benchmark` (clean, robust and OOD numbers in one call, as RobustBench and O
 """
 
 from ..attacks.base import attack_batches
+from .adaptive import Adaptive, robust_accuracy
 from .benchmark import Benchmark, benchmark, ood_sets, threat_model
 from .certify import Certification, Empirical, certified_accuracy, empirical_accuracy
 from .checks import (
@@ -47,10 +48,10 @@ from .robustness import (
     minimal_budget,
     predict,
     random_targets,
-    robust_accuracy,
 )
 
 __all__ = [
+    "Adaptive",
     "Benchmark",
     "Budget",
     "Certification",

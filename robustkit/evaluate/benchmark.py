@@ -37,6 +37,7 @@ from ..detectors.ood import find_head
 from ..modelling.data import LOADERS, Data, DatasetInfo, ImageSet, as_image_set, load_dataset, match_shape, pick_indices
 from ..registry import DETECTORS, attack_class, detector
 from ..registry import attack as make_attack
+from .adaptive import check_budget, check_mode, escalate, first_evaluation
 from .checks import Check, gradients_available, iterative_vs_single_step, unbounded_attack, unstable_predictions
 from .checks.attack import gradient_based
 from .checks.contract import input_scale, label_order
@@ -134,6 +135,15 @@ class Benchmark:
     options: dict[str, Any]
     seconds: dict[str, float]
     scores: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict, repr=False)
+    adaptive: Any = None
+    """The adaptive evaluation (`robustkit.evaluate.adaptive.Adaptive`; ``robust_accuracy`` is then its final
+    number and ``adaptive.first_accuracy`` the first attack's), or None with ``adaptive="off"``."""
+
+    @property
+    def final_checks(self) -> list[Check]:
+        """The checks judged on the reported number: the adaptive evaluation's (a check a rung answered is left
+        out, `adaptive_evaluation` added) when it ran, else ``checks``."""
+        return list(self.adaptive.checks) if self.adaptive is not None else list(self.checks)
 
     @property
     def detectors(self) -> list[str]:
@@ -181,6 +191,7 @@ class Benchmark:
             "options": dict(self.options),
             "seconds": dict(self.seconds),
             "images_per_second": self.images_per_second,
+            "adaptive": None if self.adaptive is None else self.adaptive.as_dict(),
             "papers": PAPERS,
         }
 
@@ -451,6 +462,8 @@ def benchmark(
     progress: bool = False,
     state: str | Path | None = None,
     batch_size: int | None = None,
+    adaptive: bool | str = "auto",
+    adaptive_budget: float = 5.0,
 ) -> Benchmark:
     """Clean accuracy, robust accuracy under a threat model, and OOD detection, with sanity checks.
 
@@ -490,6 +503,14 @@ def benchmark(
     the official AutoAttack's own flag checks (`autoattack_flags`) when it is the attack, and
     `ood_auroc` and `ood_saturated` per set and detector.
 
+    Adaptive evaluation (`robustkit.evaluate.adaptive`): with ``adaptive="auto"`` (the default) a masking,
+    attack or output-head check that warns or fails sends the attack's survivors up the ladder of adaptive
+    attacks it asks for, at most ``adaptive_budget`` × the attack's cost (image forward passes); the
+    reported ``robust_accuracy`` is then the per-image worst case, ``adaptive`` the record and
+    ``final_checks`` the checks on that number. A healthy model runs no rung (the checks are the ones above
+    anyway). A first attack that finds no gradient escalates instead of failing. ``"on"``: every rung;
+    ``"off"``: the first attack's number only.
+
     Every input is checked and every data set loaded before the first attack runs. The
     result is the same on every process of a ``torchrun`` job.
 
@@ -505,6 +526,8 @@ def benchmark(
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size={batch_size!r} must be a positive number of images (or None for the defaults)")
     per_batch = {} if batch_size is None else {"batch_size": batch_size}
+    mode = check_mode(adaptive)
+    budget = check_budget(adaptive_budget)
     name = data if isinstance(data, str) else None
     info = getattr(data, "info", None)
     id_name = name or (info.name if isinstance(info, DatasetInfo) and info.name != "tensors" else "data")
@@ -550,9 +573,14 @@ def benchmark(
     rows: list[dict[str, Any]] = []
     scores: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     linf_iterative = atk.norm == "linf" and atk.name != "fgsm"
-    with _progress(3 + len(sets), progress) as stage:
+    cut: list[Check] = []  # gradients_available's failure when the attack found no gradient (adaptive only)
+    with _progress(3 + len(sets) + (mode != "off"), progress) as stage:
         with stage("attack", f"clean and robust accuracy: {atk.label()} at eps={atk.eps:.4g}"):
-            measured = robust_accuracy(atk, model, test.data, state=state, **per_batch)  # one clean pass, then the correct ones
+            if mode == "off":
+                measured = robust_accuracy(atk, model, test.data, state=state, **per_batch)  # one clean pass, then the correct ones
+                first_passes = 0
+            else:  # the same, keeping the survivors and the cost for the adaptive evaluation
+                measured, first_passes, cut = first_evaluation(atk, model, test.data, None, mode=mode, state=state, **per_batch)
             clean, robust = measured["clean_accuracy"], measured["accuracy"]
             checks += measured.checks  # output_head (first batch), model_learned (all test images)
         with stage("checks", "attack sanity checks"):
@@ -563,16 +591,30 @@ def benchmark(
             checks.append(gradient_consistency(model, sample.x, sample.y, seed=seed))
             checks.append(unstable_predictions(model, sample.x))
             checks.append(forward_optimisation(model, sample.x))
-            checks.append(unbounded_attack(gradient_based(atk), model, sample.x, sample.y))
+            if not cut:  # a gradient attack cannot run where the first one found no gradient
+                checks.append(unbounded_attack(gradient_based(atk), model, sample.x, sample.y))
             if atk.backend == "autoattack" and hasattr(atk, "components"):
                 checks += autoattack_flags(
                     model, sample.x, sample.y, components=atk.component_labels(), log=measured.log,
                     clean_accuracy=clean, randomized_ok=atk.params["version"] == "rand",
                     target_classes=_target_classes(atk, classes),
                 )  # fmt: skip
-            if linf_iterative:
+            fgsm = None
+            if linf_iterative and not cut:
                 fgsm = robust_accuracy(make_attack("fgsm", eps=atk.eps), model, test.data, **per_batch)["accuracy"]
                 checks.append(iterative_vs_single_step(robust, fgsm, n))
+        record = None
+        if mode != "off":
+            with stage("adaptive", "adaptive evaluation"):
+                have = {c.name for c in checks}
+                checks += [c for c in cut if c.name not in have]
+                record = escalate(atk, model, test.data, None, measured.survivors or [], checks, first_accuracy=robust,
+                                  first_passes=first_passes, mode=mode, budget=budget, state=state, seed=seed,
+                                  **per_batch)  # fmt: skip
+                if fgsm is not None:  # re-judged on the final number
+                    record.checks = [iterative_vs_single_step(record.accuracy, fgsm, n)
+                                     if c.name == "iterative_vs_single_step" else c for c in record.checks]  # fmt: skip
+                robust = record.accuracy
         with stage("fit", f"fitting {', '.join(built)}"):
             fitted = {k: (d if d.is_fitted() else d.fit(model, train, **per_batch)) for k, d in built.items()}
         for s, ood_data in sets.items():
@@ -606,6 +648,8 @@ def benchmark(
         "seed": seed,
         "check_sample": check_sample,
         "batch_size": batch_size,
+        "adaptive": mode,
+        "adaptive_budget": budget,
         "detectors": list(built),
         "ood": None if ood is None else (list(ood) if not isinstance(ood, Mapping) else {g: list(v) for g, v in ood.items()}),
     }
@@ -623,6 +667,7 @@ def benchmark(
         options=options,
         seconds=dict(stage.seconds),
         scores=scores,
+        adaptive=record,
     )
 
 

@@ -17,7 +17,7 @@ from torch import nn
 from ..attacks.base import Attack
 from ..attacks.reference import gradient_sign_and_logits
 from ..core.checks import check_images, check_labels, inspect_model, model_device, parse_eps, preserved_state
-from ..core.distributed import sum_counts, world
+from ..core.distributed import gather, sum_counts, world
 from ..core.stages import Stage, log
 from ..modelling.batches import indexed_batches
 from ..modelling.data import as_image_set
@@ -110,6 +110,8 @@ def robust_accuracy(
     early_stop: bool = True,
     distributed: bool = True,
     state: str | Path | None = None,
+    keep_survivors: bool = False,
+    assume_correct: bool = False,
 ) -> dict[str, float]:
     """Accuracy under ``attack`` (and, when targeted, the rate of reaching the target).
 
@@ -148,7 +150,12 @@ def robust_accuracy(
 
     Returns ``accuracy``; ``target_rate`` when targeted; ``clean_accuracy`` with early
     stopping; ``attacked``, the number of images attacked, summed over the attacks (``resumed``:
-    the number read back from ``state`` instead).
+    the number read back from ``state`` instead). ``keep_survivors`` (untargeted, early stopping):
+    the result's ``survivors`` holds the global indices of the images robust after every attack,
+    sorted (gathered over the ranks), for the adaptive evaluation (`robustkit.evaluate.adaptive`).
+    ``assume_correct`` (early stopping): the images are known to be classified correctly (an earlier
+    attack's survivors), so there is no clean pass: every image is attacked, and a randomised model
+    is not judged on one more draw of its clean images.
     """
     attacks, labels = _expand(attack)
     if target is not None:
@@ -157,19 +164,22 @@ def robust_accuracy(
                 raise ValueError(f"{a.label()} has no targeted mode; drop target= or use a targeted attack")
     if state is not None and not early_stop:
         raise ValueError("state= records early stopping's batches; drop state= or keep early_stop=True")
+    if (keep_survivors or assume_correct) and (not early_stop or target is not None):
+        raise ValueError("keep_survivors= and assume_correct= need an untargeted attack with early_stop=True")
     judge = eval_model or model
     rank, size = world(distributed)
 
     first: list[torch.Tensor] = []  # the judge's outputs on this rank's first batch, for output_head
     shape: list[tuple[int, ...]] = []  # the images' C×H×W, for budget_units
     names = labels  # for the log lines (local() below reuses the name labels)
+    kept: list[torch.Tensor] = []  # this rank's survivors' global indices (keep_survivors)
 
     def local() -> dict[str, int]:
         counts = dict.fromkeys(("total", "clean", "robust", "reached", "attacked", "resumed"), 0)
         counts.update({f"after_{s}": 0 for s in range(len(attacks))})
         models = [model] if judge is model else [model, judge]
         record = None if state is None else _State(_rank_path(Path(state), rank, size), models, attacks, target is not None)
-        pipeline = _Survivors(attacks, model, judge, batch_size, counts, record, names, _share(x, rank, size))
+        pipeline = _Survivors(attacks, model, judge, batch_size, counts, record, names, _share(x, rank, size), kept)
         for xb, yb, tb, ib in _indexed_batches(model, x, y, batch_size, target, rank, size):
             labels = yb.cpu()
             if not first:  # one forward pass gives output_head its outputs and the clean pass its predictions
@@ -178,7 +188,7 @@ def robust_accuracy(
             counts["total"] += len(xb)
             if early_stop:
                 clean = first[0].argmax(1) if counts["total"] == len(xb) else _predict(judge, xb)
-                robust = clean == labels
+                robust = clean == labels if not assume_correct else torch.ones(len(xb), dtype=torch.bool)
                 counts["clean"] += int(robust.sum())
                 rows = _Rows(xb, yb, tb, ib, robust)
                 if tb is None:
@@ -207,6 +217,10 @@ def robust_accuracy(
     counts = _nonempty(sum_counts(local, size))
     n = counts["total"]
     out = {"accuracy": counts["robust"] / n}
+    survivors = None
+    if keep_survivors:
+        parts = gather(lambda: torch.cat(kept).tolist() if kept else [], size)
+        survivors = sorted(i for part in parts for i in part)
     if target is not None:
         out["target_rate"] = counts["reached"] / n
     if early_stop:
@@ -215,6 +229,7 @@ def robust_accuracy(
     if state is not None:
         out["resumed"] = counts["resumed"]
     result = RobustAccuracy(out)
+    result.survivors = survivors
     if target is None:  # targeted, an image leaves the pipeline at its target, so "after" is not an accuracy
         result.log = [{"attack": lab, "accuracy": counts[f"after_{s}"] / n} for s, lab in enumerate(labels)]
     if first:
@@ -231,12 +246,23 @@ class RobustAccuracy(dict):
     """`robust_accuracy`'s numbers (a dict, as before) with the cheap sanity checks on them in
     ``checks``: `output_head` on the first batch's outputs, `budget_units` per budget and, with early
     stopping, `model_learned` (each problem is also raised as a `RobustkitWarning`). For the attack's own checks, run `diagnose`.
-    ``log`` (untargeted): ``{"attack", "accuracy"}`` after each attack or suite component, in order."""
+    ``log`` (untargeted): ``{"attack", "accuracy"}`` after each attack or suite component, in order.
+    ``survivors``: the global indices of the images still robust (``keep_survivors=True``), else None.
+    ``adaptive``: the adaptive evaluation's record (`robustkit.evaluate.adaptive.Adaptive`), else None."""
 
     def __init__(self, numbers: dict[str, float]):
         super().__init__(numbers)
         self.checks: list[Check] = []
         self.log: list[dict[str, Any]] = []
+        self.survivors: list[int] | None = None
+        self.adaptive: Any = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able: the numbers, the checks, the log and the adaptive evaluation's record."""
+        out: dict[str, Any] = {**self, "checks": [c.as_dict() for c in self.checks], "log": list(self.log)}
+        if self.adaptive is not None:
+            out["adaptive"] = self.adaptive.as_dict()
+        return out
 
 
 def _expand(attack: Attack | Sequence[Attack]) -> tuple[list[Attack], list[str]]:
@@ -418,8 +444,10 @@ class _Survivors:
         state: _State | None = None,
         labels: Sequence[str] = (),
         images: int | None = None,
+        kept: list[torch.Tensor] | None = None,
     ):
         self.attacks, self.model, self.judge, self.batch_size, self.counts = attacks, model, judge, batch_size, counts
+        self.kept = kept
         self.state = state
         self.pending: list[list[_Rows]] = [[] for _ in attacks]
         # log lines per attack: the time left after its first batch, its end (`robustkit.core.stages`)
@@ -433,6 +461,8 @@ class _Survivors:
             return
         if stage == len(self.attacks):
             self.counts["robust"] += int(rows.robust.sum())
+            if self.kept is not None and rows.target is None:
+                self.kept.append(rows.index[rows.robust.to(rows.index.device)].cpu())
             return
         self.pending[stage].append(rows)
         self.entered[stage] += len(rows)
