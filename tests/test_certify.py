@@ -380,13 +380,34 @@ class Rounded(nn.Module):
         return self.model(torch.round(x * 7) / 7)
 
 
+class StraightThroughRounded(Rounded):
+    """`Rounded` with the rounding's gradient written by hand as the identity (BPDA): the same function."""
+
+    def forward(self, x):
+        return self.model(x + (torch.round(x * 7) / 7 - x).detach())
+
+
 def test_the_empirical_curve_reports_a_base_classifier_that_masks_gradients(noisy_model, digits_test):
-    """certified < empirical holds, so certified_vs_empirical passes; the base's own checks do not (issue 32.10)."""
-    data = digits_test.take(24)
-    masked = empirical_accuracy(Rounded(noisy_model), data, sigma=0.25, radii=[0, 0.5], steps=3, samples=2, n=20)
+    """certified < empirical holds, so certified_vs_empirical passes; the base's own checks do not, and the attack
+    then also runs through BPDA, giving the number a hand-written straight-through attack gives (issue 32.10)."""
+    data = digits_test.take(48)
+    options = {"sigma": 0.25, "radii": [0, 0.5, 1.0], "steps": 5, "samples": 4, "n": 20}
+    masked = empirical_accuracy(Rounded(noisy_model), data, **options)
     assert {c.name: c.status for c in masked.checks}["gradients_available"] == "fail"
+    assert "identity past model" in masked.attack["bpda"]
+    by_hand = empirical_accuracy(StraightThroughRounded(noisy_model), data, **options)
+    assert by_hand.first_accuracy is None and "bpda" not in by_hand.attack  # its gradients pass: not flagged
+    first = masked.first_accuracy
+    assert first[0] == masked.accuracy[0] == by_hand.accuracy[0]  # radius 0: no attack
+    assert all(a <= f for a, f in zip(masked.accuracy, first, strict=True))  # the worst case over both attacks
+    assert first[2] - masked.accuracy[2] >= 0.2, (first, masked.accuracy)  # the plain attack's number was wrong
+    assert all(abs(a - b) <= 0.05 for a, b in zip(masked.accuracy, by_hand.accuracy, strict=True)), (masked.accuracy, by_hand.accuracy)
     healthy = empirical_accuracy(noisy_model, data, sigma=0.25, radii=[0, 0.5], steps=3, samples=2, n=20)
-    assert [c.status for c in healthy.checks] == ["pass"] * 3
+    assert [c.status for c in healthy.checks] == ["pass"] * 3 and healthy.first_accuracy is None
+    cert = certified_accuracy(Rounded(noisy_model), data, sigma=0.25, radii=[0, 0.5, 1.0], n0=10, n=20)
+    report = "\n".join(cert.markdown(masked))
+    assert f"PGD-L2 alone would have read 0: {first[0]:.3f}, 0.5: {first[1]:.3f}, 1: {first[2]:.3f}" in report
+    assert f"| 1 | {cert.accuracy[2]:.3f} | {masked.accuracy[2]:.3f} |" in report
 
 
 def test_the_certify_command_reports_a_probability_head_and_strict_exits_3(tmp_path, noisy_model):
