@@ -1,11 +1,12 @@
 """The adaptive evaluation's cost: each rung's cost per image, and what ``auto`` adds on a healthy model.
 
-``python -m benchmarks.adaptive [--budget B]`` (not part of ``make bench``; about a minute on 2 CPU cores)
+``python -m benchmarks.adaptive [--budget B]`` (not part of ``make bench``; a few minutes on 2 CPU cores)
 trains robustkit's digits CNN (cached), builds the tests' masked models around it (tests/test_adaptive.py:
 a sigmoid head, input noise, a quantising layer, thresholds that cut autograd, a wrong custom backward) and
 runs ``robust_accuracy(pgd ε=0.1, adaptive="auto")`` on the digits test set. It prints, per model, the
 first and adaptive robust accuracy and, per rung, the images attacked, the image forward passes and the
-seconds per image; and the overhead of ``auto`` on the healthy model: wall time of ``adaptive="auto"``
+seconds per image; the costly rungs (AutoAttack's rand version, HopSkipJump on one-hot decisions) on 48 images
+with a large budget; and the overhead of ``auto`` on the healthy model: wall time of ``adaptive="auto"``
 over ``adaptive="off"`` (best of 3), for the library call (which runs the trigger checks on 64 images) and
 for ``benchmark()`` (whose checks run anyway). Ratios within one run; never run as tests.
 """
@@ -114,6 +115,7 @@ def main() -> None:
                 continue
             print(f"| {name} | {a.first_accuracy:.3f} | {a.accuracy:.3f} | {rung.rung} | {rung.images} | {rung.broken} | "
                   f"{rung.passes / rung.images:.1f} | {1000 * rung.seconds / rung.images:.2f} | {a.cost['ratio']:.2f} |")  # fmt: skip
+    _costly_rungs(net, x, y)
     off = _best(lambda: rk.evaluate.robust_accuracy(attack, net, x, y))
     auto = _best(lambda: rk.evaluate.robust_accuracy(attack, net, x, y, adaptive="auto"))
     check = rk.evaluate.robust_accuracy(attack, net, x, y, adaptive="auto").adaptive
@@ -125,6 +127,29 @@ def main() -> None:
     b_off = _best(lambda: rk.evaluate.benchmark(net, data, adaptive="off", **kw))
     b_auto = _best(lambda: rk.evaluate.benchmark(net, data, adaptive="auto", **kw))
     print(f"healthy CNN, benchmark(): auto {b_auto:.3f} s vs off {b_off:.3f} s: {b_auto / b_off:.3f}× (goal ≤ 1.05×)")
+
+
+def _costly_rungs(net: nn.Module, x: torch.Tensor, y: torch.Tensor, n: int = 48) -> None:
+    """The rand and decision rungs (thousands of passes per image) on the first ``n`` images, with a large budget:
+    a randomised model under the official AutoAttack (APGD-CE first), and one-hot decisions, beside a white-box
+    PGD-40 on the logits behind them (what no decision-based attack can beat)."""
+    x, y = x[:n], y[:n]
+    first = rk.attack("autoattack", version="custom", attacks=("apgd-ce",), eps=EPS)
+    decisions = Head(net, lambda z: nn.functional.one_hot(z.argmax(1), z.shape[1]).float())
+    l2, linf = rk.attack("pgd_l2", eps=1.0), rk.attack("pgd", eps=EPS)
+    cases = [("input noise (std 0.5), APGD-CE first", first, Noisy(net), None),
+             ("one-hot decisions, L2 ε=1", l2, decisions, l2.with_params(steps=40)),
+             ("one-hot decisions, L∞ ε=0.1", linf, decisions, linf.with_params(steps=40))]  # fmt: skip
+    print(f"\n{n} images, adaptive='auto', adaptive_budget=3000\n")
+    print("| model | first | adaptive | white-box PGD-40 on the logits | rung | images | broken | passes per image | ms per image |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, a0, model, white in cases:
+        torch.manual_seed(0)
+        r = rk.evaluate.robust_accuracy(a0, model, x, y, adaptive="auto", adaptive_budget=3000).adaptive
+        bound = "" if white is None else f"{rk.evaluate.robust_accuracy(white, net, x, y)['accuracy']:.3f}"
+        for rung in (q for q in r.rungs if not q.skipped):
+            print(f"| {name} | {r.first_accuracy:.3f} | {r.accuracy:.3f} | {bound} | {rung.rung} | {rung.images} | "
+                  f"{rung.broken} | {rung.passes / rung.images:.0f} | {1000 * rung.seconds / rung.images:.0f} |")  # fmt: skip
 
 
 if __name__ == "__main__":

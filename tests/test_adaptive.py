@@ -12,7 +12,7 @@ from torch import nn
 
 import robustkit as rk
 from robustkit.core.errors import NoGradientError, RobustkitWarning
-from robustkit.evaluate.adaptive import TRIGGERS, plan
+from robustkit.evaluate.adaptive import RUNGS, TRIGGERS, plan
 from robustkit.evaluate.checks.base import Check
 
 EPS = 0.1
@@ -297,6 +297,49 @@ def test_discontinuous_activations_get_the_gradient_free_rung(kwta_model, data):
     assert_invariants(result, 100)
 
 
+def test_a_randomised_model_under_the_official_autoattack_gets_its_rand_version(model, data):
+    """The authors' advice for a randomised defense: AutoAttack version='rand' (APGD-CE and APGD-DLR with 20 EOT
+    samples per step). The ladder runs it after EOT-PGD; the number is within 0.05 of the suite run by hand."""
+    x, y = data[0][:32], data[1][:32]
+    first = rk.attack("autoattack", version="custom", attacks=("apgd-ce",), eps=EPS)
+    noisy = Noisy(model, std=0.5)
+    torch.manual_seed(0)
+    result = rk.evaluate.robust_accuracy(first, noisy, x, y, adaptive="auto", adaptive_budget=200)
+    assert ran(result) == ["eot", "rand"], [(r.rung, r.skipped) for r in result.adaptive.rungs]
+    rand = next(r for r in result.adaptive.rungs if r.rung == "rand")
+    assert rand.attack.count("apgd") == 2 and "20 EOT samples" in rand.note
+    torch.manual_seed(0)
+    right = strong([first, *rk.attack("autoattack", version="rand", eps=EPS).components()], noisy, x, y)
+    assert result["first_accuracy"] > right + 0.05
+    assert result["accuracy"] <= right + 0.05, (result["first_accuracy"], result["accuracy"], right)
+    assert_invariants(result, 200)
+    pgd_first = adaptive(noisy, x, y, adaptive_budget=200)  # not the official AutoAttack: eot stands for rand
+    assert "rand" not in ran(pgd_first) and "the eot rung stands for" in next(r.skipped for r in pgd_first.adaptive.rungs if r.rung == "rand")
+
+
+def test_decisions_only_get_hopskipjump_judged_within_the_budget(model, data):
+    """A model that returns one-hot decisions: no gradient, and Square's margin is flat. HopSkipJump (decision-based)
+    breaks what it can, an image counting as broken only within ε; by hand, the same attack and judgement."""
+    from robustkit.attacks.base import perturbation_norms
+
+    x, y = data[0][:12], data[1][:12]
+    decisions = Head(model, lambda z: nn.functional.one_hot(z.argmax(1), 10).float())
+    l2 = rk.attack("pgd_l2", eps=1.0)
+    result = rk.evaluate.robust_accuracy(l2, decisions, x, y, adaptive="auto", adaptive_budget=3000)
+    assert ran(result) == ["decision"], [(r.rung, r.skipped) for r in result.adaptive.rungs]
+    skipped = {r.rung: r.skipped for r in result.adaptive.rungs}
+    assert "decision rung stands for it" in skipped["gradient_free"]
+    correct = (model(x).argmax(1) == y).nonzero().flatten()
+    adv = rk.attack("hop_skip_jump", seed=0)(decisions, x[correct], y[correct])
+    broken = (model(adv).argmax(1) != y[correct]) & (perturbation_norms(adv - x[correct], "l2") <= 1.0)
+    right = (len(correct) - int(broken.sum())) / len(x)
+    assert result["accuracy"] == pytest.approx(right, abs=1e-9), (result["first_accuracy"], result["accuracy"], right)
+    assert result["first_accuracy"] >= result["accuracy"] + 0.3  # the gradient attack could not run at all
+    assert result["accuracy"] >= strong(rk.attack("pgd_l2", eps=1.0, steps=40), model, x, y)  # white-box bound
+    assert {"gradients_available", "output_head"} <= set(result.adaptive.answered)
+    assert_invariants(result, 3000)
+
+
 def test_gradient_agreement_tells_randomness_from_a_deterministic_model(model, data):
     from robustkit.evaluate.adaptive import eot_samples, gradient_agreement
 
@@ -331,7 +374,7 @@ def test_the_budget_bounds_the_rungs_and_says_which_did_not_fit(model, data):
 
 
 def test_every_rung_and_trigger_is_known_and_plan_follows_the_table():
-    assert {r for rungs in TRIGGERS.values() for r in rungs} == {"margin", "eot", "bpda", "more_steps", "gradient_free"}
+    assert {r for rungs in TRIGGERS.values() for r in rungs} == set(RUNGS)
     asked, blocked = plan([Check("incomplete_optimisation", "warn", ""), Check("output_head", "pass", "")], "auto")
     assert asked == {"more_steps": ["incomplete_optimisation"]} and blocked == ""
     assert plan([Check("output_head", "fail", "")], "off") == ({}, "")

@@ -12,7 +12,11 @@ adaptive attack from the literature, chosen by what the checks measured (`TRIGGE
 - ``bpda``: BPDA with the identity past the non-differentiable step: the first module whose input
   has no (or a zero) gradient path to the pixels, and layers whose gradient is cut, zero or wrong
   (Athalye et al. 2018);
+- ``rand``: the official AutoAttack's ``version='rand'`` (APGD-CE and APGD-DLR with 20 EOT samples
+  per step) on a randomised model (Croce & Hein 2020);
 - ``more_steps``: more iterations and restarts (Carlini et al. 2019, Pintor et al. 2022);
+- ``decision``: HopSkipJump on a model whose outputs are decisions only (one-hot or ±1 outputs, where
+  even Square's margin is flat), judged within the budget (Chen, Jordan & Wainwright 2020);
 - ``gradient_free``: Square with more queries (Andriushchenko et al. 2020).
 
 Each rung runs through `robust_accuracy` itself (batches, log lines, torch.distributed, ``state=``
@@ -29,6 +33,7 @@ al. 2022 (A³, adaptive AutoAttack).
 from __future__ import annotations
 
 import copy
+import importlib.util
 import math
 import time
 import warnings
@@ -42,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
-from ..attacks.base import Attack
+from ..attacks.base import Attack, perturbation_norms
 from ..attacks.losses import margin_loss
 from ..core.checks import model_device, preserved_state
 from ..core.distributed import gather, on_first_rank, world
@@ -67,14 +72,14 @@ from .robustness import robust_accuracy as _robust_accuracy
 
 PAPERS = f"{ATHALYE_2018}; {TRAMER_2020}; {CROCE_2022}; {YAO_2021}; {LIU_2022}"
 MODES = ("auto", "on", "off")
-RUNGS = ("margin", "eot", "bpda", "more_steps", "gradient_free")
+RUNGS = ("margin", "eot", "rand", "bpda", "more_steps", "decision", "gradient_free")
 """The ladder's rungs, in the order they run (cheap and targeted first)."""
 
 TRIGGERS: dict[str, tuple[str, ...]] = {
-    "output_head": ("margin",),
+    "output_head": ("margin", "decision"),
     "loss_gap": ("margin",),
-    "gradients_available": ("margin", "bpda", "gradient_free"),
-    "unstable_predictions": ("eot",),
+    "gradients_available": ("margin", "bpda", "decision", "gradient_free"),
+    "unstable_predictions": ("eot", "rand"),
     "gradient_consistency": ("eot", "bpda", "gradient_free"),
     "gradient_free": ("bpda", "gradient_free"),
     "iterative_vs_single_step": ("bpda", "gradient_free"),
@@ -82,9 +87,9 @@ TRIGGERS: dict[str, tuple[str, ...]] = {
     "monotone_in_eps": ("bpda", "gradient_free"),
     "forward_optimisation": ("bpda", "gradient_free"),
     "incomplete_optimisation": ("more_steps",),
-    "autoattack_flags (randomized)": ("eot",),
+    "autoattack_flags (randomized)": ("eot", "rand"),
     "autoattack_flags (probabilities)": ("margin",),
-    "autoattack_flags (zero_gradient)": ("margin", "bpda", "gradient_free"),
+    "autoattack_flags (zero_gradient)": ("margin", "bpda", "decision", "gradient_free"),
     "autoattack_flags (square)": ("bpda", "gradient_free"),
     "autoattack_flags (dynamic)": ("gradient_free",),
 }
@@ -235,7 +240,7 @@ def plan(checks: Sequence[Check], mode: str) -> tuple[dict[str, list[str]], str]
         if c.status in ("warn", "fail"):
             rungs = _rungs_of(c.name)
             if random and c.name in RANDOM_EXPLAINS:  # a randomised model's gradients disagree: EOT answers that
-                rungs = ("eot",)
+                rungs = ("eot", "rand")
             for rung in rungs:
                 asked.setdefault(rung, []).append(c.name)
     if mode == "on":
@@ -475,7 +480,11 @@ def _agreed(value: int, size: int) -> int:
 
 def per_image_passes(attack: Attack) -> int:
     """Forward passes an attack makes per image at most (its iterations × samples × restarts; queries)."""
+    if isinstance(attack, WithinBudget):
+        attack = attack.inner
     p = attack.params
+    if "max_eval" in p:  # HopSkipJump: per iteration up to max_eval queries and a binary search; the start's tries
+        return int(p["max_iter"]) * (int(p["max_eval"]) + 30) + int(p["init_size"]) + 1
     if "n_queries" in p:
         return int(p["n_queries"]) + 2
     if "steps" in p:
@@ -546,10 +555,17 @@ class _Context:
         self.attack, self.model, self.checks, self.sample, self.seed = attack, model, checks, sample, seed
         self.num_classes = num_classes
         self.norm, self.eps = attack.norm, attack.eps
+        self._cosine: float | None = None
         self.steps = int(attack.params.get("steps", attack.params.get("n_iter", RUNG_STEPS)) or RUNG_STEPS)
 
     def check(self, name: str) -> Check | None:
         return next((c for c in self.checks if c.name == name), None)
+
+    def cosine(self) -> float:
+        """`gradient_agreement` on the sample, measured once (the eot and rand rungs both read it)."""
+        if self._cosine is None:
+            self._cosine = gradient_agreement(self.model, *self.sample, seed=self.seed)
+        return self._cosine
 
     def pgd(self, **params: Any) -> Attack:
         name = {"linf": "pgd", "l2": "pgd_l2"}[self.norm]
@@ -579,7 +595,7 @@ def _margin(ctx: _Context, room: int) -> _Plan | str:
 def _eot(ctx: _Context, room: int) -> _Plan | str:
     if ctx.norm != "linf":
         return f"EOT-PGD is L∞ only; the threat model is {ctx.norm}"
-    cosine = gradient_agreement(ctx.model, *ctx.sample, seed=ctx.seed)
+    cosine = ctx.cosine()
     if cosine >= EOT_COSINE:
         return f"two draws' gradients agree (median cosine {cosine:.3f}): there is no randomness to average"
     want, steps = eot_samples(cosine), ctx.steps
@@ -589,6 +605,38 @@ def _eot(ctx: _Context, room: int) -> _Plan | str:
     attack = make_attack("eot_pgd", eps=ctx.eps, steps=steps, eot_samples=k, seed=ctx.seed)
     fitted = "" if k == want else f", {want} wanted: the budget allows {k}"
     return _Plan([attack], Jittered(ctx.model), f"{k} samples per step (median gradient cosine {cosine:.3f}{fitted})")
+
+
+def _rand(ctx: _Context, room: int) -> _Plan | str:
+    if ctx.attack.backend != "autoattack":  # the authors' advice for a randomised model evaluated with AutoAttack
+        return "the first attack is not the official AutoAttack: the eot rung stands for its 'rand' version"
+    name = {"linf": "autoattack", "l2": "autoattack_l2", "l1": "autoattack_l1"}[ctx.norm]
+    if importlib.util.find_spec("pyautoattack") is None:
+        return "the official AutoAttack is not installed (pip install 'robustkit[autoattack]')"
+    cosine = ctx.cosine()
+    if cosine >= EOT_COSINE:
+        return f"two draws' gradients agree (median cosine {cosine:.3f}): there is no randomness to average"
+    suite = make_attack(name, version="rand", eps=ctx.eps, seed=ctx.seed)
+    return _Plan(suite.components(), Jittered(ctx.model),
+                 f"AutoAttack version='rand': {', '.join(suite.component_labels())} with 20 EOT samples per step")  # fmt: skip
+
+
+def _decisions_only(ctx: _Context) -> int | None:
+    """How many distinct values the outputs take when they are decisions only (one-hot, ±1), else None."""
+    head = ctx.check("output_head")
+    distinct = None if head is None else head.values.get("distinct_values")
+    return distinct if distinct is not None and distinct <= 2 else None
+
+
+def _decision(ctx: _Context, room: int) -> _Plan | str:
+    distinct = _decisions_only(ctx)
+    if distinct is None:
+        return "the outputs are not decisions only (more than two distinct values): the margin and gradient-free rungs read them"
+    name = {"linf": "hop_skip_jump_linf", "l2": "hop_skip_jump"}.get(ctx.norm)
+    if name is None:
+        return f"no decision-based attack for {ctx.norm} here"
+    attack = WithinBudget(make_attack(name, seed=ctx.seed), ctx.eps)
+    return _Plan([attack], ctx.model, f"the outputs take {distinct} values: decisions only")
 
 
 def _bpda(ctx: _Context, room: int) -> _Plan | str:
@@ -613,6 +661,8 @@ def _gradient_free(ctx: _Context, room: int) -> _Plan | str:
     name = {"linf": "square", "l2": "square_l2"}.get(ctx.norm)
     if name is None:
         return f"no gradient-free attack for {ctx.norm} here"
+    if _decisions_only(ctx) is not None:
+        return "the outputs are decisions only, where Square's margin is flat: the decision rung stands for it"
     queries = min(SQUARE_QUERIES[1], room - 3)
     if queries < SQUARE_QUERIES[0]:
         return f"over budget: {SQUARE_QUERIES[0]} queries per image do not fit ({room} passes per image left)"
@@ -621,7 +671,8 @@ def _gradient_free(ctx: _Context, room: int) -> _Plan | str:
 
 
 BUILDERS: dict[str, Callable[..., _Plan | str]] = {
-    "margin": _margin, "eot": _eot, "bpda": _bpda, "more_steps": _more_steps, "gradient_free": _gradient_free,
+    "margin": _margin, "eot": _eot, "rand": _rand, "bpda": _bpda, "more_steps": _more_steps,
+    "gradient_free": _gradient_free, "decision": _decision,
 }  # fmt: skip
 
 
@@ -789,6 +840,37 @@ def converged(record: Adaptive) -> Check:
 
 
 # ---------------------------------------------------------------- entry points
+
+
+class WithinBudget(Attack):
+    """A minimal-perturbation attack judged at a budget: where its perturbation is larger than ``eps`` in its
+    norm, the clean image comes back (the image is not broken within the budget). For HopSkipJump, the
+    decision-based attack (Chen, Jordan & Wainwright 2020), on models that give decisions only."""
+
+    backend = "adaptive"
+    gradient_free = True
+    parameters = ()
+
+    def __init__(self, inner: Attack, eps: float):
+        self.inner, self._eps = inner, float(eps)
+        self.name, self.norm = inner.name, inner.norm  # type: ignore[misc]
+        super().__init__()
+
+    @property
+    def eps(self) -> float:
+        return self._eps
+
+    def label(self) -> str:  # type: ignore[override]
+        return f"{self.inner.label()} within ε={self._eps:g}"
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.inner.describe(), "within_eps": self._eps}
+
+    def _run(self, model, x, y, target, num_classes):
+        adv = self.inner(model, x, y)
+        too_far = perturbation_norms(adv - x, self.norm) > self._eps * (1 + 1e-6)
+        adv[too_far] = x[too_far]
+        return adv
 
 
 class _Unattacked(Attack):

@@ -93,6 +93,7 @@ def output_head(outputs: torch.Tensor) -> Check:
         "share_pinned": float(pinned.double().mean()),
         "max_abs_row_sum_minus_1": float((sums - 1).abs().max()),
         "max_abs_logsumexp": float(lse.abs().max()),
+        "distinct_values": int(torch.unique(out).numel()),  # 2: decisions only (one-hot, ±1)
         "n": len(out),
     }
     papers = f"{CARLINI_WAGNER_2017}; {CROCE_2020}"
