@@ -326,14 +326,13 @@ def test_decisions_only_get_hopskipjump_judged_within_the_budget(model, data):
     decisions = Head(model, lambda z: nn.functional.one_hot(z.argmax(1), 10).float())
     l2 = rk.attack("pgd_l2", eps=1.0)
     result = rk.evaluate.robust_accuracy(l2, decisions, x, y, adaptive="auto", adaptive_budget=3000)
-    assert ran(result) == ["decision"], [(r.rung, r.skipped) for r in result.adaptive.rungs]
-    skipped = {r.rung: r.skipped for r in result.adaptive.rungs}
-    assert "decision rung stands for it" in skipped["gradient_free"]
+    assert ran(result)[0] == "decision", [(r.rung, r.skipped) for r in result.adaptive.rungs]
+    decision = result.adaptive.rungs[[r.rung for r in result.adaptive.rungs].index("decision")]
     correct = (model(x).argmax(1) == y).nonzero().flatten()
     adv = rk.attack("hop_skip_jump", seed=0)(decisions, x[correct], y[correct])
     broken = (model(adv).argmax(1) != y[correct]) & (perturbation_norms(adv - x[correct], "l2") <= 1.0)
-    right = (len(correct) - int(broken.sum())) / len(x)
-    assert result["accuracy"] == pytest.approx(right, abs=1e-9), (result["first_accuracy"], result["accuracy"], right)
+    assert (decision.images, decision.broken) == (len(correct), int(broken.sum()))  # the same attack, judged alike
+    assert result["accuracy"] <= (len(correct) - int(broken.sum())) / len(x)  # then Square on what is left
     assert result["first_accuracy"] >= result["accuracy"] + 0.3  # the gradient attack could not run at all
     assert result["accuracy"] >= strong(rk.attack("pgd_l2", eps=1.0, steps=40), model, x, y)  # white-box bound
     assert {"gradients_available", "output_head"} <= set(result.adaptive.answered)

@@ -16,7 +16,7 @@ adaptive attack from the literature, chosen by what the checks measured (`TRIGGE
   per step) on a randomised model (Croce & Hein 2020);
 - ``more_steps``: more iterations and restarts (Carlini et al. 2019, Pintor et al. 2022);
 - ``decision``: HopSkipJump on a model whose outputs are decisions only (one-hot or ±1 outputs, where
-  even Square's margin is flat), judged within the budget (Chen, Jordan & Wainwright 2020);
+  Square's margin barely moves), judged within the budget (Chen, Jordan & Wainwright 2020);
 - ``gradient_free``: Square with more queries (Andriushchenko et al. 2020).
 
 Each rung runs through `robust_accuracy` itself (batches, log lines, torch.distributed, ``state=``
@@ -661,8 +661,6 @@ def _gradient_free(ctx: _Context, room: int) -> _Plan | str:
     name = {"linf": "square", "l2": "square_l2"}.get(ctx.norm)
     if name is None:
         return f"no gradient-free attack for {ctx.norm} here"
-    if _decisions_only(ctx) is not None:
-        return "the outputs are decisions only, where Square's margin is flat: the decision rung stands for it"
     queries = min(SQUARE_QUERIES[1], room - 3)
     if queries < SQUARE_QUERIES[0]:
         return f"over budget: {SQUARE_QUERIES[0]} queries per image do not fit ({room} passes per image left)"
