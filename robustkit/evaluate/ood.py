@@ -99,7 +99,7 @@ def ood(
     if not isinstance(detector, dict) and len(named) < len(detector):
         raise ValueError("two detectors share a name: pass a {name: detector} dict")
     first: dict[int, torch.Tensor] = {}  # the shared pass's first ID logits per model, for output_head
-    which = f"{len(named)} detectors"
+    which = next(iter(named)) if len(named) == 1 else f"{len(named)} detectors"
     with _scoring(which, "ID", id_x):
         id_scores = _score_all(named, id_x, batch_size, first) if size == 1 else _sharded_scores(named, id_x, batch_size, rank, size)
     with _scoring(which, "OOD", ood_x):
