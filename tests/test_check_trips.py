@@ -298,39 +298,6 @@ def test_resume_refuses_another_models_another_budgets_or_other_images_state(mod
 # ---------------------------------------------------------------- discontinuous activations (issue 32.2)
 
 
-class KWTA(nn.Module):
-    """k-winners-take-all (Xiao et al. 2020): only the largest ``ratio`` of a layer's activations pass. The
-    function jumps wherever the winners change, so its gradient is right only very close to the input."""
-
-    def __init__(self, ratio: float = 0.1):
-        super().__init__()
-        self.ratio = ratio
-
-    def forward(self, x):
-        flat = x.flatten(1)
-        k = max(1, int(self.ratio * flat.shape[1]))
-        return (flat * (flat >= flat.topk(k, dim=1).values[:, -1:])).view_as(x)
-
-
-@pytest.fixture(scope="module")
-def kwta_model(digits_train):
-    from robustkit.modelling.models import with_normalization
-
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), KWTA(), nn.MaxPool2d(2), nn.Flatten(),
-                        nn.Linear(16 * 16, 64), KWTA(0.2), nn.Linear(64, 10))  # fmt: skip
-    model = with_normalization(net, digits_train.info.mean, digits_train.info.std)
-    optimiser = torch.optim.Adam(model.parameters(), 3e-3)
-    for _ in range(8):
-        order = torch.randperm(len(digits_train.x))
-        for i in range(0, len(order), 64):
-            rows = order[i : i + 64]
-            optimiser.zero_grad()
-            nn.functional.cross_entropy(model(digits_train.x[rows]), digits_train.y[rows]).backward()
-            optimiser.step()
-    return model.eval()
-
-
 def test_discontinuous_activations_trip_the_gradient_free_and_steps_checks(kwta_model, digits_test):
     """PGD leaves ~65% where Square finds ~40%; the gradient checks at a quarter grey level see nothing."""
     d = rk.diagnose(kwta_model, digits_test, attack=rk.attack("pgd", eps=0.1), sample=256)
