@@ -210,6 +210,20 @@ def test_a_quantising_layer_gets_bpda(model, data):
     assert_invariants(result)
 
 
+def test_bpda_bypasses_the_blocking_step_not_pytorchs_own_layers_on_tied_activations(data):
+    """Rounded pixels leave many activations exactly at a ReLU's kink, where a small step misreads its (right)
+    gradient as wrong; bypassing it too would spoil BPDA (seen on the CIFAR prefix: 0 images broken instead of
+    64 of 121). Only the rounding step is bypassed."""
+    from robustkit.evaluate.adaptive import _blocked_layer, find_blockers
+
+    x = data[0][:16]
+    net = nn.Sequential(Quantise(), nn.ReLU(), nn.Flatten(), nn.Linear(64, 10))
+    on_kink = Quantise()(x)  # on digits, more than half of the rounded pixels are 0 exactly
+    assert _blocked_layer(nn.ReLU(), on_kink, torch.Generator().manual_seed(0)).startswith("its gradient mispredicts")
+    inputs, outputs, reasons = find_blockers(net, x)
+    assert inputs == ["1"] and outputs == ["0"], reasons  # the rounding: its output side, and the ReLU's input
+
+
 def test_a_forward_cut_from_autograd_escalates_instead_of_failing(model, data):
     x, y = data
     cut = Thermometer(model)

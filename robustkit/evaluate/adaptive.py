@@ -329,9 +329,9 @@ def find_blockers(model: nn.Module, x: torch.Tensor, seed: int = 0) -> tuple[lis
 
     ``inputs``: the first module (in call order) whose input has the images' shape but no gradient, or
     an all-zero one, to the pixels (a rounding, thresholding or purifying step in front of it);
-    ``outputs``: the leaf modules that keep their input's shape and whose gradient is cut, all zero, or
-    mispredicts the change of their output under a small step by more than half (a wrong custom
-    backward). Cost: one forward pass with hooks on every module, a backward pass per candidate.
+    ``outputs``: the leaf modules, other than PyTorch's own layers, that keep their input's shape and whose
+    gradient is cut, all zero, or mispredicts the change of their output under a small step by more than
+    half (a wrong custom backward). Cost: one forward pass with hooks on every module, a backward pass per candidate.
     """
     names = {m: n for n, m in model.named_modules() if n}
     calls: list[tuple[str, nn.Module, Any, torch.Tensor | None]] = []  # (name, module, its input, a copy of it)
@@ -365,6 +365,8 @@ def find_blockers(model: nn.Module, x: torch.Tensor, seed: int = 0) -> tuple[lis
         for name, m, u, copy in calls:  # the output side: layers whose own gradient is cut, zero or wrong
             if copy is None or not isinstance(u, torch.Tensor) or not u.requires_grad:
                 continue
+            if type(m).__module__.startswith("torch."):  # PyTorch's own layers differentiate right; on tied or
+                continue  # quantised activations (max pooling, ReLU at 0) a small step would misread them as wrong
             why = _blocked_layer(m, copy, generator)
             if why:
                 outputs.append(name)
