@@ -142,9 +142,10 @@ class Certification:
                 plain = ", ".join(f"{r:g}: {f:.3f}" for r, f in zip(empirical.radii, empirical.first_accuracy, strict=True))
                 lines += [
                     "",
-                    f"The base classifier's gradients are masked (its checks below), so the attack also ran through "
-                    f"BPDA ({a['bpda']}; Athalye et al. 2018) and the column is the worst case over both. PGD-L2 "
-                    f"alone would have read {plain}.",
+                    f"The base classifier's gradients are masked (`gradients_available`, `gradient_consistency` in "
+                    f"the sanity checks, which judge the base classifier), so the attack also ran through BPDA "
+                    f"({a['bpda']}; Athalye et al. 2018) and the PGD-L2 column is the worst case over both: it "
+                    f"already answers them. PGD-L2 alone would have read {plain}.",
                 ]
         return lines
 
