@@ -447,6 +447,9 @@ def test_eval_reports_the_adaptive_number_per_rung_and_strict_judges_the_final_c
     report = (tmp_path / "auto" / "report.md").read_text()
     assert "### Adaptive evaluation" in report and f"**{a['accuracy']:.3f} adaptive**" in report
     assert "| bpda |" in report
+    said = "These checks judge the adaptive number. On the first attack's number" in report
+    assert said == bool(a["answered"])  # a check a rung answered is named above the table, not left to "all pass"
+    assert all(f"`{n}`" in report.split("## Accuracy")[0] for n in a["answered"])
     assert not list((tmp_path / "auto").glob("attack-state*"))  # every rung's state file is gone with the run's
     out = capsys.readouterr().out
     assert "adaptive evaluation" in out and f"robust {a['accuracy']:.4f}" in out

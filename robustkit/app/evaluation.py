@@ -308,7 +308,15 @@ def report_lines(bench: Benchmark, about: ModelInfo, device: str, figures: Seque
         lines += ["## Figures", "", *(f"![{f}]({f})" for f in figures), ""]
         if any(f.startswith("hist_") for f in figures):
             lines += [f"The histograms show `{best_detector(bench)}`, the detector with the best mean AUROC.", ""]
-    return sanity.with_section(lines, bench.final_checks)
+    lines = sanity.with_section(lines, bench.final_checks)
+    a = bench.adaptive
+    if a is not None and a.answered and "## Sanity checks" in lines:  # the verdict judges the final number: say so
+        at = lines.index("## Sanity checks") + 4  # after the verdict and its blank line
+        first = {c.name: c.status for c in bench.checks}
+        failed = ", ".join(f"`{n}` ({first[n]})" if n in first else f"`{n}`" for n in a.answered)
+        lines[at:at] = [f"These checks judge the adaptive number. On the first attack's number {failed} did not pass: "
+                        "the attack was fooled, and the rungs of the adaptive evaluation below answered them.", ""]  # fmt: skip
+    return lines
 
 
 def adaptive_lines(bench: Benchmark) -> list[str]:
